@@ -1,0 +1,503 @@
+//! The target: opening and checking it, writing the image onto it in `dd.bs` blocks with the
+//! first MiB held back until the image verified, wiping it when an install fails, and listing
+//! the machine's disks for the prompt.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
+
+use crate::error::{Classify, Failure, io_error};
+use crate::fail;
+use crate::progress::Progress;
+
+/// The part of the image written last, once everything else is verified and on disk: it holds
+/// the partition tables, so a machine cannot boot a half-written image.
+pub const HOLDBACK: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    BlockDevice,
+    RegularFile,
+}
+
+/// An opened, checked target.
+#[derive(Debug)]
+pub struct Target {
+    path: PathBuf,
+    file: File,
+    kind: Kind,
+    /// How many bytes fit; `None` for an empty regular file, which grows to the image's size.
+    capacity: Option<u64>,
+    /// `MAJOR:MINOR` of a block device.
+    device: Option<(u32, u32)>,
+}
+
+impl Target {
+    /// Opens `path` for writing after checking that it exists, is a block device or a regular
+    /// file, and is not in use (mounted, swap, or held by device-mapper/RAID).
+    pub fn open(path: &Path) -> Result<Target> {
+        let shown = path.display();
+        let metadata = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fail!(Failure::Target, "dd.of={shown} does not exist")
+            }
+            Err(e) => return Err(e).with_context(|| format!("dd.of={shown}")).classify(Failure::Target),
+        };
+        let kind = if metadata.file_type().is_block_device() {
+            Kind::BlockDevice
+        } else if metadata.is_file() {
+            Kind::RegularFile
+        } else {
+            fail!(Failure::Target, "dd.of={shown} is neither a block device nor a regular file")
+        };
+        let device = (kind == Kind::BlockDevice).then(|| {
+            let rdev = metadata.rdev();
+            (rustix::fs::major(rdev), rustix::fs::minor(rdev))
+        });
+        if let Some(device) = device {
+            check_not_in_use(path, device)?;
+        }
+        let mut options = OpenOptions::new();
+        options.read(true).write(true);
+        if kind == Kind::BlockDevice {
+            // O_EXCL on a block device fails with EBUSY while the kernel has it claimed
+            // (mounted, or in use by device-mapper/RAID): a last guard after the checks above.
+            options.custom_flags(rustix::fs::OFlags::EXCL.bits() as i32);
+        }
+        let mut file = match options.open(path) {
+            Ok(file) => file,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+                fail!(Failure::Target, "dd.of={shown} is in use by the system (busy)")
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("opening dd.of={shown} for writing"))
+                    .classify(Failure::Target);
+            }
+        };
+        let size = file
+            .seek(SeekFrom::End(0))
+            .with_context(|| format!("finding the size of dd.of={shown}"))
+            .classify(Failure::Target)?;
+        let capacity = match kind {
+            Kind::RegularFile if size == 0 => None,
+            _ => Some(size),
+        };
+        Ok(Target {
+            path: path.to_path_buf(),
+            file,
+            kind,
+            capacity,
+            device,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn capacity(&self) -> Option<u64> {
+        self.capacity
+    }
+
+    /// A one-line description for the operator: path, size, model.
+    pub fn describe(&self) -> String {
+        let size = self
+            .capacity
+            .map(|c| format!("{}", indicatif::HumanBytes(c)))
+            .unwrap_or_else(|| "empty".into());
+        match (self.kind, self.device) {
+            (Kind::BlockDevice, Some((major, minor))) => {
+                let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+                let model = read_attribute(&sys.join("device/model"));
+                match model {
+                    Some(model) => format!("{} ({size}, {model})", self.path.display()),
+                    None => format!("{} ({size})", self.path.display()),
+                }
+            }
+            _ => format!("{} (regular file, {size})", self.path.display()),
+        }
+    }
+
+    /// Refuses an image that is known not to fit.
+    pub fn check_fits(&self, image_size: u64) -> Result<()> {
+        match self.capacity {
+            Some(capacity) if image_size > capacity => fail!(
+                Failure::Target,
+                "the image ({image_size} bytes) is larger than dd.of={} ({capacity} bytes)",
+                self.path.display()
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Zeroes the first MiB (the partition tables) so the machine cannot boot what is there.
+    pub fn wipe_start(&self) -> Result<()> {
+        let length = self.capacity.unwrap_or_else(|| {
+            self.file
+                .metadata()
+                .map(|m| m.len())
+                .unwrap_or(HOLDBACK as u64)
+        });
+        let zeros = vec![0u8; HOLDBACK.min(length as usize)];
+        self.file
+            .write_all_at(&zeros, 0)
+            .and_then(|()| self.file.sync_all())
+            .with_context(|| format!("zeroing the first MiB of {}", self.path.display()))
+            .classify(Failure::Target)
+    }
+
+    /// Asks the kernel to re-read the partition table of a whole-disk block device.
+    pub fn reread_partitions(&self) -> Result<()> {
+        let Some((major, minor)) = self.device else {
+            return Ok(());
+        };
+        if Path::new(&format!("/sys/dev/block/{major}:{minor}/partition")).exists() {
+            return Ok(());
+        }
+        const BLKRRPART: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(0x12, 95);
+        // SAFETY: BLKRRPART takes no argument and reads or writes no memory of ours; the fd is
+        // an open block device for the duration of the call.
+        unsafe {
+            rustix::ioctl::ioctl(&self.file, rustix::ioctl::NoArg::<BLKRRPART>::new())
+        }
+        .map_err(io::Error::from)
+        .with_context(|| format!("re-reading the partition table of {}", self.path.display()))
+    }
+}
+
+/// Writes the decompressed image onto the target: in `block_size` writes, never past its end,
+/// holding the first [`HOLDBACK`] bytes back until [`ImageWriter::finish`].
+pub struct ImageWriter<'a> {
+    target: &'a Target,
+    block_size: usize,
+    block: Vec<u8>,
+    /// Where on the target `block` goes.
+    block_offset: u64,
+    held: Vec<u8>,
+    accepted: u64,
+    touched: bool,
+    progress: Arc<Progress>,
+}
+
+impl<'a> ImageWriter<'a> {
+    pub fn new(target: &'a Target, block_size: usize, progress: Arc<Progress>) -> Self {
+        ImageWriter {
+            target,
+            block_size,
+            block: Vec::with_capacity(block_size),
+            block_offset: HOLDBACK as u64,
+            held: Vec::with_capacity(HOLDBACK),
+            accepted: 0,
+            touched: false,
+            progress,
+        }
+    }
+
+    /// Whether anything reached the target yet (then a failure must wipe it).
+    pub fn touched(&self) -> bool {
+        self.touched
+    }
+
+    fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.touched = true;
+        self.target.file.write_all_at(data, offset).map_err(|e| {
+            io_error(
+                Failure::Target,
+                anyhow!(e).context(format!(
+                    "writing to {} at byte {offset}",
+                    self.target.path.display()
+                )),
+            )
+        })?;
+        self.progress.written(data.len() as u64);
+        Ok(())
+    }
+
+    fn write_block(&mut self) -> io::Result<()> {
+        let block = std::mem::take(&mut self.block);
+        let result = self.write_at(&block, self.block_offset);
+        self.block_offset += block.len() as u64;
+        self.block = block;
+        self.block.clear();
+        result
+    }
+
+    /// Writes what is still buffered, flushes it to stable storage, then writes the held-back
+    /// start and flushes again. Call only once the image verified. Returns the image size.
+    pub fn finish(mut self) -> Result<u64> {
+        if !self.block.is_empty() {
+            self.write_block()?;
+        }
+        self.sync().context("flushing the image")?;
+        let held = std::mem::take(&mut self.held);
+        for (i, chunk) in held.chunks(self.block_size).enumerate() {
+            self.write_at(chunk, (i * self.block_size) as u64)?;
+        }
+        self.sync().context("flushing the image's first MiB")?;
+        Ok(self.accepted)
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.target
+            .file
+            .sync_all()
+            .with_context(|| format!("syncing {}", self.target.path.display()))
+            .classify(Failure::Target)
+    }
+}
+
+impl Write for ImageWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let end = self.accepted + buf.len() as u64;
+        if let Some(capacity) = self.target.capacity
+            && end > capacity
+        {
+            return Err(io_error(
+                Failure::Target,
+                anyhow!(
+                    "the image is larger than dd.of={} ({capacity} bytes); nothing was written past its end",
+                    self.target.path.display()
+                ),
+            ));
+        }
+        let mut rest = buf;
+        if self.held.len() < HOLDBACK {
+            let take = (HOLDBACK - self.held.len()).min(rest.len());
+            self.held.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+        }
+        while !rest.is_empty() {
+            let take = (self.block_size - self.block.len()).min(rest.len());
+            self.block.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.block.len() == self.block_size {
+                self.write_block()?;
+            }
+        }
+        self.accepted = end;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Buffered blocks are written by `finish`, once the image verified.
+        Ok(())
+    }
+}
+
+/// Refuses a block device that is mounted, used as swap, or held by another device, itself
+/// or through one of its partitions.
+fn check_not_in_use(path: &Path, device: (u32, u32)) -> Result<()> {
+    let shown = path.display();
+    let sys = PathBuf::from(format!("/sys/dev/block/{}:{}", device.0, device.1));
+    let mut devices = vec![(device, path.display().to_string())];
+    if let Ok(entries) = fs::read_dir(&sys) {
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if !dir.join("partition").exists() {
+                continue;
+            }
+            if let Some(dev) = read_attribute(&dir.join("dev")).and_then(|d| parse_dev(&d)) {
+                let name = format!("/dev/{}", entry.file_name().to_string_lossy());
+                devices.push((dev, name));
+            }
+        }
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(dev), Some(mount_point)) = (fields.get(2).and_then(|d| parse_dev(d)), fields.get(4))
+        else {
+            continue;
+        };
+        if let Some((_, name)) = devices.iter().find(|(d, _)| *d == dev) {
+            fail!(
+                Failure::Target,
+                "dd.of={shown} is in use: {name} is mounted on {}",
+                mount_point.replace("\\040", " ")
+            );
+        }
+    }
+    let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
+    for swap in swaps.lines().skip(1).filter_map(|l| l.split_whitespace().next()) {
+        let Ok(metadata) = fs::metadata(swap) else {
+            continue;
+        };
+        let dev = (rustix::fs::major(metadata.rdev()), rustix::fs::minor(metadata.rdev()));
+        if metadata.file_type().is_block_device() && devices.iter().any(|(d, _)| *d == dev) {
+            fail!(Failure::Target, "dd.of={shown} is in use: {swap} is swap space");
+        }
+    }
+    for ((major, minor), name) in &devices {
+        let holders = PathBuf::from(format!("/sys/dev/block/{major}:{minor}/holders"));
+        if let Some(holder) = fs::read_dir(holders).ok().and_then(|mut d| d.next()).and_then(Result::ok) {
+            fail!(
+                Failure::Target,
+                "dd.of={shown} is in use: {name} is held by {} (device-mapper, LVM or RAID)",
+                holder.file_name().to_string_lossy()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn parse_dev(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.trim().split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+fn read_attribute(path: &Path) -> Option<String> {
+    let value = fs::read_to_string(path).ok()?;
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+/// A disk the operator can choose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub size: u64,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+}
+
+/// The machine's disks, from /sys/block: whole disks with a size, without loop, RAM,
+/// optical and virtual devices.
+pub fn list_disks() -> Vec<Disk> {
+    list_disks_in(Path::new("/sys/block"))
+}
+
+fn list_disks_in(sys_block: &Path) -> Vec<Disk> {
+    const SKIP: &[&str] = &["loop", "ram", "zram", "dm-", "md", "sr", "fd", "nbd"];
+    let Ok(entries) = fs::read_dir(sys_block) else {
+        return Vec::new();
+    };
+    let mut disks: Vec<Disk> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if SKIP.iter().any(|p| name.starts_with(p)) {
+                return None;
+            }
+            let dir = entry.path();
+            let sectors: u64 = read_attribute(&dir.join("size"))?.parse().ok()?;
+            if sectors == 0 {
+                return None;
+            }
+            let serial = read_attribute(&dir.join("device/serial"))
+                .or_else(|| read_attribute(&dir.join("serial")))
+                .or_else(|| read_attribute(&dir.join("device/wwid")));
+            Some(Disk {
+                path: PathBuf::from("/dev").join(&name),
+                size: sectors * 512,
+                model: read_attribute(&dir.join("device/model")),
+                serial,
+            })
+        })
+        .collect();
+    disks.sort_by(|a, b| a.path.cmp(&b.path));
+    disks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn file_target(size: u64) -> (tempfile::NamedTempFile, Target) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(size).unwrap();
+        let target = Target::open(file.path()).unwrap();
+        (file, target)
+    }
+
+    fn contents(path: &Path) -> Vec<u8> {
+        let mut data = Vec::new();
+        File::open(path).unwrap().read_to_end(&mut data).unwrap();
+        data
+    }
+
+    #[test]
+    fn holds_back_the_first_mib_until_finish() {
+        let (file, target) = file_target(4 << 20);
+        let image: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8 + 1).collect();
+        let mut writer = ImageWriter::new(&target, 4096, Arc::new(Progress::default()));
+        for chunk in image.chunks(10_007) {
+            writer.write_all(chunk).unwrap();
+        }
+        assert!(writer.touched());
+        let on_disk = contents(file.path());
+        assert!(on_disk[..HOLDBACK].iter().all(|&b| b == 0), "start written early");
+        assert_eq!(writer.finish().unwrap(), image.len() as u64);
+        let on_disk = contents(file.path());
+        assert_eq!(on_disk.len(), 4 << 20, "a sized file keeps its size");
+        assert_eq!(&on_disk[..image.len()], &image[..]);
+    }
+
+    #[test]
+    fn an_empty_file_grows_to_the_image() {
+        let (file, target) = file_target(0);
+        assert_eq!(target.capacity(), None);
+        let mut writer = ImageWriter::new(&target, 1000, Arc::new(Progress::default()));
+        writer.write_all(&[9u8; 1_500_000]).unwrap();
+        writer.finish().unwrap();
+        assert_eq!(contents(file.path()), vec![9u8; 1_500_000]);
+    }
+
+    #[test]
+    fn refuses_to_write_past_the_end() {
+        let (file, target) = file_target(2 << 20);
+        let mut writer = ImageWriter::new(&target, 65536, Arc::new(Progress::default()));
+        writer.write_all(&[1u8; 2 << 20]).unwrap();
+        let e = writer.write_all(&[1u8]).unwrap_err();
+        assert!(e.to_string().contains("larger than dd.of="), "{e}");
+        assert!(target.check_fits((2 << 20) + 1).is_err());
+        target.wipe_start().unwrap();
+        assert!(contents(file.path())[..HOLDBACK].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn refuses_missing_and_odd_targets() {
+        let e = Target::open(Path::new("/dev/ocidd-no-such-disk")).unwrap_err();
+        assert_eq!(crate::error::failure_of(&e), Some(Failure::Target));
+        assert!(format!("{e:#}").contains("does not exist"));
+        assert!(!Path::new("/dev/ocidd-no-such-disk").exists());
+        let e = Target::open(Path::new("/dev/null")).unwrap_err();
+        assert!(format!("{e:#}").contains("neither a block device"));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Target::open(dir.path()).is_err());
+    }
+
+    #[test]
+    fn lists_disks_from_sysfs() {
+        let sys = tempfile::tempdir().unwrap();
+        let disk = |name: &str, sectors: &str, model: Option<&str>| {
+            let dir = sys.path().join(name);
+            fs::create_dir_all(dir.join("device")).unwrap();
+            fs::write(dir.join("size"), sectors).unwrap();
+            if let Some(model) = model {
+                fs::write(dir.join("device/model"), format!("{model}  \n")).unwrap();
+            }
+        };
+        disk("sda", "2048\n", Some("QEMU HARDDISK"));
+        disk("vda", "4096\n", None);
+        fs::write(sys.path().join("vda/serial"), "abc123\n").unwrap();
+        disk("loop0", "2048\n", None);
+        disk("sr0", "0\n", None);
+        let disks = list_disks_in(sys.path());
+        assert_eq!(disks.len(), 2);
+        assert_eq!(disks[0].path, PathBuf::from("/dev/sda"));
+        assert_eq!(disks[0].size, 1 << 20);
+        assert_eq!(disks[0].model.as_deref(), Some("QEMU HARDDISK"));
+        assert_eq!(disks[1].serial.as_deref(), Some("abc123"));
+    }
+}

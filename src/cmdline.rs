@@ -1,0 +1,334 @@
+//! The parameters, as the words of a kernel command line carry them (`oci.tag=…`, `dd.of=…`,
+//! `wait`), and the value parsers shared with the command-line flags.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::error::Failure;
+use crate::fail;
+use crate::reference::{ImageSource, Platform, parse_blob, parse_tag};
+
+/// The largest `dd.bs` accepted: one block is held in memory per stage.
+pub const MAX_BLOCK_SIZE: u64 = 16 << 20;
+
+/// Registry access settings.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RegistryOptions {
+    /// Plain HTTP is allowed (`oci.allow_no_tls`); otherwise HTTPS with verified certificates.
+    pub allow_no_tls: bool,
+    /// An extra CA bundle (PEM) to trust (`oci.ca=`).
+    pub ca: Option<PathBuf>,
+    /// A docker `config.json` with credentials (`oci.auth=`).
+    pub auth: Option<PathBuf>,
+    /// The platform to select from an image index (`oci.platform=`); default: this machine's.
+    pub platform: Option<Platform>,
+}
+
+/// Everything an install can be told. Unset values are asked for, or are an error.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Params {
+    pub source: Option<ImageSource>,
+    pub target: Option<PathBuf>,
+    pub block_size: Option<usize>,
+    pub registry: RegistryOptions,
+    /// Ask for confirmation before writing.
+    pub wait: bool,
+    /// Leave the target as it is when an install fails after writing began.
+    pub keep_on_error: bool,
+    /// What `/init` does after a successful install (`ocidd.after=`).
+    pub after: Option<After>,
+    /// The kernel's `ip=` parameter, read by `/init` to configure the network.
+    pub ip: Option<String>,
+}
+
+/// What `/init` does once the install succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Reboot,
+    Poweroff,
+    Shell,
+}
+
+impl std::str::FromStr for After {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reboot" => Ok(After::Reboot),
+            "poweroff" => Ok(After::Poweroff),
+            "shell" => Ok(After::Shell),
+            _ => Err(format!("{s:?} is not one of reboot, poweroff, shell")),
+        }
+    }
+}
+
+/// Splits a kernel command line into words the way the kernel does: at whitespace outside
+/// double quotes, with the quotes removed.
+pub fn split_kernel_cmdline(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut in_quote = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                in_quote = !in_quote;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !in_quote => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+/// Parses the words of a kernel command line (or the same words given as arguments).
+/// Words that are not ours (`console=`, `BOOT_IMAGE=`, `quiet`) are ignored; an unknown word in
+/// our namespaces (`oci.`, `dd.`, `ocidd.`) is an error, since it is most likely a typo.
+pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Params> {
+    let mut params = Params::default();
+    let mut tag = None;
+    let mut blob = None;
+    for word in words {
+        let word = word.as_ref();
+        let (raw_name, value) = match word.split_once('=') {
+            Some((name, value)) => (name, Some(unquote(value))),
+            None => (word, None),
+        };
+        // The kernel treats '-' and '_' alike in parameter names; so do we.
+        let name = raw_name.replace('-', "_");
+        let value_of = |what: &str| -> Result<&str> {
+            match value {
+                None => fail!(Failure::Usage, "{raw_name} needs a value ({raw_name}={what})"),
+                Some("") => fail!(Failure::Usage, "{raw_name}= is empty (expected {raw_name}={what})"),
+                Some(v) => Ok(v),
+            }
+        };
+        let invalid = |e: String| -> anyhow::Error {
+            crate::error::classified(Failure::Usage, anyhow::anyhow!("invalid {raw_name}: {e}"))
+        };
+        match name.as_str() {
+            "oci.tag" => {
+                let v = parse_tag(value_of("REGISTRY/REPOSITORY:TAG")?).map_err(invalid)?;
+                set_once(&mut tag, v, raw_name)?;
+            }
+            "oci.blob" => {
+                let v = parse_blob(value_of("REGISTRY/REPOSITORY@sha256:HEX")?).map_err(invalid)?;
+                set_once(&mut blob, v, raw_name)?;
+            }
+            "oci.allow_no_tls" => params.registry.allow_no_tls = parse_flag(raw_name, value)?,
+            "oci.ca" => set_once(&mut params.registry.ca, value_of("PATH")?.into(), raw_name)?,
+            "oci.auth" => set_once(&mut params.registry.auth, value_of("PATH")?.into(), raw_name)?,
+            "oci.platform" => {
+                let v = value_of("OS/ARCH")?.parse().map_err(invalid)?;
+                set_once(&mut params.registry.platform, v, raw_name)?;
+            }
+            "oci.keep_on_error" => params.keep_on_error = parse_flag(raw_name, value)?,
+            "dd.of" => set_once(&mut params.target, value_of("/dev/sdX")?.into(), raw_name)?,
+            "dd.bs" => {
+                let v = parse_block_size(value_of("SIZE")?).map_err(invalid)?;
+                set_once(&mut params.block_size, v, raw_name)?;
+            }
+            "wait" => params.wait = parse_flag(raw_name, value)?,
+            "ocidd.after" => {
+                let v = value_of("reboot|poweroff|shell")?.parse().map_err(invalid)?;
+                set_once(&mut params.after, v, raw_name)?;
+            }
+            "ip" => params.ip = value.map(str::to_string),
+            _ if ["oci.", "dd.", "ocidd."].iter().any(|p| name.starts_with(p)) => {
+                fail!(Failure::Usage, "unknown parameter {raw_name}")
+            }
+            _ => {}
+        }
+    }
+    params.source = match (tag, blob) {
+        (Some(_), Some(_)) => fail!(
+            Failure::Usage,
+            "oci.tag and oci.blob are mutually exclusive: give one of them"
+        ),
+        (tag, blob) => tag.or(blob),
+    };
+    Ok(params)
+}
+
+/// Removes one pair of double quotes around a value, as left by a shell's word splitting of
+/// `$(cat /proc/cmdline)`.
+fn unquote(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
+}
+
+fn set_once<T: PartialEq>(slot: &mut Option<T>, value: T, name: &str) -> Result<()> {
+    match slot {
+        Some(existing) if *existing != value => {
+            fail!(Failure::Usage, "{name} is given twice, with different values")
+        }
+        _ => *slot = Some(value),
+    }
+    Ok(())
+}
+
+fn parse_flag(name: &str, value: Option<&str>) -> Result<bool> {
+    match value {
+        None | Some("1" | "y" | "yes" | "true" | "on") => Ok(true),
+        Some("0" | "n" | "no" | "false" | "off") => Ok(false),
+        Some(other) => fail!(
+            Failure::Usage,
+            "invalid {name}: {other:?} (expected {name} alone, or {name}=1 or {name}=0)"
+        ),
+    }
+}
+
+/// Parses a size the way dd does: a number with an optional suffix (c, w, b, k/K, kB, M, MB,
+/// G, GB, and the KiB/MiB/GiB spellings).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let bad = || format!("{text:?} is not a size (expected e.g. 512, 64k, 1M, 4M)");
+    if digits.is_empty() {
+        return Err(bad());
+    }
+    let number: u64 = digits.parse().map_err(|_| bad())?;
+    let multiplier: u64 = match suffix {
+        "" | "c" => 1,
+        "w" => 2,
+        "b" => 512,
+        "k" | "K" | "KiB" => 1 << 10,
+        "kB" | "KB" => 1000,
+        "m" | "M" | "MiB" => 1 << 20,
+        "MB" => 1000 * 1000,
+        "g" | "G" | "GiB" => 1 << 30,
+        "GB" => 1000 * 1000 * 1000,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(multiplier).ok_or_else(bad)
+}
+
+/// Parses `dd.bs`: a size from 1 byte to [`MAX_BLOCK_SIZE`].
+pub fn parse_block_size(text: &str) -> Result<usize, String> {
+    match parse_size(text)? {
+        0 => Err(format!("{text:?} is zero; the block size must be at least 1 byte")),
+        n if n > MAX_BLOCK_SIZE => Err(format!(
+            "{text:?} is larger than the maximum of {}M",
+            MAX_BLOCK_SIZE >> 20
+        )),
+        n => Ok(n as usize),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::failure_of;
+
+    fn parse(line: &str) -> Result<Params> {
+        parse_words(&split_kernel_cmdline(line))
+    }
+
+    fn error(line: &str) -> String {
+        let e = parse(line).unwrap_err();
+        assert_eq!(failure_of(&e), Some(Failure::Usage), "{e:#}");
+        format!("{e:#}")
+    }
+
+    #[test]
+    fn splits_like_the_kernel() {
+        assert_eq!(
+            split_kernel_cmdline("  a=1 b=\"x y\" \"c=d e\"  f\n"),
+            ["a=1", "b=x y", "c=d e", "f"]
+        );
+        assert!(split_kernel_cmdline("   ").is_empty());
+    }
+
+    #[test]
+    fn reads_the_original_words_and_ignores_others() {
+        let p = parse(
+            "BOOT_IMAGE=/vmlinuz console=ttyS0 quiet oci.tag=10.0.2.2:5000/disk:v1 \
+             oci.allow_no_tls dd.of=/dev/vda dd.bs=64k wait ip=dhcp",
+        )
+        .unwrap();
+        assert_eq!(p.source.unwrap().to_string(), "10.0.2.2:5000/disk:v1");
+        assert!(p.registry.allow_no_tls);
+        assert_eq!(p.target, Some(PathBuf::from("/dev/vda")));
+        assert_eq!(p.block_size, Some(65536));
+        assert!(p.wait);
+        assert!(!p.keep_on_error);
+        assert_eq!(p.ip.as_deref(), Some("dhcp"));
+    }
+
+    #[test]
+    fn nothing_given_is_all_missing() {
+        let p = parse("console=ttyS0").unwrap();
+        assert_eq!(p, Params::default());
+    }
+
+    #[test]
+    fn dashes_and_quotes() {
+        let p = parse_words(&["oci.allow-no-tls=1", "dd.of=\"/dev/sda\"", "oci.keep-on-error"])
+            .unwrap();
+        assert!(p.registry.allow_no_tls);
+        assert!(p.keep_on_error);
+        assert_eq!(p.target, Some(PathBuf::from("/dev/sda")));
+        assert!(!parse("oci.allow_no_tls=0").unwrap().registry.allow_no_tls);
+    }
+
+    #[test]
+    fn bad_words() {
+        let blob = format!("r.example/d@sha256:{}", "a".repeat(64));
+        assert!(error(&format!("oci.tag=r.example/d:v1 oci.blob={blob}")).contains("mutually exclusive"));
+        assert!(error("dd.of").contains("dd.of needs a value"));
+        assert!(error("dd.of=").contains("dd.of= is empty"));
+        assert!(error("dd.bs=0").contains("invalid dd.bs"));
+        assert!(error("dd.bs=12q").contains("not a size"));
+        assert!(error("dd.bs=1G").contains("larger than the maximum"));
+        assert!(error("oci.tga=x").contains("unknown parameter oci.tga"));
+        assert!(error("oci.tag=NOT/valid").contains("invalid oci.tag"));
+        assert!(error("oci.blob=r.example/d:v1").contains("has no digest"));
+        assert!(error("dd.of=/dev/sda dd.of=/dev/sdb").contains("given twice"));
+        assert!(error("wait=maybe").contains("invalid wait"));
+        assert!(error("ocidd.after=dance").contains("invalid ocidd.after"));
+        assert!(error("oci.platform=linux").contains("invalid oci.platform"));
+        // The same value twice is harmless.
+        assert!(parse("dd.of=/dev/sda dd.of=/dev/sda").is_ok());
+    }
+
+    #[test]
+    fn sizes() {
+        for (text, size) in [
+            ("512", 512),
+            ("1c", 1),
+            ("2w", 4),
+            ("1b", 512),
+            ("64k", 65536),
+            ("64K", 65536),
+            ("1kB", 1000),
+            ("1M", 1 << 20),
+            ("4MiB", 4 << 20),
+            ("1MB", 1_000_000),
+            ("1G", 1 << 30),
+        ] {
+            assert_eq!(parse_size(text), Ok(size), "{text}");
+        }
+        for text in ["", "k", "1.5M", "-1", "1 M", "99999999999999999999", "18446744073709551615G"] {
+            assert!(parse_size(text).is_err(), "{text}");
+        }
+        assert_eq!(parse_block_size("16M"), Ok(16 << 20));
+        assert!(parse_block_size("0k").is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! Compression formats of disk images, and the decoders that undo them.
+
+use std::fmt;
+use std::io::{self, BufRead, Read};
+
+/// How a disk image blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip, possibly several members back to back (as pigz and `ocidd push` write).
+    Gzip,
+    /// zstd, possibly several frames.
+    Zstd,
+    /// The raw image.
+    None,
+}
+
+pub const MEDIA_TYPE_GZIP: &str = "application/octet-stream+gzip";
+pub const MEDIA_TYPE_ZSTD: &str = "application/octet-stream+zstd";
+pub const MEDIA_TYPE_RAW: &str = "application/octet-stream";
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// Formats we recognise only to refuse them clearly.
+const UNSUPPORTED_MAGIC: &[(&[u8], &str)] = &[
+    (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
+    (b"BZh", "bzip2"),
+    (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
+    (&[0x89, b'L', b'Z', b'O'], "lzo"),
+];
+
+impl Compression {
+    /// The layer media type an image compressed this way has.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => MEDIA_TYPE_GZIP,
+            Compression::Zstd => MEDIA_TYPE_ZSTD,
+            Compression::None => MEDIA_TYPE_RAW,
+        }
+    }
+
+    /// The compression a disk-image layer media type stands for; `None` for other layers.
+    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+        [Compression::Gzip, Compression::Zstd, Compression::None]
+            .into_iter()
+            .find(|c| c.media_type() == media_type)
+    }
+
+    /// Recognises the compression from the first bytes of a blob.
+    pub fn detect(head: &[u8]) -> Result<Compression, String> {
+        if head.starts_with(GZIP_MAGIC) {
+            return Ok(Compression::Gzip);
+        }
+        if head.starts_with(ZSTD_MAGIC) {
+            return Ok(Compression::Zstd);
+        }
+        if let Some((_, name)) = UNSUPPORTED_MAGIC.iter().find(|(m, _)| head.starts_with(m)) {
+            return Err(format!(
+                "the blob is {name}-compressed, which is not supported (use gzip, zstd or none)"
+            ));
+        }
+        Ok(Compression::None)
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "uncompressed",
+        })
+    }
+}
+
+/// A reader of the decompressed image over a reader of the compressed blob.
+pub enum Decoder<R: BufRead> {
+    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    Zstd(zstd::stream::read::Decoder<'static, R>),
+    None(R),
+}
+
+impl<R: BufRead> Decoder<R> {
+    pub fn new(compression: Compression, input: R) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(input)),
+            Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(input)?),
+            Compression::None => Decoder::None(input),
+        })
+    }
+}
+
+impl<R: BufRead> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Gzip(d) => d.read(buf),
+            Decoder::Zstd(d) => d.read(buf),
+            Decoder::None(r) => r.read(buf),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn decode(compression: Compression, data: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        Decoder::new(compression, data)?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn detects_formats() {
+        assert_eq!(Compression::detect(&gzip(b"x")), Ok(Compression::Gzip));
+        let z = zstd::encode_all(&b"x"[..], 1).unwrap();
+        assert_eq!(Compression::detect(&z), Ok(Compression::Zstd));
+        assert_eq!(Compression::detect(&[0xeb, 0x63, 0x90]), Ok(Compression::None));
+        assert_eq!(Compression::detect(&[]), Ok(Compression::None));
+        assert!(Compression::detect(b"\xfd7zXZ\0rest").unwrap_err().contains("xz"));
+    }
+
+    #[test]
+    fn media_types_round_trip() {
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            assert_eq!(Compression::from_media_type(c.media_type()), Some(c));
+        }
+        assert_eq!(
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+gzip"),
+            None
+        );
+    }
+
+    #[test]
+    fn multi_member_gzip_and_multi_frame_zstd() {
+        let mut members = gzip(b"first ");
+        members.extend(gzip(b"second"));
+        assert_eq!(decode(Compression::Gzip, &members).unwrap(), b"first second");
+        let mut frames = zstd::encode_all(&b"one "[..], 3).unwrap();
+        frames.extend(zstd::encode_all(&b"two"[..], 3).unwrap());
+        assert_eq!(decode(Compression::Zstd, &frames).unwrap(), b"one two");
+    }
+
+    #[test]
+    fn corrupt_truncated_and_trailing_data_fail() {
+        let good = gzip(&[7u8; 100_000]);
+        let truncated = &good[..good.len() - 10];
+        assert!(decode(Compression::Gzip, truncated).is_err());
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(b"garbage!");
+        assert!(decode(Compression::Gzip, &trailing).is_err());
+        let mut corrupt = good.clone();
+        let n = corrupt.len();
+        corrupt[n - 6] ^= 0xff; // inside the CRC32/ISIZE trailer
+        assert!(decode(Compression::Gzip, &corrupt).is_err());
+        let z = zstd::encode_all(&[7u8; 100_000][..], 3).unwrap();
+        assert!(decode(Compression::Zstd, &z[..z.len() - 3]).is_err());
+        let mut trailing = z.clone();
+        trailing.extend_from_slice(b"garbage!");
+        assert!(decode(Compression::Zstd, &trailing).is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! ocidd: install a machine by streaming a verified raw disk image from an OCI registry onto
+//! its disk. Also the `/init` of the PXE initramfs.
+
+mod blockdev;
+mod cmdline;
+mod decompress;
+mod digest;
+mod error;
+mod install;
+mod progress;
+mod prompt;
+mod push;
+mod reference;
+mod registry;
+mod source;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::cmdline::{Params, RegistryOptions, parse_block_size, parse_words};
+use crate::decompress::Compression;
+use crate::error::{Failure, failure_of};
+use crate::reference::{ImageSource, Platform, parse_blob, parse_tag};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Install a raw disk image from an OCI registry onto a disk",
+    long_about = "Install a raw disk image from an OCI registry onto a disk.\n\n\
+        With no subcommand, the arguments are read as kernel command-line words, so that \
+        `ocidd $(cat /proc/cmdline)` works: oci.tag=REF | oci.blob=REF@DIGEST, dd.of=DISK, \
+        dd.bs=SIZE, oci.allow_no_tls, wait, oci.ca=PATH, oci.auth=PATH, oci.platform=OS/ARCH, \
+        oci.keep_on_error. Other words are ignored.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Kernel command-line words (oci.tag=…, dd.of=…, dd.bs=…, …)
+    #[arg(value_name = "WORD")]
+    words: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install an image onto a disk (the flags mirror the kernel words)
+    Install(InstallArgs),
+    /// Compress a raw image and push it to a registry as a single-layer image
+    Push(PushArgs),
+}
+
+#[derive(Args)]
+struct RegistryArgs {
+    /// Allow plain HTTP to the registry (oci.allow_no_tls)
+    #[arg(long, alias = "allow-no-tls")]
+    plain_http: bool,
+    /// Extra CA certificates to trust, PEM (oci.ca)
+    #[arg(long, value_name = "PATH")]
+    ca: Option<PathBuf>,
+    /// Docker config.json with credentials (oci.auth); default: $DOCKER_CONFIG or ~/.docker
+    #[arg(long, value_name = "PATH")]
+    auth: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// Image to install: REGISTRY/REPOSITORY:TAG (oci.tag)
+    #[arg(long, value_name = "REF", value_parser = parse_tag, conflicts_with = "blob")]
+    tag: Option<ImageSource>,
+    /// Blob to install: REGISTRY/REPOSITORY@sha256:HEX (oci.blob)
+    #[arg(long, value_name = "REF", value_parser = parse_blob)]
+    blob: Option<ImageSource>,
+    /// Disk (or existing file) to write to (dd.of)
+    #[arg(long, value_name = "PATH", alias = "of")]
+    target: Option<PathBuf>,
+    /// Write block size, with dd's suffixes: 512, 64k, 1M, 4M (dd.bs)
+    #[arg(long, value_name = "SIZE", value_parser = parse_block_size)]
+    bs: Option<usize>,
+    /// Platform to choose from an image index (oci.platform); default: this machine's
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<Platform>,
+    /// Ask for confirmation before writing (wait)
+    #[arg(long, alias = "wait")]
+    confirm: bool,
+    /// On failure, leave the target as it is instead of zeroing its first MiB
+    /// (oci.keep_on_error)
+    #[arg(long)]
+    keep_on_error: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    Gzip,
+    Zstd,
+    None,
+}
+
+#[derive(Args)]
+struct PushArgs {
+    /// Compression of the pushed layer
+    #[arg(long, value_enum, default_value = "gzip")]
+    compression: CompressionArg,
+    /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3)
+    #[arg(long)]
+    level: Option<i32>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// The raw disk image (a file or a block device)
+    file: PathBuf,
+    /// Where to push it: REGISTRY/REPOSITORY:TAG
+    #[arg(value_parser = parse_tag)]
+    reference: ImageSource,
+}
+
+impl RegistryArgs {
+    fn options(self, platform: Option<Platform>) -> RegistryOptions {
+        RegistryOptions {
+            allow_no_tls: self.plain_http,
+            ca: self.ca,
+            auth: self.auth,
+            platform,
+        }
+    }
+}
+
+impl InstallArgs {
+    fn params(self) -> Params {
+        Params {
+            source: self.tag.or(self.blob),
+            target: self.target,
+            block_size: self.bs,
+            registry: self.registry.options(self.platform),
+            wait: self.confirm,
+            keep_on_error: self.keep_on_error,
+            ..Params::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Install(args)) => install(args.params()),
+        Some(Command::Push(args)) => push(args),
+        None => parse_words(&cli.words).and_then(install),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ocidd: error: {e:#}");
+            ExitCode::from(failure_of(&e).map_or(1, Failure::exit_code))
+        }
+    }
+}
+
+fn install(params: Params) -> anyhow::Result<()> {
+    let summary = install::run(params)?;
+    install::print_summary(&summary);
+    Ok(())
+}
+
+fn push(args: PushArgs) -> anyhow::Result<()> {
+    let options = push::PushOptions {
+        file: args.file,
+        reference: args.reference.reference().clone(),
+        compression: match args.compression {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::None => Compression::None,
+        },
+        level: args.level,
+        registry: args.registry.options(None),
+    };
+    let pushed = push::run(&options)?;
+    eprintln!(
+        "ocidd: pushed {} ({} image, {} bytes; {} layer, {} bytes)",
+        options.reference,
+        pushed.image_digest,
+        pushed.image_size,
+        options.compression,
+        pushed.layer_size
+    );
+    println!("manifest {}", pushed.manifest_digest);
+    println!("layer {}", pushed.layer_digest);
+    Ok(())
+}

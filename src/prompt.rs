@@ -1,0 +1,160 @@
+//! Asking the operator for what the command line left out, when there is someone to ask.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow};
+
+use crate::blockdev::list_disks;
+use crate::cmdline::{Params, RegistryOptions, parse_block_size};
+use crate::error::{Classify, Failure};
+use crate::fail;
+use crate::reference::{ImageSource, parse_blob, parse_tag};
+
+/// The install's settings, complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallOptions {
+    pub source: ImageSource,
+    pub target: PathBuf,
+    pub block_size: usize,
+    pub registry: RegistryOptions,
+    pub wait: bool,
+    pub keep_on_error: bool,
+}
+
+/// Fills in what `params` lacks by asking on the terminal; without a terminal, names what is
+/// missing in the error.
+pub fn complete(params: Params) -> Result<InstallOptions> {
+    let interactive = io::stdin().is_terminal();
+    if !interactive {
+        let mut missing = Vec::new();
+        if params.source.is_none() {
+            missing.push("oci.tag (or oci.blob)");
+        }
+        if params.target.is_none() {
+            missing.push("dd.of");
+        }
+        if params.block_size.is_none() {
+            missing.push("dd.bs");
+        }
+        if !missing.is_empty() {
+            fail!(
+                Failure::Usage,
+                "missing {} (and no terminal to ask on)",
+                missing.join(", ")
+            );
+        }
+    }
+    let source = match params.source {
+        Some(source) => source,
+        None => ask_source()?,
+    };
+    let target = match params.target {
+        Some(target) => target,
+        None => ask_target()?,
+    };
+    let block_size = match params.block_size {
+        Some(block_size) => block_size,
+        None => ask("Block size (dd.bs) [1M]: ", |answer| {
+            parse_block_size(if answer.is_empty() { "1M" } else { answer })
+        })?,
+    };
+    Ok(InstallOptions {
+        source,
+        target,
+        block_size,
+        registry: params.registry,
+        wait: params.wait,
+        keep_on_error: params.keep_on_error,
+    })
+}
+
+/// Asks for `yes` before the target is overwritten.
+pub fn confirm(what: &str) -> Result<()> {
+    if !io::stdin().is_terminal() {
+        fail!(
+            Failure::Usage,
+            "wait: confirmation is required but there is no terminal to ask on"
+        );
+    }
+    let answer = read_answer(&format!(
+        "Write {what}? Everything on it will be lost. Type yes to continue: "
+    ))?;
+    if answer != "yes" {
+        fail!(Failure::Usage, "not confirmed (answer was {answer:?}); nothing was written");
+    }
+    Ok(())
+}
+
+fn ask_source() -> Result<ImageSource> {
+    let tag = ask(
+        "Image tag (oci.tag, REGISTRY/REPOSITORY:TAG), or empty to give a blob: ",
+        |answer| {
+            if answer.is_empty() {
+                Ok(None)
+            } else {
+                parse_tag(answer).map(Some)
+            }
+        },
+    )?;
+    match tag {
+        Some(tag) => Ok(tag),
+        None => ask(
+            "Blob (oci.blob, REGISTRY/REPOSITORY@sha256:HEX): ",
+            parse_blob,
+        ),
+    }
+}
+
+fn ask_target() -> Result<PathBuf> {
+    let disks = list_disks();
+    let mut stderr = io::stderr().lock();
+    let _ = writeln!(stderr, "Disks:");
+    for disk in &disks {
+        let _ = writeln!(
+            stderr,
+            "  {:<14} {:>10}  {:<24} {}",
+            disk.path.display(),
+            indicatif::HumanBytes(disk.size).to_string(),
+            disk.model.as_deref().unwrap_or("-"),
+            disk.serial.as_deref().unwrap_or("-"),
+        );
+    }
+    if disks.is_empty() {
+        let _ = writeln!(stderr, "  (none found in /sys/block)");
+    }
+    drop(stderr);
+    ask("Target disk (dd.of): ", |answer| {
+        if answer.is_empty() {
+            Err("a target is needed".to_string())
+        } else {
+            Ok(PathBuf::from(answer))
+        }
+    })
+}
+
+/// Asks until `parse` accepts the answer.
+fn ask<T>(question: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<T> {
+    loop {
+        let answer = read_answer(question)?;
+        match parse(&answer) {
+            Ok(value) => return Ok(value),
+            Err(e) => eprintln!("  {e}"),
+        }
+    }
+}
+
+fn read_answer(question: &str) -> Result<String> {
+    eprint!("{question}");
+    let _ = io::stderr().flush();
+    let mut line = String::new();
+    let n = io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| anyhow!("reading the answer: {e}"))
+        .classify(Failure::Usage)?;
+    if n == 0 {
+        fail!(Failure::Usage, "no answer (end of input)");
+    }
+    Ok(line.trim().to_string())
+}
