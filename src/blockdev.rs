@@ -19,7 +19,7 @@ use crate::progress::Progress;
 pub const HOLDBACK: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+enum Kind {
     BlockDevice,
     RegularFile,
 }
@@ -46,14 +46,21 @@ impl Target {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fail!(Failure::Target, "dd.of={shown} does not exist")
             }
-            Err(e) => return Err(e).with_context(|| format!("dd.of={shown}")).classify(Failure::Target),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("dd.of={shown}"))
+                    .classify(Failure::Target);
+            }
         };
         let kind = if metadata.file_type().is_block_device() {
             Kind::BlockDevice
         } else if metadata.is_file() {
             Kind::RegularFile
         } else {
-            fail!(Failure::Target, "dd.of={shown} is neither a block device nor a regular file")
+            fail!(
+                Failure::Target,
+                "dd.of={shown} is neither a block device nor a regular file"
+            )
         };
         let device = (kind == Kind::BlockDevice).then(|| {
             let rdev = metadata.rdev();
@@ -72,7 +79,10 @@ impl Target {
         let mut file = match options.open(path) {
             Ok(file) => file,
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
-                fail!(Failure::Target, "dd.of={shown} is in use by the system (busy)")
+                fail!(
+                    Failure::Target,
+                    "dd.of={shown} is in use by the system (busy)"
+                )
             }
             Err(e) => {
                 return Err(e)
@@ -99,14 +109,6 @@ impl Target {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub fn kind(&self) -> Kind {
-        self.kind
-    }
-
-    pub fn capacity(&self) -> Option<u64> {
-        self.capacity
     }
 
     /// A one-line description for the operator: path, size, model.
@@ -167,11 +169,9 @@ impl Target {
         const BLKRRPART: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(0x12, 95);
         // SAFETY: BLKRRPART takes no argument and reads or writes no memory of ours; the fd is
         // an open block device for the duration of the call.
-        unsafe {
-            rustix::ioctl::ioctl(&self.file, rustix::ioctl::NoArg::<BLKRRPART>::new())
-        }
-        .map_err(io::Error::from)
-        .with_context(|| format!("re-reading the partition table of {}", self.path.display()))
+        unsafe { rustix::ioctl::ioctl(&self.file, rustix::ioctl::NoArg::<BLKRRPART>::new()) }
+            .map_err(io::Error::from)
+            .with_context(|| format!("re-reading the partition table of {}", self.path.display()))
     }
 }
 
@@ -315,7 +315,8 @@ fn check_not_in_use(path: &Path, device: (u32, u32)) -> Result<()> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for line in mountinfo.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
-        let (Some(dev), Some(mount_point)) = (fields.get(2).and_then(|d| parse_dev(d)), fields.get(4))
+        let (Some(dev), Some(mount_point)) =
+            (fields.get(2).and_then(|d| parse_dev(d)), fields.get(4))
         else {
             continue;
         };
@@ -328,18 +329,32 @@ fn check_not_in_use(path: &Path, device: (u32, u32)) -> Result<()> {
         }
     }
     let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
-    for swap in swaps.lines().skip(1).filter_map(|l| l.split_whitespace().next()) {
+    for swap in swaps
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+    {
         let Ok(metadata) = fs::metadata(swap) else {
             continue;
         };
-        let dev = (rustix::fs::major(metadata.rdev()), rustix::fs::minor(metadata.rdev()));
+        let dev = (
+            rustix::fs::major(metadata.rdev()),
+            rustix::fs::minor(metadata.rdev()),
+        );
         if metadata.file_type().is_block_device() && devices.iter().any(|(d, _)| *d == dev) {
-            fail!(Failure::Target, "dd.of={shown} is in use: {swap} is swap space");
+            fail!(
+                Failure::Target,
+                "dd.of={shown} is in use: {swap} is swap space"
+            );
         }
     }
     for ((major, minor), name) in &devices {
         let holders = PathBuf::from(format!("/sys/dev/block/{major}:{minor}/holders"));
-        if let Some(holder) = fs::read_dir(holders).ok().and_then(|mut d| d.next()).and_then(Result::ok) {
+        if let Some(holder) = fs::read_dir(holders)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok)
+        {
             fail!(
                 Failure::Target,
                 "dd.of={shown} is in use: {name} is held by {} (device-mapper, LVM or RAID)",
@@ -436,7 +451,10 @@ mod tests {
         }
         assert!(writer.touched());
         let on_disk = contents(file.path());
-        assert!(on_disk[..HOLDBACK].iter().all(|&b| b == 0), "start written early");
+        assert!(
+            on_disk[..HOLDBACK].iter().all(|&b| b == 0),
+            "start written early"
+        );
         assert_eq!(writer.finish().unwrap(), image.len() as u64);
         let on_disk = contents(file.path());
         assert_eq!(on_disk.len(), 4 << 20, "a sized file keeps its size");
@@ -446,7 +464,7 @@ mod tests {
     #[test]
     fn an_empty_file_grows_to_the_image() {
         let (file, target) = file_target(0);
-        assert_eq!(target.capacity(), None);
+        assert_eq!(target.capacity, None);
         let mut writer = ImageWriter::new(&target, 1000, Arc::new(Progress::default()));
         writer.write_all(&[9u8; 1_500_000]).unwrap();
         writer.finish().unwrap();

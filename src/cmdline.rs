@@ -65,6 +65,7 @@ impl std::str::FromStr for After {
 
 /// Splits a kernel command line into words the way the kernel does: at whitespace outside
 /// double quotes, with the quotes removed.
+#[cfg_attr(not(test), allow(dead_code))] // for /init, which reads /proc/cmdline itself
 pub fn split_kernel_cmdline(line: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut word = String::new();
@@ -111,8 +112,14 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Params> {
         let name = raw_name.replace('-', "_");
         let value_of = |what: &str| -> Result<&str> {
             match value {
-                None => fail!(Failure::Usage, "{raw_name} needs a value ({raw_name}={what})"),
-                Some("") => fail!(Failure::Usage, "{raw_name}= is empty (expected {raw_name}={what})"),
+                None => fail!(
+                    Failure::Usage,
+                    "{raw_name} needs a value ({raw_name}={what})"
+                ),
+                Some("") => fail!(
+                    Failure::Usage,
+                    "{raw_name}= is empty (expected {raw_name}={what})"
+                ),
                 Some(v) => Ok(v),
             }
         };
@@ -130,7 +137,11 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Params> {
             }
             "oci.allow_no_tls" => params.registry.allow_no_tls = parse_flag(raw_name, value)?,
             "oci.ca" => set_once(&mut params.registry.ca, value_of("PATH")?.into(), raw_name)?,
-            "oci.auth" => set_once(&mut params.registry.auth, value_of("PATH")?.into(), raw_name)?,
+            "oci.auth" => set_once(
+                &mut params.registry.auth,
+                value_of("PATH")?.into(),
+                raw_name,
+            )?,
             "oci.platform" => {
                 let v = value_of("OS/ARCH")?.parse().map_err(invalid)?;
                 set_once(&mut params.registry.platform, v, raw_name)?;
@@ -143,11 +154,16 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Params> {
             }
             "wait" => params.wait = parse_flag(raw_name, value)?,
             "ocidd.after" => {
-                let v = value_of("reboot|poweroff|shell")?.parse().map_err(invalid)?;
+                let v = value_of("reboot|poweroff|shell")?
+                    .parse()
+                    .map_err(invalid)?;
                 set_once(&mut params.after, v, raw_name)?;
             }
             "ip" => params.ip = value.map(str::to_string),
-            _ if ["oci.", "dd.", "ocidd."].iter().any(|p| name.starts_with(p)) => {
+            _ if ["oci.", "dd.", "ocidd."]
+                .iter()
+                .any(|p| name.starts_with(p)) =>
+            {
                 fail!(Failure::Usage, "unknown parameter {raw_name}")
             }
             _ => {}
@@ -175,7 +191,10 @@ fn unquote(value: &str) -> &str {
 fn set_once<T: PartialEq>(slot: &mut Option<T>, value: T, name: &str) -> Result<()> {
     match slot {
         Some(existing) if *existing != value => {
-            fail!(Failure::Usage, "{name} is given twice, with different values")
+            fail!(
+                Failure::Usage,
+                "{name} is given twice, with different values"
+            )
         }
         _ => *slot = Some(value),
     }
@@ -223,7 +242,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Parses `dd.bs`: a size from 1 byte to [`MAX_BLOCK_SIZE`].
 pub fn parse_block_size(text: &str) -> Result<usize, String> {
     match parse_size(text)? {
-        0 => Err(format!("{text:?} is zero; the block size must be at least 1 byte")),
+        0 => Err(format!(
+            "{text:?} is zero; the block size must be at least 1 byte"
+        )),
         n if n > MAX_BLOCK_SIZE => Err(format!(
             "{text:?} is larger than the maximum of {}M",
             MAX_BLOCK_SIZE >> 20
@@ -280,8 +301,12 @@ mod tests {
 
     #[test]
     fn dashes_and_quotes() {
-        let p = parse_words(&["oci.allow-no-tls=1", "dd.of=\"/dev/sda\"", "oci.keep-on-error"])
-            .unwrap();
+        let p = parse_words(&[
+            "oci.allow-no-tls=1",
+            "dd.of=\"/dev/sda\"",
+            "oci.keep-on-error",
+        ])
+        .unwrap();
         assert!(p.registry.allow_no_tls);
         assert!(p.keep_on_error);
         assert_eq!(p.target, Some(PathBuf::from("/dev/sda")));
@@ -291,7 +316,10 @@ mod tests {
     #[test]
     fn bad_words() {
         let blob = format!("r.example/d@sha256:{}", "a".repeat(64));
-        assert!(error(&format!("oci.tag=r.example/d:v1 oci.blob={blob}")).contains("mutually exclusive"));
+        assert!(
+            error(&format!("oci.tag=r.example/d:v1 oci.blob={blob}"))
+                .contains("mutually exclusive")
+        );
         assert!(error("dd.of").contains("dd.of needs a value"));
         assert!(error("dd.of=").contains("dd.of= is empty"));
         assert!(error("dd.bs=0").contains("invalid dd.bs"));
@@ -325,7 +353,15 @@ mod tests {
         ] {
             assert_eq!(parse_size(text), Ok(size), "{text}");
         }
-        for text in ["", "k", "1.5M", "-1", "1 M", "99999999999999999999", "18446744073709551615G"] {
+        for text in [
+            "",
+            "k",
+            "1.5M",
+            "-1",
+            "1 M",
+            "99999999999999999999",
+            "18446744073709551615G",
+        ] {
             assert!(parse_size(text).is_err(), "{text}");
         }
         assert_eq!(parse_block_size("16M"), Ok(16 << 20));

@@ -75,7 +75,7 @@ impl fmt::Display for Compression {
 
 /// A reader of the decompressed image over a reader of the compressed blob.
 pub enum Decoder<R: BufRead> {
-    Gzip(flate2::bufread::MultiGzDecoder<R>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
     None(R),
 }
@@ -83,7 +83,9 @@ pub enum Decoder<R: BufRead> {
 impl<R: BufRead> Decoder<R> {
     pub fn new(compression: Compression, input: R) -> io::Result<Self> {
         Ok(match compression {
-            Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(input)),
+            Compression::Gzip => {
+                Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(input)))
+            }
             Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(input)?),
             Compression::None => Decoder::None(input),
         })
@@ -122,9 +124,16 @@ mod tests {
         assert_eq!(Compression::detect(&gzip(b"x")), Ok(Compression::Gzip));
         let z = zstd::encode_all(&b"x"[..], 1).unwrap();
         assert_eq!(Compression::detect(&z), Ok(Compression::Zstd));
-        assert_eq!(Compression::detect(&[0xeb, 0x63, 0x90]), Ok(Compression::None));
+        assert_eq!(
+            Compression::detect(&[0xeb, 0x63, 0x90]),
+            Ok(Compression::None)
+        );
         assert_eq!(Compression::detect(&[]), Ok(Compression::None));
-        assert!(Compression::detect(b"\xfd7zXZ\0rest").unwrap_err().contains("xz"));
+        assert!(
+            Compression::detect(b"\xfd7zXZ\0rest")
+                .unwrap_err()
+                .contains("xz")
+        );
     }
 
     #[test]
@@ -142,7 +151,10 @@ mod tests {
     fn multi_member_gzip_and_multi_frame_zstd() {
         let mut members = gzip(b"first ");
         members.extend(gzip(b"second"));
-        assert_eq!(decode(Compression::Gzip, &members).unwrap(), b"first second");
+        assert_eq!(
+            decode(Compression::Gzip, &members).unwrap(),
+            b"first second"
+        );
         let mut frames = zstd::encode_all(&b"one "[..], 3).unwrap();
         frames.extend(zstd::encode_all(&b"two"[..], 3).unwrap());
         assert_eq!(decode(Compression::Zstd, &frames).unwrap(), b"one two");

@@ -62,7 +62,9 @@ impl FromStr for Digest {
             _ => return Err(DigestError::Unsupported(name.to_string())),
         };
         let well_formed = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !well_formed {
             return Err(DigestError::BadHex {
                 algorithm: algorithm.name(),
@@ -167,14 +169,20 @@ impl<R: Read> VerifyingReader<R> {
         {
             return Err(io_error(
                 Failure::Verification,
-                anyhow!("blob size mismatch: expected {expected} bytes, got {}", self.size),
+                anyhow!(
+                    "blob size mismatch: expected {expected} bytes, got {}",
+                    self.size
+                ),
             ));
         }
         let actual = hasher.finish();
         if actual != self.expected {
             return Err(io_error(
                 Failure::Verification,
-                anyhow!("blob digest mismatch: expected {}, got {actual}", self.expected),
+                anyhow!(
+                    "blob digest mismatch: expected {}, got {actual}",
+                    self.expected
+                ),
             ));
         }
         Ok(())

@@ -159,7 +159,9 @@ fn stream<R: Read>(
         if left > 0 {
             return Err(classified(
                 Failure::Verification,
-                anyhow!("the blob has {left} bytes of data after the end of the {compression} image"),
+                anyhow!(
+                    "the blob has {left} bytes of data after the end of the {compression} image"
+                ),
             ));
         }
         match image_size {
@@ -178,8 +180,8 @@ fn copy<R: Read>(
     compression: Compression,
     writer: &mut ImageWriter,
 ) -> Result<u64> {
-    let mut decoder = Decoder::new(compression, &mut *input)
-        .map_err(|e| read_error(e, compression))?;
+    let mut decoder =
+        Decoder::new(compression, &mut *input).map_err(|e| read_error(e, compression))?;
     let mut buffer = vec![0u8; OUTPUT_BUFFER];
     let mut copied = 0u64;
     loop {
@@ -253,7 +255,9 @@ fn after_failure(
     } else {
         match target.wipe_start() {
             Ok(()) => format!("zeroed the first MiB of {path} so it cannot boot a partial image"),
-            Err(e) => format!("{path} holds a partial image and zeroing its first MiB failed: {e:#}"),
+            Err(e) => {
+                format!("{path} holds a partial image and zeroing its first MiB failed: {e:#}")
+            }
         }
     };
     classified(failure, anyhow!("{error:#}; {note}"))

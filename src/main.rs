@@ -46,9 +46,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install an image onto a disk (the flags mirror the kernel words)
-    Install(InstallArgs),
+    Install(Box<InstallArgs>),
     /// Compress a raw image and push it to a registry as a single-layer image
-    Push(PushArgs),
+    Push(Box<PushArgs>),
 }
 
 #[derive(Args)]
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Install(args)) => install(args.params()),
-        Some(Command::Push(args)) => push(args),
+        Some(Command::Push(args)) => push(*args),
         None => parse_words(&cli.words).and_then(install),
     };
     match result {

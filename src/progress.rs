@@ -179,7 +179,10 @@ mod tests {
         p.fetched(1 << 20);
         p.written(3 << 20);
         let line = p.line();
-        assert!(line.starts_with("fetched 1.00 MiB of 4.00 MiB (25%) at "), "{line}");
+        assert!(
+            line.starts_with("fetched 1.00 MiB of 4.00 MiB (25%) at "),
+            "{line}"
+        );
         assert!(line.contains("wrote 3.00 MiB"), "{line}");
         assert!(line.contains("left"), "{line}");
     }

@@ -37,6 +37,12 @@ pub fn complete(params: Params) -> Result<InstallOptions> {
         if params.block_size.is_none() {
             missing.push("dd.bs");
         }
+        if params.wait {
+            fail!(
+                Failure::Usage,
+                "wait: confirmation is required but there is no terminal to ask on"
+            );
+        }
         if !missing.is_empty() {
             fail!(
                 Failure::Usage,
@@ -81,7 +87,10 @@ pub fn confirm(what: &str) -> Result<()> {
         "Write {what}? Everything on it will be lost. Type yes to continue: "
     ))?;
     if answer != "yes" {
-        fail!(Failure::Usage, "not confirmed (answer was {answer:?}); nothing was written");
+        fail!(
+            Failure::Usage,
+            "not confirmed (answer was {answer:?}); nothing was written"
+        );
     }
     Ok(())
 }

@@ -22,7 +22,9 @@ use crate::decompress::Compression;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Classify, Failure};
 use crate::fail;
-use crate::registry::{ANNOTATION_IMAGE_DIGEST, ANNOTATION_IMAGE_SIZE, Credentials, lookup_credentials};
+use crate::registry::{
+    ANNOTATION_IMAGE_DIGEST, ANNOTATION_IMAGE_SIZE, Credentials, lookup_credentials,
+};
 
 const EMPTY_CONFIG: &[u8] = b"{}";
 /// The artifact type of manifests `ocidd push` writes.
@@ -97,7 +99,9 @@ async fn push(options: &PushOptions, file: File) -> Result<Pushed> {
         .map_err(|_| anyhow!("the compressor thread panicked"))
         .classify(Failure::Target)?
         .with_context(|| format!("reading {}", options.file.display()))?;
-    let uploaded = uploaded.map_err(registry_error).context("uploading the image")?;
+    let uploaded = uploaded
+        .map_err(registry_error)
+        .context("uploading the image")?;
     if image.size == 0 {
         fail!(Failure::Usage, "{} is empty", options.file.display());
     }
@@ -127,9 +131,7 @@ async fn push(options: &PushOptions, file: File) -> Result<Pushed> {
         .push_manifest_raw(
             reference,
             body,
-            reqwest::header::HeaderValue::from_static(
-                "application/vnd.oci.image.manifest.v1+json",
-            ),
+            reqwest::header::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"),
         )
         .await
         .map_err(registry_error)
@@ -153,10 +155,16 @@ fn manifest(
 ) -> Result<oci_spec::image::ImageManifest> {
     let mut annotations = HashMap::from([
         (ANNOTATION_IMAGE_SIZE.to_string(), image.size.to_string()),
-        (ANNOTATION_IMAGE_DIGEST.to_string(), image.digest.to_string()),
+        (
+            ANNOTATION_IMAGE_DIGEST.to_string(),
+            image.digest.to_string(),
+        ),
     ]);
     if let Some(name) = file.file_name() {
-        annotations.insert(TITLE_ANNOTATION.to_string(), name.to_string_lossy().to_string());
+        annotations.insert(
+            TITLE_ANNOTATION.to_string(),
+            name.to_string_lossy().to_string(),
+        );
     }
     let build = || -> Result<oci_spec::image::ImageManifest, oci_spec::OciSpecError> {
         let config = DescriptorBuilder::default()
@@ -224,7 +232,9 @@ fn compress(
         };
         hasher.update(&buffer[..n]);
         size += n as u64;
-        encoder.write_all(&buffer[..n]).classify(Failure::Registry)?;
+        encoder
+            .write_all(&buffer[..n])
+            .classify(Failure::Registry)?;
     }
     encoder.finish_write().classify(Failure::Registry)?;
     Ok(Image {

@@ -35,7 +35,11 @@ fn parse_reference(text: &str) -> Result<Reference, String> {
     let reference: Reference = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
     // The reference grammar lets an uppercase first component pass as a registry host that
     // is then taken as part of the repository.
-    if reference.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+    if reference
+        .repository()
+        .bytes()
+        .any(|b| b.is_ascii_uppercase())
+    {
         return Err(format!("{text:?}: repository name must be lowercase"));
     }
     if let Some(digest) = reference.digest() {
@@ -48,8 +52,8 @@ fn parse_reference(text: &str) -> Result<Reference, String> {
 
 /// Parses `REGISTRY/REPO:TAG`, `REGISTRY/REPO@DIGEST` or `REGISTRY/REPO:TAG@DIGEST`.
 pub fn parse_tag(text: &str) -> Result<ImageSource, String> {
-    let reference = parse_reference(text)
-        .map_err(|e| format!("{e} (expected REGISTRY/REPOSITORY:TAG)"))?;
+    let reference =
+        parse_reference(text).map_err(|e| format!("{e} (expected REGISTRY/REPOSITORY:TAG)"))?;
     Ok(ImageSource::Tag(reference))
 }
 
@@ -169,8 +173,7 @@ mod tests {
         assert!(err.contains("has no digest"), "{err}");
         let err = parse_blob(&format!("r.example/disk:v1@sha256:{HEX}")).unwrap_err();
         assert!(err.contains("tag and a digest"), "{err}");
-        let err = parse_blob(&format!("r.example/disk@sha256:{}", HEX.to_uppercase()))
-            .unwrap_err();
+        let err = parse_blob(&format!("r.example/disk@sha256:{}", HEX.to_uppercase())).unwrap_err();
         assert!(err.contains("lowercase hex"), "{err}");
     }
 

@@ -61,8 +61,6 @@ pub struct ImageLayer {
 /// A blob GET that the registry answered with 200 or 206.
 pub struct BlobResponse {
     pub body: Response,
-    /// Where in the blob the body starts: the requested offset for a 206, 0 for a 200.
-    pub start: u64,
     /// The blob's total size, when the response says.
     pub total_size: Option<u64>,
 }
@@ -154,7 +152,11 @@ pub fn install_crypto_provider() {
 
 impl Registry {
     pub fn new(reference: &Reference, options: &RegistryOptions, http: Client) -> Result<Self> {
-        let scheme = if options.allow_no_tls { "http" } else { "https" };
+        let scheme = if options.allow_no_tls {
+            "http"
+        } else {
+            "https"
+        };
         let host = reference.resolve_registry();
         let credentials = lookup_credentials(reference.registry(), options.auth.as_deref())?;
         Ok(Registry {
@@ -271,7 +273,6 @@ impl Registry {
                     Some((start, total)) if start == offset => {
                         return Ok(BlobResponse {
                             body: response,
-                            start,
                             total_size: total,
                         });
                     }
@@ -286,7 +287,6 @@ impl Registry {
         };
         Ok(BlobResponse {
             body: response,
-            start: 0,
             total_size,
         })
     }
@@ -432,11 +432,18 @@ impl Registry {
 
 /// Finds credentials for `registry` in `auth_file` (oci.auth=), or in the docker config of the
 /// environment (`DOCKER_CONFIG`, `~/.docker/config.json`), with its credential helpers.
-pub(crate) fn lookup_credentials(registry: &str, auth_file: Option<&Path>) -> Result<Option<Credentials>> {
+pub(crate) fn lookup_credentials(
+    registry: &str,
+    auth_file: Option<&Path>,
+) -> Result<Option<Credentials>> {
     use docker_credential::{CredentialRetrievalError as E, DockerCredential};
     // Docker Hub's credentials are stored under its legacy address.
     let keys: &[&str] = if registry == "docker.io" {
-        &["https://index.docker.io/v1/", "docker.io", "index.docker.io"]
+        &[
+            "https://index.docker.io/v1/",
+            "docker.io",
+            "index.docker.io",
+        ]
     } else {
         &[registry]
     };
@@ -463,7 +470,10 @@ pub(crate) fn lookup_credentials(registry: &str, auth_file: Option<&Path>) -> Re
             Err(e) => fail!(
                 Failure::Usage,
                 "oci.auth={}: cannot read credentials for {registry}: {e:?}",
-                auth_file.map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+                auth_file
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
             ),
         }
     }
@@ -630,7 +640,9 @@ pub fn network_error(error: reqwest::Error) -> anyhow::Error {
     let error = anyhow::Error::from(error.without_url());
     // rustls's complaint when a plain-HTTP server answers a TLS handshake.
     let error = if format!("{error:#}").contains("InvalidContentType") {
-        error.context("the registry does not speak TLS (for a plain-HTTP registry, add oci.allow_no_tls)")
+        error.context(
+            "the registry does not speak TLS (for a plain-HTTP registry, add oci.allow_no_tls)",
+        )
     } else {
         error
     };
@@ -705,11 +717,16 @@ mod tests {
 
     #[test]
     fn finds_the_one_image_layer() {
-        let body = manifest(&[
-            layer(MEDIA_TYPE_GZIP, r#","annotations":{"ocidd.image.size":"4096"}"#),
-            layer("application/vnd.ocidd.other", ""),
-        ]
-        .join(","));
+        let body = manifest(
+            &[
+                layer(
+                    MEDIA_TYPE_GZIP,
+                    r#","annotations":{"ocidd.image.size":"4096"}"#,
+                ),
+                layer("application/vnd.ocidd.other", ""),
+            ]
+            .join(","),
+        );
         let l = image_layer(&body, digest()).unwrap();
         assert_eq!(l.compression, Compression::Gzip);
         assert_eq!(l.size, 1234);
@@ -725,13 +742,17 @@ mod tests {
         let tar = layer("application/vnd.oci.image.layer.v1.tar+gzip", "");
         let e = image_layer(&manifest(&tar), digest()).unwrap_err();
         assert!(
-            format!("{e:#}").contains("layers: application/vnd.oci.image.layer.v1.tar+gzip (1234 bytes)"),
+            format!("{e:#}")
+                .contains("layers: application/vnd.oci.image.layer.v1.tar+gzip (1234 bytes)"),
             "{e:#}"
         );
         let two = [layer(MEDIA_TYPE_GZIP, ""), layer(MEDIA_TYPE_ZSTD, "")].join(",");
         let e = image_layer(&manifest(&two), digest()).unwrap_err();
         assert!(format!("{e:#}").contains("but has 2"), "{e:#}");
-        let bad = layer(MEDIA_TYPE_GZIP, r#","annotations":{"ocidd.image.size":"big"}"#);
+        let bad = layer(
+            MEDIA_TYPE_GZIP,
+            r#","annotations":{"ocidd.image.size":"big"}"#,
+        );
         assert!(image_layer(&manifest(&bad), digest()).is_err());
     }
 
@@ -742,7 +763,10 @@ mod tests {
             Ok(ManifestKind::Image)
         ));
         let index = br#"{"schemaVersion":2,"manifests":[]}"#;
-        assert!(matches!(manifest_kind(index, None), Ok(ManifestKind::Index)));
+        assert!(matches!(
+            manifest_kind(index, None),
+            Ok(ManifestKind::Index)
+        ));
         assert!(matches!(
             manifest_kind(br#"{"schemaVersion":2,"manifests":[]}"#, Some(DOCKER_LIST)),
             Ok(ManifestKind::Index)
@@ -768,7 +792,10 @@ mod tests {
         );
         let index: ImageIndex = serde_json::from_str(&body).unwrap();
         let arm = select_platform(&index, &"linux/arm64".parse().unwrap()).unwrap();
-        assert_eq!(arm.platform().as_ref().unwrap().architecture().to_string(), "arm64");
+        assert_eq!(
+            arm.platform().as_ref().unwrap().architecture().to_string(),
+            "arm64"
+        );
         assert!(select_platform(&index, &"linux/arm64/v8".parse().unwrap()).is_ok());
         let e = select_platform(&index, &"linux/s390x".parse().unwrap()).unwrap_err();
         assert!(
@@ -779,7 +806,10 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some((100, Some(200)))
+        );
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("bytes */200"), None);
         assert_eq!(parse_content_range("items 1-2/3"), None);

@@ -14,8 +14,7 @@ use crate::registry::Registry;
 
 /// Reads a blob from the registry, in order, each byte once.
 pub struct BlobReader<'a> {
-    registry: &'a Registry,
-    digest: Digest,
+    _registry: &'a Registry,
     size: Option<u64>,
     position: u64,
     body: Response,
@@ -39,8 +38,7 @@ impl<'a> BlobReader<'a> {
             (expected, sent) => expected.or(sent),
         };
         Ok(BlobReader {
-            registry,
-            digest: digest.clone(),
+            _registry: registry,
             size,
             position: 0,
             body: response.body,
@@ -51,14 +49,6 @@ impl<'a> BlobReader<'a> {
     /// The blob's size in bytes, when the manifest or the registry told it.
     pub fn size(&self) -> Option<u64> {
         self.size
-    }
-
-    pub fn digest(&self) -> &Digest {
-        &self.digest
-    }
-
-    pub fn registry(&self) -> &Registry {
-        self.registry
     }
 }
 

@@ -1,0 +1,374 @@
+//! Every bad input: its exit code, its one-line message, no claim of success, and the target's
+//! first MiB zeroed where writing had begun (untouched where it had not).
+
+mod common;
+
+use std::fs;
+
+use common::proxy::{Action, Forward, Proxy};
+use common::*;
+
+const HEX: &str = "243786d4bef167ff79122d052ded386cbac007e71bdb9e15d6ffbf31b6dbe54d";
+
+#[test]
+fn bad_parameters_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = target_file(dir.path(), "t.img", MIB);
+    let of = format!("dd.of={}", target.display());
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "oci.tag=r.example/d:v1",
+                &format!("oci.blob=r.example/d@sha256:{HEX}"),
+                &of,
+                "dd.bs=1M",
+            ],
+            "oci.tag and oci.blob are mutually exclusive",
+        ),
+        (
+            &["oci.tag=r.example/D::v1", &of, "dd.bs=1M"],
+            "invalid oci.tag",
+        ),
+        (&["oci.tag=", &of, "dd.bs=1M"], "oci.tag= is empty"),
+        (
+            &["oci.blob=r.example/d:v1", &of, "dd.bs=1M"],
+            "has no digest",
+        ),
+        (
+            &["oci.blob=r.example/d@sha256:abc", &of, "dd.bs=1M"],
+            "invalid oci.blob",
+        ),
+        (
+            &[
+                &format!("oci.blob=r.example/d@sha256:{}", "A".repeat(64)),
+                &of,
+                "dd.bs=1M",
+            ],
+            "64 lowercase hex digits",
+        ),
+        (
+            &[
+                "oci.blob=r.example/d@md5:0123456789abcdef0123456789abcdef",
+                &of,
+                "dd.bs=1M",
+            ],
+            "invalid oci.blob",
+        ),
+        (&["oci.tag=r.example/d:v1", &of, "dd.bs=0"], "invalid dd.bs"),
+        (&["oci.tag=r.example/d:v1", &of, "dd.bs=lots"], "not a size"),
+        (
+            &["oci.tag=r.example/d:v1", &of, "dd.bs=1T"],
+            "invalid dd.bs",
+        ),
+        (&["oci.tag=r.example/d:v1", &of], "missing dd.bs"),
+        (&["oci.tag=r.example/d:v1", "dd.bs=1M"], "missing dd.of"),
+        (&[&of, "dd.bs=1M"], "missing oci.tag (or oci.blob)"),
+        (
+            &["oci.tga=r.example/d:v1", &of, "dd.bs=1M"],
+            "unknown parameter oci.tga",
+        ),
+        (
+            &[
+                "oci.tag=r.example/d:v1",
+                &of,
+                "dd.of=/dev/other",
+                "dd.bs=1M",
+            ],
+            "dd.of is given twice",
+        ),
+        (
+            &[
+                "oci.tag=r.example/d:v1",
+                &of,
+                "dd.bs=1M",
+                "oci.platform=amd64",
+            ],
+            "invalid oci.platform",
+        ),
+        (
+            &[
+                "oci.tag=r.example/d:v1",
+                &of,
+                "dd.bs=1M",
+                "oci.ca=/nonexistent/ca.pem",
+            ],
+            "oci.ca=/nonexistent/ca.pem",
+        ),
+        (
+            &["oci.tag=r.example/d:v1", &of, "dd.bs=1M", "wait"],
+            "no terminal",
+        ),
+    ];
+    for (words, message) in cases {
+        let run = install_words(words);
+        run.assert_failed(2, message);
+        assert_untouched(&target);
+    }
+    // Flags are checked too.
+    let run = Run::from(ocidd().args(["install", "--bs", "0"]).output().unwrap());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+#[test]
+fn missing_and_unusable_targets_exit_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = install_words(&[
+        "oci.tag=r.example/d:v1",
+        "dd.of=/dev/ocidd-test-missing",
+        "dd.bs=1M",
+    ]);
+    run.assert_failed(5, "dd.of=/dev/ocidd-test-missing does not exist");
+    assert!(
+        !std::path::Path::new("/dev/ocidd-test-missing").exists(),
+        "created a file in /dev"
+    );
+    let of = format!("dd.of={}", dir.path().display());
+    install_words(&["oci.tag=r.example/d:v1", &of, "dd.bs=1M"])
+        .assert_failed(5, "neither a block device nor a regular file");
+}
+
+#[test]
+fn mounted_target_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = LoopDevice::new(dir.path(), 16 * MIB);
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&device.device)
+        .status()
+        .unwrap();
+    assert!(mkfs.success());
+    let mount_point = dir.path().join("mnt");
+    fs::create_dir(&mount_point).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .arg(&device.device)
+        .arg(&mount_point)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount failed");
+    let run = install_words(&[
+        "oci.tag=r.example/d:v1",
+        &format!("dd.of={}", device.device.display()),
+        "dd.bs=1M",
+    ]);
+    let _ = std::process::Command::new("umount")
+        .arg(&mount_point)
+        .status();
+    run.assert_failed(5, "is mounted on");
+}
+
+#[test]
+fn registry_side_failures() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let target = target_file(dir.path(), "t.img", 4 * MIB);
+    let image = image_bytes(MIB, 20);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    push(&source, &format!("{}/disks/ok:v1", registry.host()), "gzip");
+
+    install_tag(&format!("{}/disks/ok:nope", registry.host()), &target, &[])
+        .assert_failed(3, "MANIFEST_UNKNOWN");
+    install_tag(&format!("{}/disks/none:v1", registry.host()), &target, &[])
+        .assert_failed(3, "404");
+    install_blob(
+        &format!("{}/disks/ok@sha256:{HEX}", registry.host()),
+        &target,
+    )
+    .assert_failed(3, "BLOB_UNKNOWN");
+    // Nothing listens there.
+    let closed = free_port();
+    install_tag(&format!("127.0.0.1:{closed}/disks/ok:v1"), &target, &[])
+        .assert_failed(3, "Connection refused");
+    // TLS required (no oci.allow_no_tls) but the registry is plain HTTP.
+    let of = format!("dd.of={}", target.display());
+    install_words(&[
+        &format!("oci.tag={}/disks/ok:v1", registry.host()),
+        &of,
+        "dd.bs=1M",
+    ])
+    .assert_failed(3, "oci.allow_no_tls");
+    assert_untouched(&target);
+}
+
+#[test]
+fn manifests_without_exactly_one_image_layer_exit_4() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let target = target_file(dir.path(), "t.img", 4 * MIB);
+    let blob = gzip(&image_bytes(MIB, 21));
+    registry.put_image("disks/bad", "empty", &[]);
+    registry.put_image("disks/bad", "two", &[(GZIP, &blob), (ZSTD, &blob)]);
+    registry.put_image(
+        "disks/bad",
+        "tar",
+        &[("application/vnd.oci.image.layer.v1.tar+gzip", &blob)],
+    );
+    let host = registry.host();
+    install_tag(&format!("{host}/disks/bad:empty"), &target, &[])
+        .assert_failed(4, "exactly one disk-image layer");
+    install_tag(&format!("{host}/disks/bad:two"), &target, &[]).assert_failed(4, "but has 2");
+    install_tag(&format!("{host}/disks/bad:tar"), &target, &[])
+        .assert_failed(4, "application/vnd.oci.image.layer.v1.tar+gzip");
+
+    // An index without this platform lists the ones it has.
+    let body = registry.image_manifest("disks/bad", OCI_MANIFEST, &[(GZIP, &blob)], "");
+    let digest = registry.put_manifest("disks/bad", "s390x", OCI_MANIFEST, &body);
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":{},"platform":{{"architecture":"s390x","os":"linux"}}}}]}}"#,
+        body.len()
+    );
+    registry.put_manifest("disks/bad", "index", OCI_INDEX, &index);
+    install_tag(&format!("{host}/disks/bad:index"), &target, &[])
+        .assert_failed(4, "it has: linux/s390x");
+    assert_untouched(&target);
+}
+
+#[test]
+fn manifest_that_is_not_json_exits_4() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let target = target_file(dir.path(), "t.img", 4 * MIB);
+    let source = write_file(dir.path(), "disk.raw", &image_bytes(MIB, 22));
+    push(
+        &source,
+        &format!("{}/disks/html:v1", registry.host()),
+        "gzip",
+    );
+    // A real registry will not store a manifest that is not JSON; a proxy in front can serve
+    // one, like a captive portal or a misconfigured front end does.
+    let proxy = Proxy::start(registry.port, |request| {
+        if request.path.contains("/manifests/") {
+            Action::Forward(Forward {
+                replace_body: Some(b"<html>502 Bad Gateway</html>".to_vec()),
+                ..Forward::default()
+            })
+        } else {
+            Action::forward()
+        }
+    });
+    install_tag(&format!("{}/disks/html:v1", proxy.host()), &target, &[])
+        .assert_failed(4, "the manifest is not valid JSON");
+    assert_untouched(&target);
+}
+
+#[test]
+fn digest_mismatch_wipes_the_target() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(3 * MIB, 23);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    let reference = format!("{}/disks/corrupted:v1", registry.host());
+    let (_, layer) = push(&source, &reference, "gzip");
+    // Flip bits of the stored blob: in the gzip header's mtime (decodes fine, digest differs),
+    // then in the middle (corrupt deflate data and a wrong digest).
+    let stored = registry.blob_path(&layer);
+    let original = fs::read(&stored).unwrap();
+    for offset in [5, original.len() / 2] {
+        let mut corrupted = original.clone();
+        corrupted[offset] ^= 0x55;
+        fs::write(&stored, &corrupted).unwrap();
+        let target = target_file(dir.path(), "t.img", 4 * MIB);
+        install_tag(&reference, &target, &[]).assert_failed(4, "blob digest mismatch");
+        assert_start_zeroed(&target);
+    }
+}
+
+#[test]
+fn bad_compressed_data_wipes_the_target() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(3 * MIB, 24);
+    let good = gzip(&image);
+    let truncated = good[..good.len() * 3 / 4].to_vec();
+    let mut corrupt = good.clone();
+    let n = corrupt.len();
+    corrupt[n - 6] ^= 0xff; // the CRC32 trailer
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"trailing garbage after the image");
+    let zstd_good = zstd::encode_all(&image[..], 3).unwrap();
+    let zstd_truncated = zstd_good[..zstd_good.len() - 100].to_vec();
+    let cases: &[(&str, &str, &[u8], &str)] = &[
+        ("truncated", GZIP, &truncated, "the gzip data is corrupt"),
+        ("crc", GZIP, &corrupt, "the gzip data is corrupt"),
+        ("trailing", GZIP, &trailing, "the gzip data is corrupt"),
+        (
+            "ztruncated",
+            ZSTD,
+            &zstd_truncated,
+            "the zstd data is corrupt",
+        ),
+    ];
+    for (tag, media_type, blob, message) in cases {
+        registry.put_image("disks/broken", tag, &[(media_type, blob)]);
+        let target = target_file(dir.path(), "t.img", 4 * MIB);
+        install_tag(
+            &format!("{}/disks/broken:{tag}", registry.host()),
+            &target,
+            &[],
+        )
+        .assert_failed(4, message);
+        assert_start_zeroed(&target);
+    }
+    // Data that is not gzip at all fails before anything is written.
+    registry.put_image("disks/broken", "notgzip", &[(GZIP, &image)]);
+    let target = target_file(dir.path(), "t.img", 4 * MIB);
+    install_tag(
+        &format!("{}/disks/broken:notgzip", registry.host()),
+        &target,
+        &[],
+    )
+    .assert_failed(4, "nothing was written to");
+    assert_untouched(&target);
+
+    // The same by blob digest.
+    let digest = registry.put_blob("disks/broken", &trailing);
+    let target = target_file(dir.path(), "t.img", 4 * MIB);
+    install_blob(
+        &format!("{}/disks/broken@{digest}", registry.host()),
+        &target,
+    )
+    .assert_failed(4, "corrupt");
+    assert_start_zeroed(&target);
+
+    // oci.keep_on_error leaves the partial image alone.
+    let target = target_file(dir.path(), "t.img", 4 * MIB);
+    let run = install_tag(
+        &format!("{}/disks/broken:crc", registry.host()),
+        &target,
+        &["oci.keep_on_error"],
+    );
+    run.assert_failed(4, "left as it is");
+    assert_untouched(&target);
+    assert!(read_prefix(&target, 2 * MIB)[MIB..] == image[MIB..2 * MIB]);
+}
+
+#[test]
+fn image_larger_than_the_target_exits_5() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(3 * MIB, 25);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    let reference = format!("{}/disks/big:v1", registry.host());
+    let (_, layer) = push(&source, &reference, "gzip");
+
+    // The manifest says how large the image is: refused before writing.
+    let target = target_file(dir.path(), "small.img", 2 * MIB);
+    install_tag(&reference, &target, &[]).assert_failed(5, "is larger than dd.of=");
+    assert_untouched(&target);
+
+    // By blob digest the size shows only while writing: stopped at the end, then wiped.
+    let size = 2 * MIB + MIB / 2;
+    let target = target_file(dir.path(), "small.img", size);
+    install_blob(&format!("{}/disks/big@{layer}", registry.host()), &target)
+        .assert_failed(5, "nothing was written past its end");
+    assert_start_zeroed(&target);
+    assert_eq!(fs::metadata(&target).unwrap().len(), size as u64);
+
+    // The same onto a loop device.
+    let device = LoopDevice::new(dir.path(), size);
+    install_blob(
+        &format!("{}/disks/big@{layer}", registry.host()),
+        &device.device,
+    )
+    .assert_failed(5, "larger than");
+    assert!(device.read(MIB).iter().all(|&b| b == 0));
+}

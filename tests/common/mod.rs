@@ -1,0 +1,446 @@
+//! Test harness: a real registry (Debian's docker-registry) on a free loopback port, the
+//! ocidd binary, images, loop devices, and raw uploads for manifests ocidd push never writes.
+
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const GZIP: &str = "application/octet-stream+gzip";
+pub const ZSTD: &str = "application/octet-stream+zstd";
+pub const RAW: &str = "application/octet-stream";
+pub const MIB: usize = 1 << 20;
+
+/// A free TCP port on 127.0.0.1 (others may run registries here too).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("finding a free port")
+}
+
+/// A docker-registry process with its own storage, stopped (by PID) when dropped.
+pub struct Registry {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        // The tests' own HTTP client needs rustls's cryptography selected, as ocidd does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let mut registry = Registry {
+            port,
+            dir,
+            child: None,
+        };
+        registry.restart();
+        registry
+    }
+
+    fn config(&self) -> PathBuf {
+        let config = self.dir.path().join("config.yml");
+        let storage = self.dir.path().join("storage");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n",
+                storage.display(),
+                self.port
+            ),
+        )
+        .expect("writing registry config");
+        config
+    }
+
+    /// Starts the registry (again, after [`Registry::stop`]) on the same port and storage.
+    pub fn restart(&mut self) {
+        let binary = ["/usr/bin/docker-registry", "/usr/sbin/docker-registry"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect(
+                "docker-registry is not installed (apt-get install docker-registry; .ci/run does)",
+            );
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(self.config())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting docker-registry");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = reqwest::blocking::get(format!("{}/v2/", self.url()))
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not come up");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the registry process.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Where the registry stores a blob's bytes.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// Uploads a blob as it is; returns its digest.
+    pub fn put_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = sha256(data);
+        let client = reqwest::blocking::Client::new();
+        let response = client
+            .post(format!("{}/v2/{repo}/blobs/uploads/", self.url()))
+            .send()
+            .expect("starting upload");
+        assert_eq!(response.status().as_u16(), 202, "upload start");
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let location = if location.starts_with('/') {
+            format!("{}{location}", self.url())
+        } else {
+            location
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let response = client
+            .put(format!("{location}{separator}digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .expect("finishing upload");
+        assert_eq!(response.status().as_u16(), 201, "upload end");
+        digest
+    }
+
+    /// Pushes a manifest as it is under `tag`; returns its digest.
+    pub fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &str) -> String {
+        let response = reqwest::blocking::Client::new()
+            .put(format!("{}/v2/{repo}/manifests/{tag}", self.url()))
+            .header("content-type", media_type)
+            .body(body.to_string())
+            .send()
+            .expect("pushing manifest");
+        let status = response.status().as_u16();
+        assert_eq!(
+            status,
+            201,
+            "manifest push: {}",
+            response.text().unwrap_or_default()
+        );
+        sha256(body.as_bytes())
+    }
+
+    /// Uploads `blob` and pushes an OCI manifest with the given layers under `tag`. Each
+    /// layer is (media type, blob bytes).
+    pub fn put_image(&self, repo: &str, tag: &str, layers: &[(&str, &[u8])]) -> String {
+        let body = self.image_manifest(repo, OCI_MANIFEST, layers, "");
+        self.put_manifest(repo, tag, OCI_MANIFEST, &body)
+    }
+
+    /// Uploads the layers and an empty config; returns the manifest body.
+    pub fn image_manifest(
+        &self,
+        repo: &str,
+        media_type: &str,
+        layers: &[(&str, &[u8])],
+        layer_annotations: &str,
+    ) -> String {
+        let (config_type, config) = if media_type == DOCKER_MANIFEST {
+            (
+                "application/vnd.docker.container.image.v1+json",
+                br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                    .as_slice(),
+            )
+        } else {
+            ("application/vnd.oci.empty.v1+json", b"{}".as_slice())
+        };
+        let config_digest = self.put_blob(repo, config);
+        let layers: Vec<String> = layers
+            .iter()
+            .map(|(layer_type, data)| {
+                let digest = self.put_blob(repo, data);
+                format!(
+                    r#"{{"mediaType":"{layer_type}","digest":"{digest}","size":{}{layer_annotations}}}"#,
+                    data.len()
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{media_type}","config":{{"mediaType":"{config_type}","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
+            config.len(),
+            layers.join(",")
+        )
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// The ocidd binary under test.
+pub fn ocidd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ocidd"));
+    command.stdin(Stdio::null()).env("HOME", "/nonexistent");
+    command
+}
+
+/// What a run of ocidd did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and the final verified line.
+    pub fn assert_installed(&self) {
+        assert_eq!(self.code, 0, "ocidd failed:\n{}", self.stderr);
+        assert!(
+            self.stdout.contains("ocidd: installed") && self.stdout.contains("verified"),
+            "no success line:\n{}\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+
+    /// Asserts a failure with this exit code and a message containing `message`, and no
+    /// success line.
+    pub fn assert_failed(&self, code: i32, message: &str) {
+        assert_eq!(
+            self.code, code,
+            "exit code {} (expected {code}):\n{}",
+            self.code, self.stderr
+        );
+        let error_lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("ocidd: error: "))
+            .collect();
+        assert_eq!(
+            error_lines.len(),
+            1,
+            "expected one error line:\n{}",
+            self.stderr
+        );
+        assert!(
+            error_lines[0].contains(message),
+            "error line lacks {message:?}:\n{}",
+            self.stderr
+        );
+        assert!(
+            !self.stdout.contains("installed"),
+            "claims success:\n{}",
+            self.stdout
+        );
+    }
+}
+
+/// Runs ocidd with kernel command-line words.
+pub fn install_words(words: &[&str]) -> Run {
+    Run::from(ocidd().args(words).output().expect("running ocidd"))
+}
+
+/// Installs `oci.tag=REF` from a plain-HTTP registry onto `target`.
+pub fn install_tag(reference: &str, target: &Path, extra: &[&str]) -> Run {
+    let tag = format!("oci.tag={reference}");
+    let of = format!("dd.of={}", target.display());
+    let mut words = vec![tag.as_str(), "oci.allow_no_tls", of.as_str()];
+    if !extra.iter().any(|w| w.starts_with("dd.bs=")) {
+        words.push("dd.bs=64k");
+    }
+    words.extend_from_slice(extra);
+    install_words(&words)
+}
+
+/// Installs `oci.blob=REF` from a plain-HTTP registry onto `target`.
+pub fn install_blob(reference: &str, target: &Path) -> Run {
+    let blob = format!("oci.blob={reference}");
+    let of = format!("dd.of={}", target.display());
+    install_words(&[&blob, "oci.allow_no_tls", &of, "dd.bs=1M"])
+}
+
+/// Pushes `file` with `ocidd push`; returns (manifest digest, layer digest).
+pub fn push(file: &Path, reference: &str, compression: &str) -> (String, String) {
+    let run = Run::from(
+        ocidd()
+            .args(["push", "--plain-http", "--compression", compression])
+            .arg(file)
+            .arg(reference)
+            .output()
+            .expect("running ocidd push"),
+    );
+    assert_eq!(run.code, 0, "push failed:\n{}", run.stderr);
+    let field = |name: &str| {
+        run.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in push output:\n{}", run.stdout))
+            .trim()
+            .to_string()
+    };
+    (field("manifest "), field("layer "))
+}
+
+/// Deterministic bytes that look like a disk: runs of zeros, text and noise.
+pub fn image_bytes(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut data = Vec::with_capacity(size);
+    while data.len() < size {
+        let block = 4096.min(size - data.len());
+        match next() % 4 {
+            0 => data.extend(std::iter::repeat_n(0u8, block)),
+            1 => data.extend(b"ocidd test image text block; ".iter().cycle().take(block)),
+            _ => data.extend((0..block).map(|_| next() as u8)),
+        }
+    }
+    data
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A file of `size` bytes filled with 0xAA, so that zeroing and writing show.
+pub fn target_file(dir: &Path, name: &str, size: usize) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, vec![0xAAu8; size]).unwrap();
+    path
+}
+
+pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, data).unwrap();
+    path
+}
+
+/// Asserts that the first MiB of `path` is zero (the wipe after a failure).
+pub fn assert_start_zeroed(path: &Path) {
+    let data = read_prefix(path, MIB);
+    assert!(
+        data.iter().all(|&b| b == 0),
+        "first MiB of {} not zeroed",
+        path.display()
+    );
+}
+
+/// Asserts that `path` still holds the 0xAA fill of [`target_file`] at its start.
+pub fn assert_untouched(path: &Path) {
+    let data = read_prefix(path, MIB);
+    assert!(
+        data.iter().all(|&b| b == 0xAA),
+        "{} was written to",
+        path.display()
+    );
+}
+
+pub fn read_prefix(path: &Path, len: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut data = vec![0u8; len];
+    let mut file = fs::File::open(path).unwrap();
+    let mut filled = 0;
+    while filled < len {
+        let n = file.read(&mut data[filled..]).unwrap();
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    data.truncate(filled);
+    data
+}
+
+/// A loop device over a file of `size` bytes (0xAA-filled), detached when dropped.
+pub struct LoopDevice {
+    pub device: PathBuf,
+    pub backing: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn new(dir: &Path, size: usize) -> LoopDevice {
+        let backing = target_file(dir, "loop-backing.img", size);
+        let output = Command::new("losetup")
+            .args(["--find", "--show", "--partscan"])
+            .arg(&backing)
+            .output()
+            .expect("running losetup (needs root and util-linux)");
+        assert!(
+            output.status.success(),
+            "losetup failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let device = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        LoopDevice { device, backing }
+    }
+
+    /// The first `len` bytes as the device reads them.
+    pub fn read(&self, len: usize) -> Vec<u8> {
+        read_prefix(&self.device, len)
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
+    }
+}

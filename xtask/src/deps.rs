@@ -1,0 +1,49 @@
+//! What the tasks and tests need from Debian and rustup, installed when missing.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::util::{as_root, exec};
+
+/// Debian packages the tests use: the registry, compressors, disk tools.
+pub const PACKAGES: &[&str] = &[
+    "docker-registry",
+    "ca-certificates",
+    "gzip",
+    "pigz",
+    "zstd",
+    "fdisk",
+    "e2fsprogs",
+    "util-linux",
+    "mount",
+];
+
+/// Installs the missing ones among `packages`.
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    exec(as_root("apt-get").args(["update", "-qq"]))?;
+    exec(
+        as_root("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+pub fn install() -> Result<()> {
+    ensure_packages(PACKAGES)?;
+    exec(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+}
