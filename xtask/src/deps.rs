@@ -17,6 +17,7 @@ pub const PACKAGES: &[&str] = &[
     "e2fsprogs",
     "util-linux",
     "mount",
+    "bsdutils",
 ];
 
 /// Installs the missing ones among `packages`.
