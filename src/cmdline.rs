@@ -65,7 +65,6 @@ impl std::str::FromStr for After {
 
 /// Splits a kernel command line into words the way the kernel does: at whitespace outside
 /// double quotes, with the quotes removed.
-#[cfg_attr(not(test), allow(dead_code))] // for /init, which reads /proc/cmdline itself
 pub fn split_kernel_cmdline(line: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut word = String::new();

@@ -35,13 +35,27 @@ pub struct Summary {
     pub digest: Digest,
 }
 
-/// Installs the image the parameters name, asking for what is missing.
+/// Installs the image the parameters name, asking for what is missing. Progress is a bar on
+/// a terminal, else a line every 5 s.
 pub fn run(params: Params) -> Result<Summary> {
-    let options = prompt::complete(params)?;
-    install(&options)
+    let display = if io::stderr().is_terminal() {
+        Display::Bar
+    } else {
+        Display::Lines(PROGRESS_INTERVAL)
+    };
+    run_with(params, display)
 }
 
-fn install(options: &InstallOptions) -> Result<Summary> {
+/// Interval of the plain progress lines.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// [`run`] with the progress shown as `display`.
+pub fn run_with(params: Params, display: Display) -> Result<Summary> {
+    let options = prompt::complete(params)?;
+    install(&options, display)
+}
+
+fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
     let target = Target::open(&options.target)?;
     let http = registry::http_client(&options.registry, STALL_TIMEOUT)?;
     let reference = options.source.reference();
@@ -113,11 +127,6 @@ fn install(options: &InstallOptions) -> Result<Summary> {
         target.check_fits(size)?;
     }
 
-    let display = if io::stderr().is_terminal() {
-        Display::Bar
-    } else {
-        Display::Lines(Duration::from_secs(5))
-    };
     let reporter = Reporter::start(Arc::clone(&progress), display);
     let mut writer = ImageWriter::new(&target, options.block_size, Arc::clone(&progress));
     let result = stream(&mut input, compression, image_size, &mut writer)

@@ -4,9 +4,13 @@
 mod blockdev;
 mod cmdline;
 mod decompress;
+mod dhcp;
 mod digest;
 mod error;
+mod init;
 mod install;
+mod modules;
+mod network;
 mod progress;
 mod prompt;
 mod push;
@@ -142,6 +146,9 @@ impl InstallArgs {
 }
 
 fn main() -> ExitCode {
+    if init::is_init() {
+        init::run();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Install(args)) => install(args.params()),

@@ -17,12 +17,14 @@ const USER_PASS_BASE64: &str = "b3BlcmF0b3I6czNjcjN0"; // operator:s3cr3t
 fn token_server(require_basic: bool, seen: Arc<Mutex<Vec<Request>>>) -> Proxy {
     Proxy::start(free_port(), move |request| {
         seen.lock().unwrap().push(request.clone());
-        let authorized = request.header("authorization") == Some(&format!("Basic {USER_PASS_BASE64}"));
+        let authorized =
+            request.header("authorization") == Some(&format!("Basic {USER_PASS_BASE64}"));
         if require_basic && !authorized {
             return Action::Respond {
                 status: 401,
                 headers: vec![],
-                body: br#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#.to_vec(),
+                body: br#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#
+                    .to_vec(),
             };
         }
         Action::Respond {
@@ -45,9 +47,12 @@ fn guarded_registry(registry: &Registry, token_server: &Proxy) -> Proxy {
             status: 401,
             headers: vec![(
                 "WWW-Authenticate".into(),
-                format!(r#"Bearer realm="{realm}",service="test-registry",scope="repository:disks/auth:pull""#),
+                format!(
+                    r#"Bearer realm="{realm}",service="test-registry",scope="repository:disks/auth:pull""#
+                ),
             )],
-            body: br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#.to_vec(),
+            body: br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+                .to_vec(),
         }
     })
 }
@@ -57,7 +62,11 @@ fn setup() -> (Registry, tempfile::TempDir, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let image = image_bytes(2 * MIB, 40);
     let source = write_file(dir.path(), "disk.raw", &image);
-    push(&source, &format!("{}/disks/auth:v1", registry.host()), "gzip");
+    push(
+        &source,
+        &format!("{}/disks/auth:v1", registry.host()),
+        "gzip",
+    );
     (registry, dir, image)
 }
 
@@ -73,9 +82,23 @@ fn anonymous_bearer_token_is_fetched_without_credentials() {
     let seen = seen.lock().unwrap();
     assert!(!seen.is_empty(), "no token was requested");
     for request in seen.iter() {
-        assert!(request.path.contains("scope=repository%3Adisks%2Fauth%3Apull"), "{}", request.path);
-        assert!(request.path.contains("service=test-registry"), "{}", request.path);
-        assert_eq!(request.header("authorization"), None, "sent credentials it does not have");
+        assert!(
+            request
+                .path
+                .contains("scope=repository%3Adisks%2Fauth%3Apull"),
+            "{}",
+            request.path
+        );
+        assert!(
+            request.path.contains("service=test-registry"),
+            "{}",
+            request.path
+        );
+        assert_eq!(
+            request.header("authorization"),
+            None,
+            "sent credentials it does not have"
+        );
     }
 }
 
@@ -94,7 +117,11 @@ fn credentials_from_a_docker_config_reach_the_token_server() {
     let config = write_file(
         dir.path(),
         "config.json",
-        format!(r#"{{"auths":{{"{}":{{"auth":"{USER_PASS_BASE64}"}}}}}}"#, guarded.host()).as_bytes(),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{USER_PASS_BASE64}"}}}}}}"#,
+            guarded.host()
+        )
+        .as_bytes(),
     );
     let auth = format!("oci.auth={}", config.display());
     let run = install_tag(&reference, &target, &[&auth]);
@@ -110,7 +137,11 @@ fn credentials_from_a_docker_config_reach_the_token_server() {
     let run = Run::from(
         ocidd()
             .env("DOCKER_CONFIG", &docker_dir)
-            .args([&format!("oci.tag={reference}"), "oci.allow_no_tls", "dd.bs=1M"])
+            .args([
+                &format!("oci.tag={reference}"),
+                "oci.allow_no_tls",
+                "dd.bs=1M",
+            ])
             .arg(format!("dd.of={}", target.display()))
             .output()
             .unwrap(),
@@ -119,6 +150,10 @@ fn credentials_from_a_docker_config_reach_the_token_server() {
 
     // A broken oci.auth file is a parameter error.
     let broken = write_file(dir.path(), "broken.json", b"{not json");
-    install_tag(&reference, &target, &[&format!("oci.auth={}", broken.display())])
-        .assert_failed(2, "oci.auth=");
+    install_tag(
+        &reference,
+        &target,
+        &[&format!("oci.auth={}", broken.display())],
+    )
+    .assert_failed(2, "oci.auth=");
 }

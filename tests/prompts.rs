@@ -46,7 +46,11 @@ fn asks_for_what_is_missing() {
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert!(run.stdout.contains("Image tag (oci.tag"), "{}", run.stdout);
     assert!(run.stdout.contains("Disks:"), "{}", run.stdout);
-    assert!(run.stdout.contains("is zero"), "bad block size not refused: {}", run.stdout);
+    assert!(
+        run.stdout.contains("is zero"),
+        "bad block size not refused: {}",
+        run.stdout
+    );
     assert!(run.stdout.contains("Type yes"), "{}", run.stdout);
     assert!(run.stdout.contains("ocidd: installed"), "{}", run.stdout);
     assert!(fs::read(&target).unwrap() == image);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod vm;
 
 use std::fs;
 use std::io::Write;

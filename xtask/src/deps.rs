@@ -18,6 +18,7 @@ pub const PACKAGES: &[&str] = &[
     "util-linux",
     "mount",
     "bsdutils",
+    "qemu-system-x86",
 ];
 
 /// Installs the missing ones among `packages`.
@@ -47,4 +48,14 @@ fn installed(package: &str) -> bool {
 pub fn install() -> Result<()> {
     ensure_packages(PACKAGES)?;
     exec(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+}
+
+/// Lets apt install and download packages of another architecture (`arm64`).
+pub fn enable_foreign_arch(arch: &str) -> Result<()> {
+    let foreign = crate::util::output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+    if foreign.lines().any(|a| a.trim() == arch) {
+        return Ok(());
+    }
+    exec(as_root("dpkg").args(["--add-architecture", arch]))?;
+    exec(as_root("apt-get").args(["update", "-qq"]))
 }

@@ -2,7 +2,11 @@
 
 mod demo;
 mod deps;
+mod initramfs;
+mod pxe;
 mod util;
+
+use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -20,7 +24,25 @@ enum Task {
     Deps,
     /// Push a sample disk image to a local registry and install it into a file
     Demo,
-    /// Install what the tests need, then run formatting, lint and all tests
+    /// Build the PXE boot files: out/vmlinuz-ARCH and out/initramfs-ARCH.img
+    Pxe {
+        #[arg(long, value_enum, default_value = "amd64")]
+        arch: pxe::Arch,
+        /// Debian kernel: generic (real hardware and VMs) or cloud (VMs only, smaller)
+        #[arg(long, value_enum, default_value = "generic")]
+        flavour: pxe::Flavour,
+        /// More kernel modules for the initramfs, by name (comma-separated or repeated)
+        #[arg(long = "module", value_delimiter = ',')]
+        modules: Vec<String>,
+        /// Output directory
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Afterwards, build the initramfs twice more and check the bytes are the same
+        #[arg(long)]
+        check_reproducible: bool,
+    },
+    /// Install what the tests need, build the amd64 boot files, then run formatting, lint
+    /// and all tests
     Test,
 }
 
@@ -28,8 +50,38 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Deps => deps::install(),
         Task::Demo => demo::run(),
+        Task::Pxe {
+            arch,
+            flavour,
+            modules,
+            out,
+            check_reproducible,
+        } => {
+            let out = if out.is_absolute() {
+                out
+            } else {
+                util::root().join(out)
+            };
+            pxe::build(&pxe::Options {
+                arch,
+                flavour,
+                extra_modules: modules,
+                out,
+            })?;
+            if check_reproducible {
+                pxe::verify_reproducible(arch)?;
+            }
+            Ok(())
+        }
         Task::Test => {
             deps::install()?;
+            pxe::build(&pxe::Options {
+                arch: pxe::Arch::Amd64,
+                flavour: pxe::Flavour::Generic,
+                extra_modules: Vec::new(),
+                out: util::root().join("out"),
+            })?;
+            pxe::verify_reproducible(pxe::Arch::Amd64)?;
             util::cargo(&["fmt", "--all", "--", "--check"])?;
             util::cargo(&[
                 "clippy",

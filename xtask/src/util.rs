@@ -100,3 +100,16 @@ impl Drop for LocalRegistry {
         let _ = self.child.wait();
     }
 }
+
+/// Runs a command and returns its standard output.
+pub fn output(command: &mut Command) -> Result<String> {
+    let shown = format!("{command:?}");
+    let out = command
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {shown}"))?;
+    if !out.status.success() {
+        bail!("{shown} failed ({})", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,232 @@
+//! ocidd as the initramfs's `/init`: mount the kernel's file systems, read the parameters from
+//! /proc/cmdline, load the hardware's modules, bring the network up, install, then reboot (or
+//! power off, or give a shell). On failure: say why, and start an emergency shell.
+//!
+//! As PID 1 it must never exit or panic: panics are caught, children are reaped, and every
+//! path ends in a reboot, a power-off or a shell.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rustix::mount::{MountFlags, mount};
+use rustix::system::RebootCommand;
+
+use crate::cmdline::{After, parse_words, split_kernel_cmdline};
+use crate::modules::{ModuleIndex, load_for_hardware};
+use crate::network::{configure, parse_ip_param};
+use crate::progress::Display;
+
+const PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin";
+const SHELL: &str = "/bin/sh";
+const REBOOT_DELAY: u64 = 5;
+
+/// Whether this process is the init of an initramfs.
+pub fn is_init() -> bool {
+    rustix::process::getpid().is_init()
+        || std::env::args_os()
+            .next()
+            .is_some_and(|arg0| Path::new(&arg0).file_name() == Some("init".as_ref()))
+}
+
+/// Runs the install as init. Never returns.
+pub fn run() -> ! {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("ocidd: internal error: {info}");
+    }));
+    match std::panic::catch_unwind(boot) {
+        Ok(Ok(after)) => finish(after),
+        Ok(Err(e)) => {
+            eprintln!("ocidd: error: {e:#}");
+            emergency_shell()
+        }
+        Err(_) => emergency_shell(),
+    }
+}
+
+fn boot() -> Result<After> {
+    mount_kernel_filesystems();
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    eprintln!(
+        "ocidd {} (init, kernel {release})",
+        env!("CARGO_PKG_VERSION")
+    );
+    let cmdline = fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
+    let params = parse_words(&split_kernel_cmdline(&cmdline))?;
+    let ip = parse_ip_param(params.ip.as_deref()).map_err(anyhow::Error::msg)?;
+    let after = params.after.unwrap_or(After::Reboot);
+
+    let modules = Path::new("/lib/modules").join(&release);
+    match ModuleIndex::read(&modules) {
+        Ok(index) => {
+            let loaded = load_for_hardware(&index);
+            eprintln!(
+                "ocidd: loaded {} modules: {}",
+                loaded.len(),
+                loaded.join(" ")
+            );
+        }
+        Err(e) => eprintln!("ocidd: not loading modules: {e:#}"),
+    }
+
+    if let Some(network) = configure(&ip)? {
+        let gateway = network
+            .gateway
+            .map(|g| format!(" via {g}"))
+            .unwrap_or_default();
+        let dns = if network.dns.is_empty() {
+            String::new()
+        } else {
+            let servers: Vec<String> = network.dns.iter().map(|d| d.to_string()).collect();
+            format!(", DNS {}", servers.join(" "))
+        };
+        eprintln!(
+            "ocidd: {}: {}/{}{gateway} ({}{dns})",
+            network.interface, network.address, network.prefix, network.how
+        );
+    }
+
+    if let Some(target) = &params.target {
+        wait_for_device(target);
+    }
+    // Plain lines: a serial console is a terminal, but often one that is logged (BMC, SOL).
+    let display = Display::Lines(crate::install::PROGRESS_INTERVAL);
+    let summary = crate::install::run_with(params, display)?;
+    crate::install::print_summary(&summary);
+    Ok(after)
+}
+
+/// Mounts proc, sys, dev, run and tmp; what is already mounted stays.
+fn mount_kernel_filesystems() {
+    let mounts: [(&str, &str, &str, MountFlags); 6] = [
+        (
+            "proc",
+            "/proc",
+            "proc",
+            MountFlags::NOSUID | MountFlags::NOEXEC | MountFlags::NODEV,
+        ),
+        (
+            "sysfs",
+            "/sys",
+            "sysfs",
+            MountFlags::NOSUID | MountFlags::NOEXEC | MountFlags::NODEV,
+        ),
+        ("devtmpfs", "/dev", "devtmpfs", MountFlags::NOSUID),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+        ),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+        ),
+        (
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+        ),
+    ];
+    for (source, target, kind, flags) in mounts {
+        let _ = fs::create_dir_all(target);
+        match mount(source, target, kind, flags, None) {
+            Ok(()) | Err(rustix::io::Errno::BUSY) => {}
+            Err(e) => eprintln!("ocidd: mounting {target}: {e}"),
+        }
+    }
+}
+
+/// Disks can appear a moment after their driver loaded.
+fn wait_for_device(target: &Path) {
+    if !target.starts_with("/dev") || target.exists() {
+        return;
+    }
+    eprintln!("ocidd: waiting for {}", target.display());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !target.exists() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn finish(after: After) -> ! {
+    match after {
+        After::Reboot | After::Poweroff => {
+            let (what, command) = match after {
+                After::Poweroff => ("powering off", RebootCommand::PowerOff),
+                _ => ("rebooting", RebootCommand::Restart),
+            };
+            eprint!("ocidd: {what} in");
+            for left in (1..=REBOOT_DELAY).rev() {
+                eprint!(" {left}");
+                let _ = std::io::stderr().flush();
+                thread::sleep(Duration::from_secs(1));
+            }
+            eprintln!();
+            restart(command)
+        }
+        After::Shell => {
+            eprintln!("ocidd: install done; starting a shell (ocidd.after=shell); exit reboots");
+            shell();
+            restart(RebootCommand::Restart)
+        }
+    }
+}
+
+fn emergency_shell() -> ! {
+    eprintln!(
+        "ocidd: starting an emergency shell; `ocidd $(cat /proc/cmdline)` retries the install, `exit` reboots"
+    );
+    shell();
+    restart(RebootCommand::Restart)
+}
+
+/// Runs a shell on the console and waits for it, reaping every other child on the way.
+fn shell() {
+    let child = Command::new(SHELL)
+        .env("PATH", PATH)
+        .env("HOME", "/")
+        .env("PS1", "(ocidd) # ")
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("ocidd: cannot start {SHELL}: {e}");
+            return;
+        }
+    };
+    let shell_pid = child.id();
+    loop {
+        match rustix::process::wait(rustix::process::WaitOptions::empty()) {
+            Ok(Some((pid, _))) if pid.as_raw_nonzero().get() as u32 == shell_pid => return,
+            Ok(_) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Syncs and reboots or powers off. When not PID 1 (a test run as `init`), exits instead.
+fn restart(command: RebootCommand) -> ! {
+    rustix::fs::sync();
+    if !rustix::process::getpid().is_init() {
+        std::process::exit(0);
+    }
+    if let Err(e) = rustix::system::reboot(command) {
+        eprintln!("ocidd: reboot failed: {e}");
+    }
+    // PID 1 must not exit: the kernel would panic.
+    loop {
+        thread::sleep(Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,165 @@
+//! The PXE environment end to end: the built kernel + initramfs boot in QEMU with nothing but
+//! `oci.*`/`dd.*` on the kernel command line (no `ip=`), install from the real registry on
+//! the host (10.0.2.2 from inside), and reboot; failures end in the emergency shell.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::vm::Vm;
+use common::*;
+
+const BOOT_LIMIT: Duration = Duration::from_secs(300);
+
+/// A GPT disk image with one partition whose contents are not all zeros.
+fn gpt_image(size: usize) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gpt.img");
+    fs::write(&path, image_bytes(size, 60)).unwrap();
+    let mut sfdisk = std::process::Command::new("sfdisk")
+        .arg("--quiet")
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("running sfdisk");
+    use std::io::Write;
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: gpt\nstart=2048, type=linux\n")
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    fs::read(&path).unwrap()
+}
+
+fn disk(dir: &std::path::Path, fill: u8) -> std::path::PathBuf {
+    let path = dir.join("vm-disk.img");
+    fs::write(&path, vec![fill; 64 * MIB]).unwrap();
+    path
+}
+
+fn append(words: &str) -> String {
+    format!("console=ttyS0 {words} dd.of=/dev/vda dd.bs=1M")
+}
+
+#[test]
+fn installs_by_tag_and_reboots() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = gpt_image(32 * MIB);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    push(&source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
+    let disk = disk(dir.path(), 0);
+    let mut vm = Vm::boot(
+        "amd64",
+        &disk,
+        &append(&format!(
+            "oci.tag=10.0.2.2:{}/disks/vm:v1 oci.allow_no_tls",
+            registry.port
+        )),
+    );
+    let seconds = vm.wait_exit(BOOT_LIMIT);
+    let console = vm.console();
+    assert!(console.contains("ocidd: installed 32.00 MiB"), "{console}");
+    assert!(console.contains("(DHCP from 10.0.2.2"), "{console}");
+    assert!(console.contains("reboot: Restarting system"), "{console}");
+    // The kernel re-read the partition table after the install.
+    let writing_at = console.find("ocidd: writing onto /dev/vda").unwrap();
+    assert!(console[writing_at..].contains("vda: vda1"), "{console}");
+    assert!(
+        read_prefix(&disk, image.len()) == image,
+        "the disk does not hold the image"
+    );
+    eprintln!("boot to reboot: {seconds:.1} s");
+}
+
+#[test]
+fn installs_by_blob() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(8 * MIB, 61);
+    let digest = registry.put_blob("disks/vm", &zstd::encode_all(&image[..], 3).unwrap());
+    let disk = disk(dir.path(), 0xAA);
+    let mut vm = Vm::boot(
+        "amd64",
+        &disk,
+        &append(&format!(
+            "oci.blob=10.0.2.2:{}/disks/vm@{digest} oci.allow_no_tls",
+            registry.port
+        )),
+    );
+    vm.wait_exit(BOOT_LIMIT);
+    assert!(vm.console().contains("ocidd: installed 8.00 MiB"));
+    assert!(read_prefix(&disk, image.len()) == image);
+}
+
+#[test]
+fn unknown_tag_ends_in_the_emergency_shell() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = disk(dir.path(), 0);
+    let mut vm = Vm::boot(
+        "amd64",
+        &disk,
+        &append(&format!(
+            "oci.tag=10.0.2.2:{}/disks/vm:missing oci.allow_no_tls",
+            registry.port
+        )),
+    );
+    vm.wait_for("starting an emergency shell", BOOT_LIMIT);
+    let console = vm.console();
+    assert!(
+        console.contains("ocidd: error:") && console.contains("MANIFEST_UNKNOWN"),
+        "{console}"
+    );
+    // The shell answers, and leaving it reboots.
+    vm.type_text("echo shell-$((6 * 7))\n");
+    vm.wait_for("shell-42", Duration::from_secs(60));
+    vm.type_text("exit\n");
+    vm.wait_exit(Duration::from_secs(60));
+    assert!(!vm.console().contains("ocidd: installed"));
+    assert!(
+        read_prefix(&disk, MIB).iter().all(|&b| b == 0),
+        "first MiB not zero"
+    );
+}
+
+#[test]
+fn corrupted_blob_leaves_the_disk_unbootable() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let source = write_file(dir.path(), "disk.raw", &gpt_image(16 * MIB));
+    let (_, layer) = push(
+        &source,
+        &format!("{}/disks/vm:bad", registry.host()),
+        "gzip",
+    );
+    let stored = registry.blob_path(&layer);
+    let mut data = fs::read(&stored).unwrap();
+    let middle = data.len() / 2;
+    data[middle] ^= 0x01;
+    fs::write(&stored, data).unwrap();
+    let disk = disk(dir.path(), 0xAA);
+    let mut vm = Vm::boot(
+        "amd64",
+        &disk,
+        &append(&format!(
+            "oci.tag=10.0.2.2:{}/disks/vm:bad oci.allow_no_tls",
+            registry.port
+        )),
+    );
+    vm.wait_for("starting an emergency shell", BOOT_LIMIT);
+    let console = vm.console();
+    assert!(console.contains("blob digest mismatch"), "{console}");
+    assert!(
+        console.contains("zeroed the first MiB of /dev/vda"),
+        "{console}"
+    );
+    drop(vm);
+    assert!(
+        read_prefix(&disk, MIB).iter().all(|&b| b == 0),
+        "first MiB not zeroed"
+    );
+}

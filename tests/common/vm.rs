@@ -1,0 +1,168 @@
+//! Booting the built kernel + initramfs in QEMU (TCG: KVM does not work on these machines),
+//! with a virtio disk and NIC, the console on a pipe.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The boot files `cargo xtask pxe --arch ARCH` writes.
+pub fn boot_files(arch: &str) -> (PathBuf, PathBuf) {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("out");
+    let kernel = out.join(format!("vmlinuz-{arch}"));
+    let initramfs = out.join(format!("initramfs-{arch}.img"));
+    assert!(
+        kernel.exists() && initramfs.exists(),
+        "no boot files in {}: run `cargo xtask pxe --arch {arch}` (cargo xtask test does)",
+        out.display()
+    );
+    (kernel, initramfs)
+}
+
+pub struct Vm {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    console: Arc<Mutex<String>>,
+    started: Instant,
+}
+
+impl Vm {
+    /// Boots `arch` ("amd64" or "arm64") with `disk` as its virtio disk and `append` as the
+    /// kernel command line.
+    pub fn boot(arch: &str, disk: &Path, append: &str) -> Vm {
+        let (kernel, initramfs) = boot_files(arch);
+        let mut command = match arch {
+            "amd64" => {
+                let mut c = Command::new("qemu-system-x86_64");
+                c.args(["-machine", "q35"]);
+                c
+            }
+            "arm64" => {
+                let mut c = Command::new("qemu-system-aarch64");
+                c.args(["-machine", "virt", "-cpu", "cortex-a57"]);
+                c
+            }
+            other => panic!("no VM for {other}"),
+        };
+        command
+            .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
+            .args([
+                "-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio",
+            ])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initramfs)
+            .arg("-append")
+            .arg(append)
+            .arg("-drive")
+            .arg(format!(
+                "file={},format=raw,if=none,id=disk0",
+                disk.display()
+            ))
+            .args(["-device", "virtio-blk-pci,drive=disk0"])
+            .args([
+                "-netdev",
+                "user,id=net0",
+                "-device",
+                "virtio-net-pci,netdev=net0",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .expect("starting QEMU (apt-get install qemu-system-x86 qemu-system-arm; cargo xtask test does)");
+        let console = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let console = Arc::clone(&console);
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut line = Vec::new();
+                while reader
+                    .read_until(b'\n', &mut line)
+                    .map(|n| n > 0)
+                    .unwrap_or(false)
+                {
+                    console
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&line));
+                    line.clear();
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Vm {
+            child,
+            stdin,
+            console,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn console(&self) -> String {
+        self.console.lock().unwrap().clone()
+    }
+
+    /// Waits until the console shows `text`; panics with the console after `limit`.
+    pub fn wait_for(&mut self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.console().contains(text) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "QEMU exited ({status}) before showing {text:?}:\n{}",
+                    self.console()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} on the console after {limit:?}:\n{}",
+                self.console()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Types on the serial console.
+    pub fn type_text(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("console input");
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for QEMU to exit (with -no-reboot, a reboot exits); returns the seconds since boot.
+    pub fn wait_exit(&mut self, limit: Duration) -> f64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "QEMU failed ({status}):\n{}",
+                    self.console()
+                );
+                // Let the reader threads drain the pipes.
+                thread::sleep(Duration::from_millis(200));
+                return self.started.elapsed().as_secs_f64();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "QEMU still running after {limit:?}:\n{}",
+                self.console()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,495 @@
+//! `cargo xtask pxe`: the PXE boot files. A Debian kernel (downloaded as a package), and an
+//! initramfs whose /init is a static ocidd, with the kernel modules for disks and NICs,
+//! busybox for the emergency shell, and the CA bundle.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::deps;
+use crate::initramfs::{Archive, write_compressed};
+use crate::util::{exec, output, root};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    fn rust_target(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64-unknown-linux-musl",
+            Arch::Arm64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    /// Environment for building ocidd (and its C parts) for this target.
+    fn build_env(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Arch::Amd64 => vec![("CC_x86_64_unknown_linux_musl", "musl-gcc")],
+            Arch::Arm64 => vec![
+                ("CC_aarch64_unknown_linux_musl", "aarch64-linux-gnu-gcc"),
+                ("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld"),
+            ],
+        }
+    }
+
+    /// Debian packages the build needs on the host.
+    fn host_packages(self) -> Vec<&'static str> {
+        let mut packages = vec![
+            "busybox-static",
+            "ca-certificates",
+            "kmod",
+            "xz-utils",
+            "zstd",
+        ];
+        match self {
+            Arch::Amd64 => packages.push("musl-tools"),
+            Arch::Arm64 => packages.push("gcc-aarch64-linux-gnu"),
+        }
+        packages
+    }
+}
+
+/// Which of Debian's kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Flavour {
+    /// `linux-image-ARCH`: real hardware (AHCI, e1000 and friends) and VMs.
+    Generic,
+    /// `linux-image-cloud-ARCH`: VMs only, smaller.
+    Cloud,
+}
+
+/// Modules for disks and NICs that go into the initramfs by default (those the kernel has;
+/// their dependencies come along). /init loads the ones the hardware asks for.
+pub const DEFAULT_MODULES: &[&str] = &[
+    // Virtual machines: virtio, VMware, Hyper-V, Xen, AWS.
+    "virtio_pci",
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_scsi",
+    "virtio_net",
+    "vmw_pvscsi",
+    "vmxnet3",
+    "hv_vmbus",
+    "hv_storvsc",
+    "hv_netvsc",
+    "xen_blkfront",
+    "xen_netfront",
+    "ena",
+    // Disks: NVMe, SATA/AHCI, SCSI/SAS RAID controllers, SD/eMMC, USB storage.
+    "nvme",
+    "ahci",
+    "ata_piix",
+    "sd_mod",
+    "megaraid_sas",
+    "mpt3sas",
+    "hpsa",
+    "smartpqi",
+    "aacraid",
+    "mmc_block",
+    "sdhci_pci",
+    "sdhci_acpi",
+    "usb_storage",
+    "uas",
+    "xhci_pci",
+    "ehci_pci",
+    // NICs: Intel, Broadcom, Mellanox, Realtek, QLogic, Emulex, Aquantia, Solarflare, Chelsio,
+    // Cisco, and USB Ethernet.
+    "e1000",
+    "e1000e",
+    "igb",
+    "igc",
+    "ixgbe",
+    "ixgbevf",
+    "i40e",
+    "iavf",
+    "ice",
+    "tg3",
+    "bnx2",
+    "bnx2x",
+    "bnxt_en",
+    "mlx4_en",
+    "mlx5_core",
+    "r8169",
+    "qede",
+    "be2net",
+    "atlantic",
+    "sfc",
+    "cxgb4",
+    "enic",
+    "cdc_ether",
+    "r8152",
+    "ax88179_178a",
+];
+
+pub struct Options {
+    pub arch: Arch,
+    pub flavour: Flavour,
+    pub extra_modules: Vec<String>,
+    pub out: PathBuf,
+}
+
+/// Builds `OUT/vmlinuz-ARCH` and `OUT/initramfs-ARCH.img`.
+pub fn build(options: &Options) -> Result<()> {
+    let arch = options.arch;
+    if arch == Arch::Arm64 {
+        deps::enable_foreign_arch("arm64")?;
+    }
+    deps::ensure_packages(&arch.host_packages())?;
+    exec(Command::new("rustup").args(["target", "add", arch.rust_target()]))?;
+
+    let ocidd = build_ocidd(arch)?;
+    let work = root().join("target/pxe").join(arch.name());
+    let kernel = fetch_kernel(arch, options.flavour, &work.join("download"))?;
+    let busybox = fetch_busybox(arch, &work.join("download"))?;
+
+    let stage = work.join("initramfs");
+    stage_tree(&stage, &ocidd, &busybox, &kernel, options)?;
+    let mtime = source_date_epoch()?;
+    fs::create_dir_all(&options.out)?;
+    let image = options.out.join(format!("initramfs-{}.img", arch.name()));
+    let size = write_archive(&stage, &image, mtime)?;
+    let vmlinuz = options.out.join(format!("vmlinuz-{}", arch.name()));
+    fs::copy(&kernel.vmlinuz, &vmlinuz)?;
+    eprintln!(
+        "pxe: {} ({} KiB, kernel {}) and {} ({} KiB, mtime {mtime})",
+        vmlinuz.display(),
+        fs::metadata(&vmlinuz)?.len() >> 10,
+        kernel.release,
+        image.display(),
+        size >> 10
+    );
+    Ok(())
+}
+
+/// Builds the archive of `stage` into `image`; returns its size.
+fn write_archive(stage: &Path, image: &Path, mtime: u32) -> Result<u64> {
+    let mut archive = Archive::default();
+    archive.add_tree(stage)?;
+    // The kernel opens /dev/console for init before devtmpfs is mounted.
+    archive.add_char_device("dev/console", 5, 1, 0o600);
+    archive.add_char_device("dev/null", 1, 3, 0o666);
+    write_compressed(&archive, image, mtime)
+}
+
+/// Builds the archive twice from the staged tree and checks that the bytes are the same.
+pub fn verify_reproducible(arch: Arch) -> Result<()> {
+    let stage = root()
+        .join("target/pxe")
+        .join(arch.name())
+        .join("initramfs");
+    if !stage.exists() {
+        bail!(
+            "no staged initramfs for {}: run cargo xtask pxe first",
+            arch.name()
+        );
+    }
+    let mtime = source_date_epoch()?;
+    let dir = root().join("target/pxe").join(arch.name());
+    let (a, b) = (dir.join("check-a.img"), dir.join("check-b.img"));
+    write_archive(&stage, &a, mtime)?;
+    write_archive(&stage, &b, mtime)?;
+    if fs::read(&a)? != fs::read(&b)? {
+        bail!("two builds of the {} initramfs differ", arch.name());
+    }
+    eprintln!(
+        "pxe: two builds of the {} initramfs are byte-identical",
+        arch.name()
+    );
+    Ok(())
+}
+
+/// `SOURCE_DATE_EPOCH`, or the time of the last commit.
+fn source_date_epoch() -> Result<u32> {
+    if let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") {
+        return value
+            .trim()
+            .parse()
+            .context("SOURCE_DATE_EPOCH is not a number");
+    }
+    let time = output(
+        Command::new("git")
+            .args(["log", "-1", "--format=%ct"])
+            .current_dir(root()),
+    )
+    .unwrap_or_default();
+    Ok(time.trim().parse().unwrap_or(0))
+}
+
+fn build_ocidd(arch: Arch) -> Result<PathBuf> {
+    let mut command = Command::new(env!("CARGO"));
+    command
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "ocidd",
+            "--target",
+            arch.rust_target(),
+        ])
+        .current_dir(root());
+    for (key, value) in arch.build_env() {
+        command.env(key, value);
+    }
+    exec(&mut command)?;
+    Ok(root()
+        .join("target")
+        .join(arch.rust_target())
+        .join("release/ocidd"))
+}
+
+/// A Debian kernel, unpacked.
+struct Kernel {
+    release: String,
+    vmlinuz: PathBuf,
+    /// `.../lib/modules/RELEASE`
+    modules: PathBuf,
+}
+
+/// Downloads a Debian package (resolving a metapackage to the package it depends on) into
+/// `dir` and unpacks it; returns the unpack directory.
+fn fetch_package(package: &str, dir: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let unpacked = dir.join(package.replace(':', "_"));
+    if unpacked.join(".done").exists() {
+        return Ok(unpacked);
+    }
+    // apt-get download drops privileges to _apt, which must be able to write here.
+    let _ = Command::new("chmod").arg("777").arg(dir).status();
+    exec(
+        Command::new("apt-get")
+            .args(["download", "-q", package])
+            .current_dir(dir),
+    )?;
+    let name = package.split(':').next().unwrap_or(package);
+    let deb = fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{name}_")) && n.ends_with(".deb"))
+        })
+        .with_context(|| format!("apt-get download {package} left no .deb"))?;
+    let _ = fs::remove_dir_all(&unpacked);
+    exec(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    fs::write(unpacked.join(".done"), "")?;
+    Ok(unpacked)
+}
+
+fn fetch_kernel(arch: Arch, flavour: Flavour, dir: &Path) -> Result<Kernel> {
+    let meta = match flavour {
+        Flavour::Generic => format!("linux-image-{}", arch.name()),
+        Flavour::Cloud => format!("linux-image-cloud-{}", arch.name()),
+    };
+    let meta = format!("{meta}:{}", arch.name());
+    // The metapackage depends on the versioned image package.
+    let depends = output(Command::new("apt-cache").args(["depends", &meta]))?;
+    let package = depends
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(|p| p.trim_matches(['<', '>']).to_string())
+        .find(|p| p.starts_with("linux-image-"))
+        .with_context(|| format!("{meta} depends on no linux-image package"))?;
+    let package = if package.contains(':') {
+        package
+    } else {
+        format!("{package}:{}", arch.name())
+    };
+    let unpacked = fetch_package(&package, dir)?;
+    let modules_root = unpacked.join("lib/modules");
+    let release = fs::read_dir(&modules_root)?
+        .flatten()
+        .next()
+        .context("the kernel package has no modules")?
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    let vmlinuz = unpacked.join("boot").join(format!("vmlinuz-{release}"));
+    let modules = modules_root.join(&release);
+    // The package ships no modules.dep: generate it for the whole tree.
+    if !modules.join("modules.dep").exists() {
+        exec(
+            Command::new("depmod")
+                .arg("-b")
+                .arg(&unpacked)
+                .arg(&release),
+        )?;
+    }
+    Ok(Kernel {
+        release,
+        vmlinuz,
+        modules,
+    })
+}
+
+fn fetch_busybox(arch: Arch, dir: &Path) -> Result<PathBuf> {
+    if arch == Arch::Amd64 && Path::new("/bin/busybox").exists() {
+        return Ok(PathBuf::from("/bin/busybox"));
+    }
+    let unpacked = fetch_package(&format!("busybox-static:{}", arch.name()), dir)?;
+    Ok(unpacked.join("bin/busybox"))
+}
+
+/// Every module in `wanted` that the kernel has, with its hard and soft dependencies.
+fn module_closure(modules: &Path, wanted: &[String]) -> Result<BTreeSet<PathBuf>> {
+    let name_of = |path: &str| {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        file.split(".ko").next().unwrap_or(file).replace('-', "_")
+    };
+    let dep = fs::read_to_string(modules.join("modules.dep"))?;
+    let mut files: HashMap<String, (String, Vec<String>)> = HashMap::new();
+    for line in dep.lines() {
+        if let Some((module, deps)) = line.split_once(':') {
+            let deps = deps.split_whitespace().map(name_of).collect();
+            files.insert(name_of(module), (module.to_string(), deps));
+        }
+    }
+    let softdep = fs::read_to_string(modules.join("modules.softdep")).unwrap_or_default();
+    let mut soft: HashMap<String, Vec<String>> = HashMap::new();
+    for line in softdep.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("softdep"), Some(module)) = (words.next(), words.next()) {
+            let names = words.filter(|w| !w.ends_with(':')).map(name_of).collect();
+            soft.insert(name_of(module), names);
+        }
+    }
+    let mut chosen = BTreeSet::new();
+    let mut todo: Vec<String> = wanted.iter().map(|m| m.replace('-', "_")).collect();
+    let mut missing = Vec::new();
+    let mut seen = BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        match files.get(&name) {
+            Some((file, deps)) => {
+                chosen.insert(PathBuf::from(file));
+                todo.extend(deps.iter().cloned());
+                todo.extend(soft.get(&name).cloned().unwrap_or_default());
+            }
+            None if wanted.iter().any(|w| w.replace('-', "_") == name) => missing.push(name),
+            None => {}
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "pxe: not in this kernel (built in, or absent): {}",
+            missing.join(" ")
+        );
+    }
+    Ok(chosen)
+}
+
+fn stage_tree(
+    stage: &Path,
+    ocidd: &Path,
+    busybox: &Path,
+    kernel: &Kernel,
+    options: &Options,
+) -> Result<()> {
+    let _ = fs::remove_dir_all(stage);
+    for dir in [
+        "bin",
+        "sbin",
+        "dev",
+        "etc/ssl/certs",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "root",
+    ] {
+        fs::create_dir_all(stage.join(dir))?;
+    }
+    copy(ocidd, &stage.join("init"), 0o755)?;
+    std::os::unix::fs::symlink("/init", stage.join("bin/ocidd"))?;
+    copy(busybox, &stage.join("bin/busybox"), 0o755)?;
+    // The applets busybox-static has (the host's busybox lists the same set for any arch).
+    let applets = output(Command::new("/bin/busybox").arg("--list-full"))?;
+    for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty()) {
+        let link = stage.join(applet);
+        if applet.ends_with("/busybox") || applet == "sbin/init" || link.exists() {
+            continue;
+        }
+        if let Some(parent) = link.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        std::os::unix::fs::symlink("/bin/busybox", &link)?;
+    }
+    copy(
+        Path::new("/etc/ssl/certs/ca-certificates.crt"),
+        &stage.join("etc/ssl/certs/ca-certificates.crt"),
+        0o644,
+    )?;
+
+    let mut wanted: Vec<String> = DEFAULT_MODULES.iter().map(|m| m.to_string()).collect();
+    wanted.extend(options.extra_modules.iter().cloned());
+    let chosen = module_closure(&kernel.modules, &wanted)?;
+    let modules_dir = stage.join("lib/modules").join(&kernel.release);
+    for file in &chosen {
+        let source = kernel.modules.join(file);
+        let name = file.to_string_lossy();
+        // Store modules uncompressed: the initramfs is compressed as a whole, and /init then
+        // needs no decompressor.
+        let (plain, decompress) = match name.rsplit_once(".ko.") {
+            Some((stem, "xz")) => (format!("{stem}.ko"), Some("xz")),
+            Some((stem, "zst")) => (format!("{stem}.ko"), Some("zstd")),
+            _ => (name.to_string(), None),
+        };
+        let target = modules_dir.join(plain);
+        fs::create_dir_all(target.parent().context("module path")?)?;
+        match decompress {
+            None => copy(&source, &target, 0o644)?,
+            Some(tool) => {
+                let data = Command::new(tool).arg("-dc").arg(&source).output()?;
+                if !data.status.success() {
+                    bail!("decompressing {}", source.display());
+                }
+                fs::write(&target, data.stdout)?;
+            }
+        }
+    }
+    for file in [
+        "modules.builtin",
+        "modules.builtin.modinfo",
+        "modules.order",
+    ] {
+        if kernel.modules.join(file).exists() {
+            copy(&kernel.modules.join(file), &modules_dir.join(file), 0o644)?;
+        }
+    }
+    exec(
+        Command::new("depmod")
+            .arg("-b")
+            .arg(stage)
+            .arg(&kernel.release),
+    )?;
+    // depmod's binary indexes are for kmod; /init reads the text files.
+    for entry in fs::read_dir(&modules_dir)?.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(".bin") {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    eprintln!("pxe: {} kernel modules in the initramfs", chosen.len());
+    Ok(())
+}
+
+fn copy(from: &Path, to: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
