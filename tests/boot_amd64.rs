@@ -75,8 +75,9 @@ fn installs_by_tag_and_reboots() {
     eprintln!("boot to reboot: {seconds:.1} s");
 }
 
+/// Also: the static form of `ip=` instead of DHCP (QEMU's user network is 10.0.2.0/24).
 #[test]
-fn installs_by_blob() {
+fn installs_by_blob_with_a_static_address() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
     let image = image_bytes(8 * MIB, 61);
@@ -86,12 +87,16 @@ fn installs_by_blob() {
         "amd64",
         &disk,
         &append(&format!(
-            "oci.blob=10.0.2.2:{}/disks/vm@{digest} oci.allow_no_tls",
+            "oci.blob=10.0.2.2:{}/disks/vm@{digest} oci.allow_no_tls \
+             ip=10.0.2.77::10.0.2.2:255.255.255.0::eth0:off:10.0.2.3",
             registry.port
         )),
     );
     vm.wait_exit(BOOT_LIMIT);
-    assert!(vm.console().contains("ocidd: installed 8.00 MiB"));
+    let console = vm.console();
+    assert!(console.contains("ocidd: installed 8.00 MiB"), "{console}");
+    assert!(console.contains("eth0: 10.0.2.77/24 via 10.0.2.2 (static"), "{console}");
+    assert!(!console.contains("DHCP"), "{console}");
     assert!(read_prefix(&disk, image.len()) == image);
 }
 

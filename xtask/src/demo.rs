@@ -1,16 +1,26 @@
-//! The end-to-end demo: a sample GPT + ext4 disk image goes through a local registry into a
-//! file, and the file is compared with the image.
+//! The end-to-end demo: a sample GPT + ext4 disk image is pushed to a local registry, a VM
+//! PXE-style boots the built kernel + initramfs and installs it onto its disk, and the disk
+//! is compared with the image.
 
 use std::fs;
 use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use crate::deps;
+use std::time::Instant;
+
 use crate::util::{LocalRegistry, cargo, exec, root};
+use crate::{deps, pxe};
 
 pub fn run() -> Result<()> {
     deps::ensure_packages(deps::PACKAGES)?;
+    let out = root().join("out");
+    pxe::build(&pxe::Options {
+        arch: pxe::Arch::Amd64,
+        flavour: pxe::Flavour::Generic,
+        extra_modules: Vec::new(),
+        out: out.clone(),
+    })?;
     cargo(&["build", "--release", "--package", "ocidd"])?;
     let ocidd = root().join("target/release/ocidd");
     let work = root().join("target/demo");
@@ -22,38 +32,51 @@ pub fn run() -> Result<()> {
     let registry = LocalRegistry::start(&work.join("registry"))?;
     let reference = format!("127.0.0.1:{}/demo/disk:v1", registry.port);
     eprintln!("demo: pushing {} to {reference}", image.display());
-    exec(
-        Command::new(&ocidd)
-            .args(["push", "--plain-http"])
-            .arg(&image)
-            .arg(&reference),
-    )?;
+    exec(Command::new(&ocidd)
+        .args(["push", "--plain-http"])
+        .arg(&image)
+        .arg(&reference))?;
 
-    let target = work.join("target-disk.img");
-    fs::File::create(&target)?.set_len(96 << 20)?;
-    eprintln!("demo: installing {reference} onto {}", target.display());
-    exec(
-        Command::new(&ocidd)
-            .arg(format!("oci.tag={reference}"))
-            .arg("oci.allow_no_tls")
-            .arg(format!("dd.of={}", target.display()))
-            .arg("dd.bs=1M"),
-    )?;
+    // A machine with an empty 96 MiB disk PXE-boots the kernel and initramfs; inside QEMU's
+    // user network the host's loopback is 10.0.2.2.
+    let disk = work.join("vm-disk.img");
+    fs::File::create(&disk)?.set_len(96 << 20)?;
+    let append = format!(
+        "console=ttyS0 oci.tag=10.0.2.2:{}/demo/disk:v1 oci.allow_no_tls dd.of=/dev/vda dd.bs=1M",
+        registry.port
+    );
+    eprintln!("demo: booting a VM (QEMU, software emulation) with: {append}");
+    let started = Instant::now();
+    exec(Command::new("timeout")
+        .arg("600")
+        .arg("qemu-system-x86_64")
+        .args(["-machine", "q35", "-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
+        .args(["-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(out.join("vmlinuz-amd64"))
+        .arg("-initrd")
+        .arg(out.join("initramfs-amd64.img"))
+        .arg("-append")
+        .arg(&append)
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", disk.display()))
+        .args(["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"])
+        .stdin(std::process::Stdio::null()))?;
+    let seconds = started.elapsed().as_secs_f64();
 
     let size = fs::metadata(&image)?.len();
     let same = Command::new("cmp")
         .arg("-n")
         .arg(size.to_string())
         .arg(&image)
-        .arg(&target)
+        .arg(&disk)
         .status()?
         .success();
     if !same {
-        bail!("demo: the target does not hold the image");
+        bail!("demo: the VM's disk does not hold the image");
     }
     eprintln!(
-        "demo: OK: {} holds the {size}-byte image byte for byte",
-        target.display()
+        "demo: OK: the VM installed itself and rebooted in {seconds:.1} s; its disk holds the {size}-byte image byte for byte"
     );
     Ok(())
 }

@@ -22,7 +22,8 @@ struct Cli {
 enum Task {
     /// Install the Debian packages and Rust components the tasks and tests need
     Deps,
-    /// Push a sample disk image to a local registry and install it into a file
+    /// Build the boot files, push a sample disk image to a local registry, boot a VM that
+    /// installs it, and check the VM's disk
     Demo,
     /// Build the PXE boot files: out/vmlinuz-ARCH and out/initramfs-ARCH.img
     Pxe {
