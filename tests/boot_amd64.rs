@@ -95,7 +95,10 @@ fn installs_by_blob_with_a_static_address() {
     vm.wait_exit(BOOT_LIMIT);
     let console = vm.console();
     assert!(console.contains("ocidd: installed 8.00 MiB"), "{console}");
-    assert!(console.contains("eth0: 10.0.2.77/24 via 10.0.2.2 (static"), "{console}");
+    assert!(
+        console.contains("eth0: 10.0.2.77/24 via 10.0.2.2 (static"),
+        "{console}"
+    );
     assert!(!console.contains("DHCP"), "{console}");
     assert!(read_prefix(&disk, image.len()) == image);
 }

@@ -32,10 +32,12 @@ pub fn run() -> Result<()> {
     let registry = LocalRegistry::start(&work.join("registry"))?;
     let reference = format!("127.0.0.1:{}/demo/disk:v1", registry.port);
     eprintln!("demo: pushing {} to {reference}", image.display());
-    exec(Command::new(&ocidd)
-        .args(["push", "--plain-http"])
-        .arg(&image)
-        .arg(&reference))?;
+    exec(
+        Command::new(&ocidd)
+            .args(["push", "--plain-http"])
+            .arg(&image)
+            .arg(&reference),
+    )?;
 
     // A machine with an empty 96 MiB disk PXE-boots the kernel and initramfs; inside QEMU's
     // user network the host's loopback is 10.0.2.2.
@@ -47,21 +49,40 @@ pub fn run() -> Result<()> {
     );
     eprintln!("demo: booting a VM (QEMU, software emulation) with: {append}");
     let started = Instant::now();
-    exec(Command::new("timeout")
-        .arg("600")
-        .arg("qemu-system-x86_64")
-        .args(["-machine", "q35", "-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
-        .args(["-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio"])
-        .arg("-kernel")
-        .arg(out.join("vmlinuz-amd64"))
-        .arg("-initrd")
-        .arg(out.join("initramfs-amd64.img"))
-        .arg("-append")
-        .arg(&append)
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", disk.display()))
-        .args(["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"])
-        .stdin(std::process::Stdio::null()))?;
+    exec(
+        Command::new("timeout")
+            .arg("600")
+            .arg("qemu-system-x86_64")
+            .args([
+                "-machine",
+                "q35",
+                "-accel",
+                "tcg",
+                "-m",
+                "1024",
+                "-smp",
+                "2",
+                "-no-reboot",
+            ])
+            .args([
+                "-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio",
+            ])
+            .arg("-kernel")
+            .arg(out.join("vmlinuz-amd64"))
+            .arg("-initrd")
+            .arg(out.join("initramfs-amd64.img"))
+            .arg("-append")
+            .arg(&append)
+            .arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", disk.display()))
+            .args([
+                "-netdev",
+                "user,id=net0",
+                "-device",
+                "virtio-net-pci,netdev=net0",
+            ])
+            .stdin(std::process::Stdio::null()),
+    )?;
     let seconds = started.elapsed().as_secs_f64();
 
     let size = fs::metadata(&image)?.len();
