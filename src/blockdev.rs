@@ -208,6 +208,11 @@ impl<'a> ImageWriter<'a> {
         self.touched
     }
 
+    /// How many bytes of the image were accepted (written, or buffered to be).
+    pub fn written(&self) -> u64 {
+        self.accepted
+    }
+
     fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
         self.touched = true;
         self.target.file.write_all_at(data, offset).map_err(|e| {

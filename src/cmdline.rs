@@ -2,12 +2,14 @@
 //! `wait`), and the value parsers shared with the command-line flags.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::error::Failure;
 use crate::fail;
 use crate::reference::{ImageSource, Platform, parse_blob, parse_tag};
+use crate::retry::{Backoff, DEFAULT_RETRIES};
 
 /// The largest `dd.bs` accepted: one block is held in memory per stage.
 pub const MAX_BLOCK_SIZE: u64 = 16 << 20;
@@ -23,6 +25,23 @@ pub struct RegistryOptions {
     pub auth: Option<PathBuf>,
     /// The platform to select from an image index (`oci.platform=`); default: this machine's.
     pub platform: Option<Platform>,
+    /// Retries of a failing request or download (`oci.retries=`).
+    pub retries: Option<u32>,
+    /// How long a download may receive nothing before it is resumed (`oci.stall_timeout=`).
+    pub stall_timeout: Option<Duration>,
+}
+
+/// The default of `oci.stall_timeout`.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl RegistryOptions {
+    pub fn backoff(&self) -> Backoff {
+        Backoff::with_retries(self.retries.unwrap_or(DEFAULT_RETRIES))
+    }
+
+    pub fn stall_timeout(&self) -> Duration {
+        self.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT)
+    }
 }
 
 /// Everything an install can be told. Unset values are asked for, or are an error.
@@ -146,6 +165,14 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Params> {
                 set_once(&mut params.registry.platform, v, raw_name)?;
             }
             "oci.keep_on_error" => params.keep_on_error = parse_flag(raw_name, value)?,
+            "oci.retries" => {
+                let v = parse_retries(value_of("COUNT")?).map_err(invalid)?;
+                set_once(&mut params.registry.retries, v, raw_name)?;
+            }
+            "oci.stall_timeout" => {
+                let v = parse_seconds(value_of("SECONDS")?).map_err(invalid)?;
+                set_once(&mut params.registry.stall_timeout, v, raw_name)?;
+            }
             "dd.of" => set_once(&mut params.target, value_of("/dev/sdX")?.into(), raw_name)?,
             "dd.bs" => {
                 let v = parse_block_size(value_of("SIZE")?).map_err(invalid)?;
@@ -208,6 +235,27 @@ fn parse_flag(name: &str, value: Option<&str>) -> Result<bool> {
             Failure::Usage,
             "invalid {name}: {other:?} (expected {name} alone, or {name}=1 or {name}=0)"
         ),
+    }
+}
+
+/// Parses `oci.retries`: 0 to 1000.
+pub fn parse_retries(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n <= 1000 => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a number of retries from 0 to 1000"
+        )),
+    }
+}
+
+/// Parses a duration in whole seconds (`30` or `30s`), from 1 s to 1 h.
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let digits = text.strip_suffix('s').unwrap_or(text);
+    match digits.parse::<u64>() {
+        Ok(n) if (1..=3600).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 1 to 3600"
+        )),
     }
 }
 
@@ -331,6 +379,13 @@ mod tests {
         assert!(error("wait=maybe").contains("invalid wait"));
         assert!(error("ocidd.after=dance").contains("invalid ocidd.after"));
         assert!(error("oci.platform=linux").contains("invalid oci.platform"));
+        assert!(error("oci.retries=-1").contains("invalid oci.retries"));
+        assert!(error("oci.retries=5000").contains("invalid oci.retries"));
+        assert!(error("oci.stall_timeout=0").contains("invalid oci.stall_timeout"));
+        assert!(error("oci.stall_timeout=soon").contains("invalid oci.stall_timeout"));
+        let p = parse("oci.retries=3 oci.stall_timeout=5s").unwrap();
+        assert_eq!(p.registry.retries, Some(3));
+        assert_eq!(p.registry.stall_timeout, Some(Duration::from_secs(5)));
         // The same value twice is harmless.
         assert!(parse("dd.of=/dev/sda dd.of=/dev/sda").is_ok());
     }

@@ -19,8 +19,6 @@ use crate::reference::{ImageSource, Platform};
 use crate::registry::{self, Registry};
 use crate::source::BlobReader;
 
-/// How long a download may go without receiving a byte before it counts as stalled.
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read size of the compressed stream.
 const INPUT_BUFFER: usize = 256 << 10;
 /// Size of the reads from the decompressor.
@@ -57,7 +55,7 @@ pub fn run_with(params: Params, display: Display) -> Result<Summary> {
 
 fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
     let target = Target::open(&options.target)?;
-    let http = registry::http_client(&options.registry, STALL_TIMEOUT)?;
+    let http = registry::http_client(&options.registry)?;
     let reference = options.source.reference();
     let registry = Registry::new(reference, &options.registry, http)?;
 
@@ -99,8 +97,14 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
     }
 
     let progress = Arc::new(Progress::default());
-    let blob = BlobReader::open(&registry, &digest, blob_size, Arc::clone(&progress))
-        .with_context(|| format!("fetching {reference}"))?;
+    let blob = BlobReader::open(
+        &registry,
+        &digest,
+        blob_size,
+        options.registry.backoff(),
+        Arc::clone(&progress),
+    )
+    .with_context(|| format!("fetching {reference}"))?;
     let blob_size = blob.size();
     progress.set_total(blob_size);
     let mut input = BufReader::with_capacity(
@@ -129,8 +133,13 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
 
     let reporter = Reporter::start(Arc::clone(&progress), display);
     let mut writer = ImageWriter::new(&target, options.block_size, Arc::clone(&progress));
-    let result = stream(&mut input, compression, image_size, &mut writer)
-        .and_then(|()| writer.finish().map_err(|e| (e, true)));
+    let result = match stream(&mut input, compression, image_size, &mut writer) {
+        Ok(()) => {
+            let written = writer.written();
+            writer.finish().map_err(|e| (e, Some(written)))
+        }
+        Err(e) => Err((e, writer.touched().then(|| writer.written()))),
+    };
     reporter.finish();
     match result {
         Ok(bytes) => {
@@ -144,20 +153,18 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
                 digest,
             })
         }
-        Err((error, touched)) => Err(after_failure(error, touched, &target, options)),
+        Err((error, written)) => Err(after_failure(error, written, &target, options)),
     }
 }
 
-/// Copies the decompressed image into the writer. On failure, also says whether the target
-/// was touched.
+/// Copies the decompressed image into the writer, and checks that the blob ended with it.
 fn stream<R: Read>(
     input: &mut BufReader<VerifyingReader<R>>,
     compression: Compression,
     image_size: Option<u64>,
     writer: &mut ImageWriter,
-) -> Result<(), (anyhow::Error, bool)> {
-    let result = copy(input, compression, writer);
-    let result = result.and_then(|copied| {
+) -> Result<()> {
+    copy(input, compression, writer).and_then(|copied| {
         // The decoders read their input to its end, where the digest is checked; anything
         // they left unread is data after the image.
         let left = input.buffer().len() as u64
@@ -180,8 +187,7 @@ fn stream<R: Read>(
             )),
             _ => Ok(()),
         }
-    });
-    result.map_err(|e| (e, writer.touched()))
+    })
 }
 
 fn copy<R: Read>(
@@ -247,27 +253,29 @@ fn explain_corruption<R: Read>(
     }
 }
 
-/// Makes the target unbootable if writing had begun (unless told to keep it), and says so in
-/// the error.
+/// Makes the target unbootable if writing had begun (`written` is then how much of the image
+/// was), unless told to keep it, and says so in the error.
 fn after_failure(
     error: anyhow::Error,
-    touched: bool,
+    written: Option<u64>,
     target: &Target,
     options: &InstallOptions,
 ) -> anyhow::Error {
     let failure = failure_of(&error).unwrap_or(Failure::Target);
     let path = target.path().display();
-    let note = if !touched {
-        format!("nothing was written to {path}")
-    } else if options.keep_on_error {
-        format!("{path} holds a partial image (left as it is: oci.keep_on_error)")
-    } else {
-        match target.wipe_start() {
-            Ok(()) => format!("zeroed the first MiB of {path} so it cannot boot a partial image"),
-            Err(e) => {
-                format!("{path} holds a partial image and zeroing its first MiB failed: {e:#}")
-            }
-        }
+    let note = match written {
+        None => format!("nothing was written to {path}"),
+        Some(bytes) if options.keep_on_error => format!(
+            "{bytes} bytes of the image were written; {path} holds a partial image (left as it is: oci.keep_on_error)"
+        ),
+        Some(bytes) => match target.wipe_start() {
+            Ok(()) => format!(
+                "{bytes} bytes of the image were written; zeroed the first MiB of {path} so it cannot boot a partial image"
+            ),
+            Err(e) => format!(
+                "{bytes} bytes of the image were written; {path} holds a partial image and zeroing its first MiB failed: {e:#}"
+            ),
+        },
     };
     classified(failure, anyhow!("{error:#}; {note}"))
 }

@@ -1,32 +1,19 @@
-//! ocidd: install a machine by streaming a verified raw disk image from an OCI registry onto
-//! its disk. Also the `/init` of the PXE initramfs.
-
-mod blockdev;
-mod cmdline;
-mod decompress;
-mod dhcp;
-mod digest;
-mod error;
-mod init;
-mod install;
-mod modules;
-mod network;
-mod progress;
-mod prompt;
-mod push;
-mod reference;
-mod registry;
-mod source;
+//! The `ocidd` command: installs (kernel words or `install` flags), pushes, and runs as the
+//! initramfs's `/init`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::cmdline::{Params, RegistryOptions, parse_block_size, parse_words};
-use crate::decompress::Compression;
-use crate::error::{Failure, failure_of};
-use crate::reference::{ImageSource, Platform, parse_blob, parse_tag};
+use ocidd::cmdline::{
+    Params, RegistryOptions, parse_block_size, parse_retries, parse_seconds, parse_words,
+};
+use ocidd::decompress::Compression;
+use ocidd::error::{Failure, failure_of};
+use ocidd::reference::{ImageSource, Platform, parse_blob, parse_tag};
+use ocidd::{init, install, push};
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +53,12 @@ struct RegistryArgs {
     /// Docker config.json with credentials (oci.auth); default: $DOCKER_CONFIG or ~/.docker
     #[arg(long, value_name = "PATH")]
     auth: Option<PathBuf>,
+    /// Retries of a failing request or download, with backoff (oci.retries) [default: 12]
+    #[arg(long, value_name = "COUNT", value_parser = parse_retries)]
+    retries: Option<u32>,
+    /// Seconds without data before a download is resumed (oci.stall_timeout) [default: 30]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    stall_timeout: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -127,6 +120,8 @@ impl RegistryArgs {
             ca: self.ca,
             auth: self.auth,
             platform,
+            retries: self.retries,
+            stall_timeout: self.stall_timeout,
         }
     }
 }

@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue,
-    RANGE, WWW_AUTHENTICATE,
+    RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use serde::Deserialize;
 
@@ -28,6 +28,7 @@ use crate::digest::Digest;
 use crate::error::{Classify, Failure, classified};
 use crate::fail;
 use crate::reference::Platform;
+use crate::retry::{Attempt, Backoff, Transient, parse_retry_after, with_retries};
 
 /// Manifests larger than this are refused before they are read.
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
@@ -61,6 +62,8 @@ pub struct ImageLayer {
 /// A blob GET that the registry answered with 200 or 206.
 pub struct BlobResponse {
     pub body: Response,
+    /// Where in the blob the body starts: 0 for a 200, Content-Range's start for a 206.
+    pub start: u64,
     /// The blob's total size, when the response says.
     pub total_size: Option<u64>,
 }
@@ -86,6 +89,7 @@ pub struct Registry {
     repository: String,
     credentials: Option<Credentials>,
     authorization: Mutex<Option<HeaderValue>>,
+    backoff: Backoff,
 }
 
 #[derive(Deserialize)]
@@ -115,13 +119,13 @@ struct ManifestHead {
 }
 
 /// Builds the HTTP client all registry traffic goes through.
-pub fn http_client(options: &RegistryOptions, read_timeout: Duration) -> Result<Client> {
+pub fn http_client(options: &RegistryOptions) -> Result<Client> {
     install_crypto_provider();
     let mut builder = Client::builder()
         .user_agent(concat!("ocidd/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(30))
         // Applies to each read of a body too, so a stalled download is noticed.
-        .timeout(read_timeout)
+        .timeout(options.stall_timeout())
         // Redirects (blob GETs often go to object storage) are followed; reqwest drops the
         // Authorization header when a redirect leaves the registry's host.
         .redirect(reqwest::redirect::Policy::limited(10))
@@ -165,6 +169,7 @@ impl Registry {
             repository: reference.repository().to_string(),
             credentials,
             authorization: Mutex::new(None),
+            backoff: options.backoff(),
         })
     }
 
@@ -208,9 +213,7 @@ impl Registry {
         let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", ");
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_str(&accept)?);
-        let response = self
-            .get(&url, &headers)
-            .with_context(|| format!("fetching manifest {name}"))?;
+        let response = self.get(&url, &headers, &format!("fetching manifest {name}"))?;
         if !response.status().is_success() {
             return Err(registry_error(response).context(format!("fetching manifest {name}")));
         }
@@ -253,62 +256,69 @@ impl Registry {
         Ok((body, media_type, digest))
     }
 
-    /// Starts a GET of a blob at `offset` (with a Range header when it is not 0).
+    /// Starts a GET of a blob at `offset` (with a Range header when it is not 0), following
+    /// redirects anew each time (their signed URLs expire).
     pub fn fetch_blob(&self, digest: &Digest, offset: u64) -> Result<BlobResponse> {
         let url = format!("{}/blobs/{digest}", self.base);
         let mut headers = HeaderMap::new();
         if offset > 0 {
             headers.insert(RANGE, HeaderValue::from_str(&format!("bytes={offset}-"))?);
         }
-        let response = self.get(&url, &headers).context("fetching blob")?;
-        let total_size = match response.status() {
-            StatusCode::OK => header_u64(response.headers(), CONTENT_LENGTH),
+        let response = self.get(&url, &headers, "fetching the blob")?;
+        match response.status() {
+            StatusCode::OK => Ok(BlobResponse {
+                total_size: header_u64(response.headers(), CONTENT_LENGTH),
+                start: 0,
+                body: response,
+            }),
             StatusCode::PARTIAL_CONTENT => {
                 let range = response
                     .headers()
                     .get(CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_content_range);
-                match range {
-                    Some((start, total)) if start == offset => {
-                        return Ok(BlobResponse {
-                            body: response,
-                            total_size: total,
-                        });
-                    }
-                    _ => fail!(
+                let Some((start, total_size)) = range else {
+                    fail!(
                         Failure::Registry,
-                        "fetching blob: the registry answered a range request from byte {offset} with Content-Range {:?}",
+                        "fetching the blob: the registry's partial answer has no usable Content-Range ({:?})",
                         response.headers().get(CONTENT_RANGE)
-                    ),
-                }
+                    )
+                };
+                Ok(BlobResponse {
+                    body: response,
+                    start,
+                    total_size,
+                })
             }
-            _ => return Err(registry_error(response).context("fetching blob")),
-        };
-        Ok(BlobResponse {
-            body: response,
-            total_size,
-        })
+            // docker-registry's 416 carries a wrong Content-Length: never read its body.
+            StatusCode::RANGE_NOT_SATISFIABLE => fail!(
+                Failure::Registry,
+                "fetching the blob: the registry cannot serve it from byte {offset} (HTTP 416)"
+            ),
+            _ => Err(registry_error(response).context("fetching the blob")),
+        }
     }
 
-    /// Sends a GET, authenticating when the registry asks for it.
-    fn get(&self, url: &str, headers: &HeaderMap) -> Result<Response> {
-        let request = || self.authorized(self.http.get(url).headers(headers.clone()));
-        let response = request().send().map_err(network_error)?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            return Ok(response);
-        }
-        let challenge = response
-            .headers()
-            .get(WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        match challenge {
-            Some(challenge) if self.authenticate(&challenge)? => {
-                request().send().map_err(network_error)
+    /// Sends a GET, authenticating when the registry asks for it, and retrying connection
+    /// failures and answers that may pass (408, 429, 5xx) with backoff.
+    fn get(&self, url: &str, headers: &HeaderMap, what: &str) -> Result<Response> {
+        with_retries(&self.backoff, what, || {
+            let request = || self.authorized(self.http.get(url).headers(headers.clone()));
+            let mut response = request().send().map_err(transient_network_error)?;
+            if response.status() == StatusCode::UNAUTHORIZED {
+                let challenge = response
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                if let Some(challenge) = challenge
+                    && self.authenticate(&challenge)?
+                {
+                    response = request().send().map_err(transient_network_error)?;
+                }
             }
-            _ => Ok(response),
-        }
+            check_transient(response)
+        })
     }
 
     fn authorized(&self, request: RequestBuilder) -> RequestBuilder {
@@ -410,10 +420,12 @@ impl Registry {
                 }
             }
         };
-        let response = request
-            .send()
-            .map_err(network_error)
-            .context("getting a registry token")?;
+        let response = with_retries(&self.backoff, "getting a registry token", || {
+            let request = request
+                .try_clone()
+                .ok_or_else(|| anyhow!("the token request cannot be repeated"))?;
+            check_transient(request.send().map_err(transient_network_error)?)
+        })?;
         if !response.status().is_success() {
             return Err(registry_error(response).context("getting a registry token"));
         }
@@ -632,6 +644,76 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
         t => Some(t.parse().ok()?),
     };
     Some((start, total))
+}
+
+/// A transport error as the retry loop sees it: worth another try, unless TLS failed (a
+/// certificate that does not verify, or a server that does not speak TLS: trying again will
+/// not change that).
+fn transient_network_error(error: reqwest::Error) -> Attempt {
+    if is_tls_error(&error) {
+        return Attempt::Permanent(network_error(error));
+    }
+    Attempt::Transient(Transient {
+        reason: short_reason(&error),
+        retry_after: None,
+    })
+}
+
+fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        // io::Error's source() skips the error it wraps.
+        if let Some(inner) = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && is_tls_error(inner)
+        {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
+}
+
+/// The innermost cause of a transport error ("Connection refused (os error 111)").
+pub fn short_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    if text.contains("InvalidContentType") {
+        return "the registry does not speak TLS (for a plain-HTTP registry, add oci.allow_no_tls)"
+            .into();
+    }
+    text
+}
+
+/// Passes on a response, unless its status says trying again may help (408, 429, 5xx).
+fn check_transient(response: Response) -> Result<Response, Attempt> {
+    let status = response.status();
+    let transient = status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error();
+    if !transient {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let message = format!("{:#}", registry_error(response));
+    Err(Attempt::Transient(Transient {
+        reason: message
+            .strip_prefix("registry answered ")
+            .unwrap_or(&message)
+            .to_string(),
+        retry_after,
+    }))
 }
 
 /// Turns a transport error into a registry failure, without the URL (which can carry a

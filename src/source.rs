@@ -1,7 +1,11 @@
-//! The blob as a byte stream: a `Read` over the registry's blob GET.
+//! The blob as a byte stream: a `Read` over the registry's blob GET that survives broken
+//! connections. When a download breaks (reset, early end, a stall), it reconnects and asks for
+//! the rest with `Range: bytes=N-`, so every byte reaches the reader once, in order, and the
+//! digest downstream keeps running over the one stream.
 
 use std::io::{self, Read};
 use std::sync::Arc;
+use std::thread;
 
 use anyhow::{Result, anyhow};
 use reqwest::blocking::Response;
@@ -10,14 +14,23 @@ use crate::digest::Digest;
 use crate::error::{Failure, io_error};
 use crate::fail;
 use crate::progress::Progress;
-use crate::registry::Registry;
+use crate::registry::{BlobResponse, Registry, short_reason};
+use crate::retry::{Backoff, Transient, wait_time};
 
-/// Reads a blob from the registry, in order, each byte once.
+/// Reads a blob from the registry, in order, each byte once, resuming broken downloads.
 pub struct BlobReader<'a> {
-    _registry: &'a Registry,
+    registry: &'a Registry,
+    digest: Digest,
     size: Option<u64>,
+    /// Bytes handed to the reader so far.
     position: u64,
-    body: Response,
+    body: Option<Response>,
+    /// Bytes at the start of the current body that were already read (a server that ignored
+    /// the range, or started it early): read and dropped.
+    skip: u64,
+    /// Interruptions since the last byte arrived.
+    failures: u32,
+    backoff: Backoff,
     progress: Arc<Progress>,
 }
 
@@ -27,54 +40,163 @@ impl<'a> BlobReader<'a> {
         registry: &'a Registry,
         digest: &Digest,
         expected_size: Option<u64>,
+        backoff: Backoff,
         progress: Arc<Progress>,
     ) -> Result<Self> {
-        let response = registry.fetch_blob(digest, 0)?;
-        let size = match (expected_size, response.total_size) {
-            (Some(expected), Some(sent)) if expected != sent => fail!(
-                Failure::Verification,
-                "the registry's blob {digest} has {sent} bytes but the manifest says {expected}"
-            ),
-            (expected, sent) => expected.or(sent),
-        };
-        Ok(BlobReader {
-            _registry: registry,
-            size,
+        let mut reader = BlobReader {
+            registry,
+            digest: digest.clone(),
+            size: expected_size,
             position: 0,
-            body: response.body,
+            body: None,
+            skip: 0,
+            failures: 0,
+            backoff,
             progress,
-        })
+        };
+        reader.connect()?;
+        Ok(reader)
     }
 
     /// The blob's size in bytes, when the manifest or the registry told it.
     pub fn size(&self) -> Option<u64> {
         self.size
     }
+
+    /// (Re)starts the GET at the current position.
+    fn connect(&mut self) -> Result<()> {
+        let BlobResponse {
+            body,
+            start,
+            total_size,
+        } = self.registry.fetch_blob(&self.digest, self.position)?;
+        let position = self.position;
+        self.size = match (self.size, total_size) {
+            (Some(expected), Some(sent)) if expected != sent => fail!(
+                Failure::Verification,
+                "the registry's blob {} has {sent} bytes but {expected} were expected",
+                self.digest
+            ),
+            (expected, sent) => expected.or(sent),
+        };
+        if start > position {
+            fail!(
+                Failure::Registry,
+                "the registry answered a request for the blob from byte {position} with bytes from {start}"
+            );
+        }
+        if start < position {
+            eprintln!(
+                "ocidd: the registry sent the blob from byte {start}, not {position}; skipping {} bytes",
+                position - start
+            );
+        }
+        self.skip = position - start;
+        self.body = Some(body);
+        Ok(())
+    }
+
+    /// Counts an interruption; waits before the next attempt, or gives up.
+    fn interrupted(&mut self, reason: String) -> io::Result<()> {
+        self.body = None;
+        let size = self.size.map(|s| format!(" of {s}")).unwrap_or_default();
+        if self.failures >= self.backoff.retries {
+            return Err(io_error(
+                Failure::Registry,
+                anyhow!(
+                    "the download broke at byte {}{size} and did not resume after {} retries: {reason}",
+                    self.position,
+                    self.backoff.retries
+                ),
+            ));
+        }
+        let delay = wait_time(
+            &self.backoff,
+            self.failures,
+            &Transient {
+                reason: reason.clone(),
+                retry_after: None,
+            },
+        );
+        self.failures += 1;
+        eprintln!(
+            "ocidd: download interrupted at byte {}{size} ({reason}); resuming in {} s (retry {} of {})",
+            self.position,
+            delay.as_secs_f64().ceil(),
+            self.failures,
+            self.backoff.retries
+        );
+        thread::sleep(delay);
+        Ok(())
+    }
 }
 
 impl Read for BlobReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.body.read(buf).map_err(|e| {
-            io_error(
-                Failure::Registry,
-                anyhow!(e).context(format!("downloading the blob at byte {}", self.position)),
-            )
-        })?;
-        self.position += n as u64;
-        self.progress.fetched(n as u64);
-        match self.size {
-            Some(size) if n == 0 && self.position < size => Err(io_error(
-                Failure::Registry,
-                anyhow!(
-                    "the download ended early: {} of {size} bytes received",
-                    self.position
-                ),
-            )),
-            Some(size) if self.position > size => Err(io_error(
-                Failure::Verification,
-                anyhow!("the registry sent more than the blob's {size} bytes"),
-            )),
-            _ => Ok(n),
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.size.is_some_and(|size| self.position >= size) && self.skip == 0 {
+                // Everything arrived; whatever the connection does now does not matter.
+                return Ok(0);
+            }
+            let body = match &mut self.body {
+                Some(body) => body,
+                None => {
+                    self.connect().map_err(|e| io_error(Failure::Registry, e))?;
+                    continue;
+                }
+            };
+            let want = if self.skip > 0 {
+                buf.len().min(self.skip.min(1 << 20) as usize)
+            } else {
+                buf.len()
+            };
+            match body.read(&mut buf[..want]) {
+                Ok(0) => match self.size {
+                    None => return Ok(0),
+                    Some(size) => {
+                        let reason = format!(
+                            "the connection ended after byte {} of {size}",
+                            self.position + self.skip
+                        );
+                        self.interrupted(reason)?;
+                    }
+                },
+                Ok(n) => {
+                    self.progress.fetched(n as u64);
+                    self.failures = 0;
+                    if self.skip > 0 {
+                        self.skip -= n as u64;
+                        continue;
+                    }
+                    self.position += n as u64;
+                    if let Some(size) = self.size
+                        && self.position > size
+                    {
+                        return Err(io_error(
+                            Failure::Verification,
+                            anyhow!("the registry sent more than the blob's {size} bytes"),
+                        ));
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let reason = match e.get_ref() {
+                        Some(inner) => short_reason(inner),
+                        None => e.to_string(),
+                    };
+                    let reason =
+                        if e.kind() == io::ErrorKind::TimedOut || reason.contains("timed out") {
+                            "no data within oci.stall_timeout".to_string()
+                        } else {
+                            reason
+                        };
+                    self.interrupted(reason)?;
+                }
+            }
         }
     }
 }

@@ -176,8 +176,18 @@ fn registry_side_failures() {
     .assert_failed(3, "BLOB_UNKNOWN");
     // Nothing listens there.
     let closed = free_port();
-    install_tag(&format!("127.0.0.1:{closed}/disks/ok:v1"), &target, &[])
-        .assert_failed(3, "Connection refused");
+    let run = install_tag(
+        &format!("127.0.0.1:{closed}/disks/ok:v1"),
+        &target,
+        &["oci.retries=1"],
+    );
+    run.assert_failed(3, "Connection refused");
+    assert!(
+        run.stderr.contains("gave up after 1 retries"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("ocidd: retrying in "), "{}", run.stderr);
     // TLS required (no oci.allow_no_tls) but the registry is plain HTTP.
     let of = format!("dd.of={}", target.display());
     install_words(&[

@@ -59,6 +59,10 @@ pub struct Forward {
     pub stall_after: Option<(u64, Duration)>,
     /// Replace the answer's body.
     pub replace_body: Option<Vec<u8>>,
+    /// Send the body at most this many bytes per second.
+    pub throttle: Option<u64>,
+    /// Move the start of a `Range: bytes=N-` request by this many bytes (negative: earlier).
+    pub shift_range: i64,
 }
 
 type Rule = dyn Fn(&Request) -> Action + Send + Sync;
@@ -208,12 +212,32 @@ fn serve(client: TcpStream, upstream: u16, rule: &Rule, stats: &Stats) -> std::i
         Action::Forward(forward) => forward,
     };
 
-    let mut upstream_stream = TcpStream::connect(("127.0.0.1", upstream))?;
+    let mut upstream_stream = match TcpStream::connect(("127.0.0.1", upstream)) {
+        Ok(stream) => stream,
+        Err(_) => {
+            // What a load balancer says when the registry behind it is down.
+            log_line("502");
+            client.write_all(
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
+            return client.shutdown(Shutdown::Both);
+        }
+    };
     let mut out = format!("{request_line}\r\n");
     for (k, v) in &request.headers {
-        let skip = k.eq_ignore_ascii_case("connection")
-            || (forward.strip_range && k.eq_ignore_ascii_case("range"));
-        if !skip {
+        let is_range = k.eq_ignore_ascii_case("range");
+        let skip = k.eq_ignore_ascii_case("connection") || (forward.strip_range && is_range);
+        if skip {
+            continue;
+        }
+        if is_range && forward.shift_range != 0 {
+            let start: i64 = v
+                .trim_start_matches("bytes=")
+                .trim_end_matches('-')
+                .parse()
+                .expect("an open range");
+            out += &format!("{k}: bytes={}-\r\n", start + forward.shift_range);
+        } else {
             out += &format!("{k}: {v}\r\n");
         }
     }
@@ -262,8 +286,20 @@ fn serve(client: TcpStream, upstream: u16, rule: &Rule, stats: &Stats) -> std::i
     let mut sent = 0u64;
     let mut buffer = vec![0u8; 64 << 10];
     let limit = content_length.unwrap_or(u64::MAX);
+    let started = std::time::Instant::now();
     while sent < limit {
-        let want = buffer.len().min((limit - sent) as usize);
+        if let Some(rate) = forward.throttle {
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                thread::sleep(wait);
+            }
+        }
+        let chunk = if forward.throttle.is_some() {
+            16 << 10
+        } else {
+            buffer.len()
+        };
+        let want = chunk.min((limit - sent) as usize);
         let mut want = want as u64;
         if let Some(cut) = forward.cut_after {
             if sent >= cut {

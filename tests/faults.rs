@@ -1,0 +1,365 @@
+//! Flaky networks and failing registries, injected by a proxy in front of the real registry
+//! (and by killing the registry): the install resumes where it broke and finishes, or fails
+//! clearly with the target's first MiB zeroed. Each test prints a `fault-table:` line with the
+//! bytes fetched relative to the blob size.
+
+mod common;
+
+use std::fs;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::proxy::{Action, Forward, Proxy, Request};
+use common::*;
+
+struct Setup {
+    registry: Registry,
+    dir: tempfile::TempDir,
+    image: Vec<u8>,
+    blob_size: u64,
+}
+
+/// A registry holding `disks/flaky:v1`, a 12 MiB image pushed as gzip.
+fn setup() -> Setup {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(12 * MIB, 70);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    let (_, layer) = push(
+        &source,
+        &format!("{}/disks/flaky:v1", registry.host()),
+        "gzip",
+    );
+    let blob_size = fs::metadata(registry.blob_path(&layer)).unwrap().len();
+    Setup {
+        registry,
+        dir,
+        image,
+        blob_size,
+    }
+}
+
+/// A rule that applies `per_get(n)` to the n-th blob GET and passes everything else on.
+fn on_blob_gets(
+    per_get: impl Fn(usize, &Request) -> Action + Send + Sync + 'static,
+) -> impl Fn(&Request) -> Action + Send + Sync + 'static {
+    let count = Arc::new(AtomicUsize::new(0));
+    move |request| {
+        if request.is_blob() && request.method == "GET" {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            per_get(n, request)
+        } else {
+            Action::forward()
+        }
+    }
+}
+
+fn cut(after: u64) -> Action {
+    Action::Forward(Forward {
+        cut_after: Some(after),
+        ..Forward::default()
+    })
+}
+
+fn report(fault: &str, outcome: &str, proxy: &Proxy, blob_size: u64) -> f64 {
+    let ratio = proxy.blob_bytes() as f64 / blob_size as f64;
+    eprintln!("fault-table: {fault} | {outcome} | {ratio:.3}");
+    ratio
+}
+
+fn assert_installed(setup: &Setup, run: &Run, target: &std::path::Path) {
+    run.assert_installed();
+    assert!(
+        read_prefix(target, setup.image.len()) == setup.image,
+        "the target does not hold the image"
+    );
+}
+
+#[test]
+fn cuts_at_30_60_and_90_percent_resume() {
+    let setup = setup();
+    let size = setup.blob_size;
+    let proxy = Proxy::start(
+        setup.registry.port,
+        on_blob_gets(move |n, _| match n {
+            // Each GET after the first starts where the previous one broke.
+            0..=2 => cut(size * 3 / 10),
+            _ => Action::forward(),
+        }),
+    );
+    let target = write_file(setup.dir.path(), "out.img", b"");
+    let run = install_tag(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
+    assert_installed(&setup, &run, &target);
+    assert_eq!(
+        run.stderr.matches("download interrupted at byte").count(),
+        3,
+        "{}",
+        run.stderr
+    );
+    let log = proxy.log();
+    let ranges: Vec<&String> = log.iter().filter(|l| l.contains("[bytes=")).collect();
+    assert_eq!(ranges.len(), 3, "{log:?}");
+    assert!(ranges.iter().all(|l| l.ends_with("-> 206")), "{log:?}");
+    let ratio = report("cut at 30 %, 60 %, 90 %", "completed", &proxy, size);
+    assert!(ratio < 1.1, "fetched {ratio} times the blob");
+}
+
+#[test]
+fn a_stalled_stream_is_resumed() {
+    let setup = setup();
+    let size = setup.blob_size;
+    let proxy = Proxy::start(
+        setup.registry.port,
+        on_blob_gets(move |n, _| match n {
+            0 => Action::Forward(Forward {
+                stall_after: Some((size / 2, Duration::from_secs(20))),
+                ..Forward::default()
+            }),
+            _ => Action::forward(),
+        }),
+    );
+    let target = write_file(setup.dir.path(), "out.img", b"");
+    let started = Instant::now();
+    let run = install_tag(
+        &format!("{}/disks/flaky:v1", proxy.host()),
+        &target,
+        &["oci.stall_timeout=2"],
+    );
+    assert_installed(&setup, &run, &target);
+    assert!(
+        run.stderr.contains("no data within oci.stall_timeout"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the stall was not cut short"
+    );
+    let ratio = report("stall at 50 % (socket open)", "completed", &proxy, size);
+    assert!(ratio < 1.1);
+}
+
+fn spawn_install(reference: &str, target: &std::path::Path, extra: &[&str]) -> Child {
+    ocidd()
+        .arg(format!("oci.tag={reference}"))
+        .args(["oci.allow_no_tls", "dd.bs=64k"])
+        .arg(format!("dd.of={}", target.display()))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Throttles the first blob GET so that the registry can be killed during it, and breaks it
+/// at half the blob (the proxy has the rest in its socket buffers when the registry dies; a
+/// real network would lose them).
+fn throttled_then_cut(size: u64) -> impl Fn(&Request) -> Action + Send + Sync + 'static {
+    on_blob_gets(move |n, _| match n {
+        0 => Action::Forward(Forward {
+            throttle: Some(3 * MIB as u64),
+            cut_after: Some(size / 2),
+            ..Forward::default()
+        }),
+        _ => Action::forward(),
+    })
+}
+
+fn wait_for_bytes(proxy: &Proxy, bytes: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.blob_bytes() < bytes {
+        assert!(Instant::now() < deadline, "the download did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_registry_restarting_mid_download_is_ridden_out() {
+    let mut setup = setup();
+    let size = setup.blob_size;
+    let proxy = Proxy::start(setup.registry.port, throttled_then_cut(size));
+    let target = write_file(setup.dir.path(), "out.img", b"");
+    let child = spawn_install(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
+    wait_for_bytes(&proxy, size * 3 / 10);
+    setup.registry.stop();
+    thread::sleep(Duration::from_secs(3));
+    setup.registry.restart();
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_installed(&setup, &run, &target);
+    assert!(run.stderr.contains("retrying in"), "{}", run.stderr);
+    assert!(run.stderr.contains("502 Bad Gateway"), "{}", run.stderr);
+    let ratio = report(
+        "registry killed at 30 %, back 3 s later",
+        "completed",
+        &proxy,
+        size,
+    );
+    assert!(ratio < 1.1);
+}
+
+#[test]
+fn a_registry_that_stays_down_fails_clearly_and_wipes() {
+    let mut setup = setup();
+    let size = setup.blob_size;
+    let proxy = Proxy::start(setup.registry.port, throttled_then_cut(size));
+    let target = target_file(setup.dir.path(), "out.img", 16 * MIB);
+    let child = spawn_install(
+        &format!("{}/disks/flaky:v1", proxy.host()),
+        &target,
+        &["oci.retries=3"],
+    );
+    wait_for_bytes(&proxy, size * 3 / 10);
+    setup.registry.stop();
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_failed(3, "gave up after 3 retries");
+    assert!(
+        run.stderr.contains("zeroed the first MiB"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("bytes of the image were written"),
+        "{}",
+        run.stderr
+    );
+    assert_start_zeroed(&target);
+    report(
+        "registry killed at 30 %, stays down",
+        "exit 3, first MiB zeroed",
+        &proxy,
+        size,
+    );
+}
+
+#[test]
+fn busy_and_failing_registries_are_waited_for() {
+    let setup = setup();
+    let size = setup.blob_size;
+    let blob_gets = Arc::new(AtomicUsize::new(0));
+    let proxy = Proxy::start(setup.registry.port, move |request| {
+        if request.index < 2 {
+            return Action::Respond {
+                status: 503,
+                headers: vec![],
+                body: br#"{"errors":[{"code":"UNAVAILABLE","message":"restarting"}]}"#.to_vec(),
+            };
+        }
+        if request.is_blob() && blob_gets.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Action::Respond {
+                status: 429,
+                headers: vec![("Retry-After".into(), "3".into())],
+                body: br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#.to_vec(),
+            };
+        }
+        Action::forward()
+    });
+    let target = write_file(setup.dir.path(), "out.img", b"");
+    let started = Instant::now();
+    let run = install_tag(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
+    assert_installed(&setup, &run, &target);
+    assert_eq!(
+        run.stderr.matches("503 Service Unavailable").count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("retrying in 3 s: HTTP 429"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "Retry-After was not honoured"
+    );
+    report(
+        "503 twice, then 429 with Retry-After: 3",
+        "completed",
+        &proxy,
+        size,
+    );
+}
+
+#[test]
+fn a_server_that_ignores_range_is_read_past_what_arrived() {
+    let setup = setup();
+    let size = setup.blob_size;
+    let proxy = Proxy::start(
+        setup.registry.port,
+        on_blob_gets(move |n, _| match n {
+            0 => cut(size / 2),
+            _ => Action::Forward(Forward {
+                strip_range: true,
+                ..Forward::default()
+            }),
+        }),
+    );
+    let target = write_file(setup.dir.path(), "out.img", b"");
+    let run = install_tag(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
+    assert_installed(&setup, &run, &target);
+    assert!(run.stderr.contains("skipping"), "{}", run.stderr);
+    assert!(
+        proxy
+            .log()
+            .iter()
+            .any(|l| l.contains("/blobs/") && l.ends_with("-> 200"))
+    );
+    report(
+        "Range ignored (200 instead of 206)",
+        "completed",
+        &proxy,
+        size,
+    );
+}
+
+#[test]
+fn a_range_answered_from_elsewhere_is_aligned_or_refused() {
+    let setup = setup();
+    let size = setup.blob_size;
+    // From earlier than asked: the overlap is dropped.
+    let proxy = Proxy::start(
+        setup.registry.port,
+        on_blob_gets(move |n, _| match n {
+            0 => cut(size / 2),
+            _ => Action::Forward(Forward {
+                shift_range: -1000,
+                ..Forward::default()
+            }),
+        }),
+    );
+    let target = write_file(setup.dir.path(), "out.img", b"");
+    let run = install_tag(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
+    assert_installed(&setup, &run, &target);
+    assert!(run.stderr.contains("skipping 1000 bytes"), "{}", run.stderr);
+    report(
+        "Content-Range starts 1000 bytes early",
+        "completed",
+        &proxy,
+        size,
+    );
+
+    // From later than asked: bytes would be missing; refused.
+    let proxy = Proxy::start(
+        setup.registry.port,
+        on_blob_gets(move |n, _| match n {
+            0 => cut(size / 2),
+            _ => Action::Forward(Forward {
+                shift_range: 1000,
+                ..Forward::default()
+            }),
+        }),
+    );
+    let target = target_file(setup.dir.path(), "late.img", 16 * MIB);
+    let run = install_tag(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
+    run.assert_failed(3, "with bytes from");
+    assert_start_zeroed(&target);
+    report(
+        "Content-Range starts 1000 bytes late",
+        "exit 3, first MiB zeroed",
+        &proxy,
+        size,
+    );
+}
