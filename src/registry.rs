@@ -887,6 +887,21 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_is_refused_unless_allowed() {
+        // A redirect to http:// goes through the same check as a first request.
+        let strict = http_client(&RegistryOptions::default()).unwrap();
+        let error = strict.get("http://127.0.0.1:9/v2/").send().unwrap_err();
+        assert!(error.is_builder() && !error.is_connect(), "{error:#}");
+        let lenient = http_client(&RegistryOptions {
+            allow_no_tls: true,
+            ..RegistryOptions::default()
+        })
+        .unwrap();
+        let error = lenient.get("http://127.0.0.1:9/v2/").send().unwrap_err();
+        assert!(error.is_connect(), "{error:#}");
+    }
+
+    #[test]
     fn content_ranges() {
         assert_eq!(
             parse_content_range("bytes 100-199/200"),

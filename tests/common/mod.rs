@@ -38,10 +38,21 @@ pub struct Registry {
     pub port: u16,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Certificate and key when serving HTTPS.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// A registry serving HTTPS with this certificate and key (PEM files).
+    pub fn start_tls(certificate: &Path, key: &Path) -> Registry {
+        Registry::start_with(Some((certificate.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Registry {
         // The tests' own HTTP client needs rustls's cryptography selected, as ocidd does.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -50,18 +61,35 @@ impl Registry {
             port,
             dir,
             child: None,
+            tls,
         };
         registry.restart();
         registry
     }
 
+    /// An HTTP client for the test's own requests (trusting the registry's certificate).
+    pub fn client(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(self.tls.is_some())
+            .build()
+            .expect("test HTTP client")
+    }
+
     fn config(&self) -> PathBuf {
         let config = self.dir.path().join("config.yml");
         let storage = self.dir.path().join("storage");
+        let tls = match &self.tls {
+            Some((certificate, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                certificate.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n{tls}",
                 storage.display(),
                 self.port
             ),
@@ -88,7 +116,10 @@ impl Registry {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let ready = reqwest::blocking::get(format!("{}/v2/", self.url()))
+            let ready = self
+                .client()
+                .get(format!("{}/v2/", self.url()))
+                .send()
                 .map(|r| r.status().is_success())
                 .unwrap_or(false);
             if ready {
@@ -108,7 +139,8 @@ impl Registry {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn host(&self) -> String {
@@ -129,7 +161,13 @@ impl Registry {
     /// Uploads a blob as it is; returns its digest.
     pub fn put_blob(&self, repo: &str, data: &[u8]) -> String {
         let digest = sha256(data);
-        let client = reqwest::blocking::Client::new();
+        self.put_blob_as(repo, data, &digest);
+        digest
+    }
+
+    /// Uploads a blob under `digest` (which the registry checks).
+    pub fn put_blob_as(&self, repo: &str, data: &[u8], digest: &str) {
+        let client = self.client();
         let response = client
             .post(format!("{}/v2/{repo}/blobs/uploads/", self.url()))
             .send()
@@ -149,12 +187,12 @@ impl Registry {
             .send()
             .expect("finishing upload");
         assert_eq!(response.status().as_u16(), 201, "upload end");
-        digest
     }
 
     /// Pushes a manifest as it is under `tag`; returns its digest.
     pub fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &str) -> String {
-        let response = reqwest::blocking::Client::new()
+        let response = self
+            .client()
             .put(format!("{}/v2/{repo}/manifests/{tag}", self.url()))
             .header("content-type", media_type)
             .body(body.to_string())
