@@ -55,8 +55,41 @@ pub struct ImageLayer {
     pub compression: Compression,
     /// The uncompressed size, when the layer is annotated with it.
     pub image_size: Option<u64>,
-    /// The digest of the image manifest the layer was found in.
-    pub manifest_digest: Digest,
+}
+
+/// What a manifest leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// An image manifest: its disk-image layer.
+    Layer(ImageLayer),
+    /// An image index: the manifest to fetch for the platform.
+    Manifest(Digest),
+}
+
+/// Reads a manifest (image manifest or index, OCI or Docker schema 2): the disk-image layer
+/// of an image manifest, or the entry of an index that matches `platform`. `content_type` is
+/// the response's, used when the manifest does not say its media type.
+pub fn interpret_manifest(
+    body: &[u8],
+    content_type: Option<&str>,
+    platform: &Platform,
+) -> Result<Resolved> {
+    match manifest_kind(body, content_type)? {
+        ManifestKind::Image => image_layer(body).map(Resolved::Layer),
+        ManifestKind::Index => {
+            let index: ImageIndex = serde_json::from_slice(body)
+                .context("the image index is malformed")
+                .classify(Failure::Verification)?;
+            let entry = select_platform(&index, platform)?;
+            let digest = entry
+                .digest()
+                .to_string()
+                .parse()
+                .context("the image index entry's digest")
+                .classify(Failure::Verification)?;
+            Ok(Resolved::Manifest(digest))
+        }
+    }
 }
 
 /// A blob GET that the registry answered with 200 or 206.
@@ -182,25 +215,19 @@ impl Registry {
             (None, None) => "latest",
         };
         let pinned = reference.digest().map(str::parse::<Digest>).transpose()?;
-        let (body, media_type, digest) = self.fetch_manifest(name, pinned.as_ref())?;
-        match manifest_kind(&body, media_type.as_deref())? {
-            ManifestKind::Index => {
-                let index: ImageIndex = serde_json::from_slice(&body)
-                    .context("the image index is malformed")
-                    .classify(Failure::Verification)?;
-                let entry = select_platform(&index, platform)?;
-                let entry_digest: Digest = entry.digest().to_string().parse()?;
-                let (body, media_type, digest) =
-                    self.fetch_manifest(&entry_digest.to_string(), Some(&entry_digest))?;
-                match manifest_kind(&body, media_type.as_deref())? {
-                    ManifestKind::Image => image_layer(&body, digest),
-                    ManifestKind::Index => fail!(
+        let (body, media_type) = self.fetch_manifest(name, pinned.as_ref())?;
+        match interpret_manifest(&body, media_type.as_deref(), platform)? {
+            Resolved::Layer(layer) => Ok(layer),
+            Resolved::Manifest(digest) => {
+                let (body, media_type) = self.fetch_manifest(&digest.to_string(), Some(&digest))?;
+                match interpret_manifest(&body, media_type.as_deref(), platform)? {
+                    Resolved::Layer(layer) => Ok(layer),
+                    Resolved::Manifest(_) => fail!(
                         Failure::Verification,
                         "the image index entry for {platform} is another index; nested indexes are not supported"
                     ),
                 }
             }
-            ManifestKind::Image => image_layer(&body, digest),
         }
     }
 
@@ -208,7 +235,7 @@ impl Registry {
         &self,
         name: &str,
         pinned: Option<&Digest>,
-    ) -> Result<(Vec<u8>, Option<String>, Digest)> {
+    ) -> Result<(Vec<u8>, Option<String>)> {
         let url = format!("{}/manifests/{name}", self.base);
         let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", ");
         let mut headers = HeaderMap::new();
@@ -243,17 +270,16 @@ impl Registry {
                 MAX_MANIFEST_SIZE >> 20
             );
         }
-        let algorithm = pinned.map_or(crate::digest::Algorithm::Sha256, Digest::algorithm);
-        let digest = Digest::of(algorithm, &body);
-        if let Some(expected) = pinned
-            && digest != *expected
-        {
-            fail!(
-                Failure::Verification,
-                "manifest digest mismatch: expected {expected}, the registry sent {digest}"
-            );
+        if let Some(expected) = pinned {
+            let digest = Digest::of(expected.algorithm(), &body);
+            if digest != *expected {
+                fail!(
+                    Failure::Verification,
+                    "manifest digest mismatch: expected {expected}, the registry sent {digest}"
+                );
+            }
         }
-        Ok((body, media_type, digest))
+        Ok((body, media_type))
     }
 
     /// Starts a GET of a blob at `offset` (with a Range header when it is not 0), following
@@ -564,7 +590,7 @@ fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> Result<&'a D
     )
 }
 
-fn image_layer(body: &[u8], manifest_digest: Digest) -> Result<ImageLayer> {
+fn image_layer(body: &[u8]) -> Result<ImageLayer> {
     let manifest: ImageManifest = serde_json::from_slice(body)
         .context("the image manifest is malformed")
         .classify(Failure::Verification)?;
@@ -610,7 +636,6 @@ fn image_layer(body: &[u8], manifest_digest: Digest) -> Result<ImageLayer> {
         size: layer.size(),
         compression: *compression,
         image_size: image_size.or((*compression == Compression::None).then_some(layer.size())),
-        manifest_digest,
     })
 }
 
@@ -793,10 +818,6 @@ mod tests {
         )
     }
 
-    fn digest() -> Digest {
-        Digest::of(crate::digest::Algorithm::Sha256, b"m")
-    }
-
     #[test]
     fn finds_the_one_image_layer() {
         let body = manifest(
@@ -809,33 +830,33 @@ mod tests {
             ]
             .join(","),
         );
-        let l = image_layer(&body, digest()).unwrap();
+        let l = image_layer(&body).unwrap();
         assert_eq!(l.compression, Compression::Gzip);
         assert_eq!(l.size, 1234);
         assert_eq!(l.image_size, Some(4096));
-        let raw = image_layer(&manifest(&layer(MEDIA_TYPE_RAW, "")), digest()).unwrap();
+        let raw = image_layer(&manifest(&layer(MEDIA_TYPE_RAW, ""))).unwrap();
         assert_eq!(raw.image_size, Some(1234));
     }
 
     #[test]
     fn refuses_zero_or_two_image_layers() {
-        let e = image_layer(&manifest(""), digest()).unwrap_err();
+        let e = image_layer(&manifest("")).unwrap_err();
         assert!(format!("{e:#}").contains("has 0; no layers"), "{e:#}");
         let tar = layer("application/vnd.oci.image.layer.v1.tar+gzip", "");
-        let e = image_layer(&manifest(&tar), digest()).unwrap_err();
+        let e = image_layer(&manifest(&tar)).unwrap_err();
         assert!(
             format!("{e:#}")
                 .contains("layers: application/vnd.oci.image.layer.v1.tar+gzip (1234 bytes)"),
             "{e:#}"
         );
         let two = [layer(MEDIA_TYPE_GZIP, ""), layer(MEDIA_TYPE_ZSTD, "")].join(",");
-        let e = image_layer(&manifest(&two), digest()).unwrap_err();
+        let e = image_layer(&manifest(&two)).unwrap_err();
         assert!(format!("{e:#}").contains("but has 2"), "{e:#}");
         let bad = layer(
             MEDIA_TYPE_GZIP,
             r#","annotations":{"ocidd.image.size":"big"}"#,
         );
-        assert!(image_layer(&manifest(&bad), digest()).is_err());
+        assert!(image_layer(&manifest(&bad)).is_err());
     }
 
     #[test]
@@ -899,6 +920,28 @@ mod tests {
         .unwrap();
         let error = lenient.get("http://127.0.0.1:9/v2/").send().unwrap_err();
         assert!(error.is_connect(), "{error:#}");
+    }
+
+    #[test]
+    fn an_index_leads_to_the_platform_manifest() {
+        let platform: Platform = "linux/amd64".parse().unwrap();
+        let index = |digest: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#
+            )
+        };
+        let good = format!("sha256:{}", "ef".repeat(32));
+        assert_eq!(
+            interpret_manifest(index(&good).as_bytes(), None, &platform).unwrap(),
+            Resolved::Manifest(good.parse().unwrap())
+        );
+        let sha384 = format!("sha384:{}", "ef".repeat(48));
+        let e = interpret_manifest(index(&sha384).as_bytes(), None, &platform).unwrap_err();
+        assert_eq!(
+            crate::error::failure_of(&e),
+            Some(Failure::Verification),
+            "{e:#}"
+        );
     }
 
     #[test]

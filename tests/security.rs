@@ -23,19 +23,68 @@ fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::pat
             .expect("running openssl");
         assert!(status.success(), "openssl {args:?}");
     };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ocidd test CA"]].concat());
-    run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ocidd test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
     fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
     run(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
     ]);
-    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
 }
 
 #[test]
@@ -81,7 +130,11 @@ fn no_authorization_header_reaches_a_redirect_target() {
     let dir = tempfile::tempdir().unwrap();
     let image = image_bytes(2 * MIB, 81);
     let source = write_file(dir.path(), "disk.raw", &image);
-    push(&source, &format!("{}/disks/redirect:v1", registry.host()), "gzip");
+    push(
+        &source,
+        &format!("{}/disks/redirect:v1", registry.host()),
+        "gzip",
+    );
 
     let storage_seen: Arc<Mutex<Vec<Request>>> = Arc::default();
     let seen = Arc::clone(&storage_seen);
@@ -100,14 +153,20 @@ fn no_authorization_header_reaches_a_redirect_target() {
         if request.header("authorization") != Some("Bearer secret-token-value") {
             return Action::Respond {
                 status: 401,
-                headers: vec![("WWW-Authenticate".into(), format!(r#"Bearer realm="{realm}",service="s""#))],
+                headers: vec![(
+                    "WWW-Authenticate".into(),
+                    format!(r#"Bearer realm="{realm}",service="s""#),
+                )],
                 body: vec![],
             };
         }
         if request.is_blob() {
             return Action::Respond {
                 status: 307,
-                headers: vec![("Location".into(), format!("http://{storage_host}{}", request.path))],
+                headers: vec![(
+                    "Location".into(),
+                    format!("http://{storage_host}{}", request.path),
+                )],
                 body: vec![],
             };
         }
@@ -120,9 +179,16 @@ fn no_authorization_header_reaches_a_redirect_target() {
     let seen = storage_seen.lock().unwrap();
     assert!(!seen.is_empty(), "the redirect was not followed");
     for request in seen.iter() {
-        assert_eq!(request.header("authorization"), None, "token sent to {}", request.path);
+        assert_eq!(
+            request.header("authorization"),
+            None,
+            "token sent to {}",
+            request.path
+        );
     }
-    assert!(!run.stderr.contains("secret-token-value") && !run.stdout.contains("secret-token-value"));
+    assert!(
+        !run.stderr.contains("secret-token-value") && !run.stdout.contains("secret-token-value")
+    );
 }
 
 #[test]
@@ -130,7 +196,11 @@ fn manifests_are_capped_before_parsing() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
     let source = write_file(dir.path(), "disk.raw", &image_bytes(MIB, 82));
-    push(&source, &format!("{}/disks/huge:v1", registry.host()), "gzip");
+    push(
+        &source,
+        &format!("{}/disks/huge:v1", registry.host()),
+        "gzip",
+    );
     let mut huge = b"{\"schemaVersion\":2,\"padding\":\"".to_vec();
     huge.resize(5 * MIB, b'x');
     huge.extend_from_slice(b"\"}");
@@ -160,10 +230,18 @@ fn sha512_digests_work_and_other_algorithms_are_refused() {
     let digest = format!("sha512:{}", hex::encode(sha2::Sha512::digest(&blob)));
     registry.put_blob_as("disks/sha512", &blob, &digest);
     let target = write_file(dir.path(), "out.img", b"");
-    install_blob(&format!("{}/disks/sha512@{digest}", registry.host()), &target).assert_installed();
+    install_blob(
+        &format!("{}/disks/sha512@{digest}", registry.host()),
+        &target,
+    )
+    .assert_installed();
     assert!(fs::read(&target).unwrap() == image);
 
-    let sha384 = format!("{}/disks/sha512@sha384:{}", registry.host(), "ab".repeat(48));
+    let sha384 = format!(
+        "{}/disks/sha512@sha384:{}",
+        registry.host(),
+        "ab".repeat(48)
+    );
     install_blob(&sha384, &target).assert_failed(2, "only sha256 and sha512");
     // A manifest whose layer has another algorithm is refused too.
     let layer = format!(
@@ -200,13 +278,20 @@ fn credentials_never_show_in_output() {
     let realm = format!("http://{}/token", tokens.host());
     let front = Proxy::start(registry.port, move |_| Action::Respond {
         status: 401,
-        headers: vec![("WWW-Authenticate".into(), format!(r#"Bearer realm="{realm}",service="s""#))],
+        headers: vec![(
+            "WWW-Authenticate".into(),
+            format!(r#"Bearer realm="{realm}",service="s""#),
+        )],
         body: vec![],
     });
     let config = write_file(
         dir.path(),
         "config.json",
-        format!(r#"{{"auths":{{"{}":{{"auth":"{encoded}"}}}}}}"#, front.host()).as_bytes(),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{encoded}"}}}}}}"#,
+            front.host()
+        )
+        .as_bytes(),
     );
     let target = target_file(dir.path(), "t.img", MIB);
     let run = install_tag(
@@ -216,6 +301,9 @@ fn credentials_never_show_in_output() {
     );
     run.assert_failed(3, "token");
     for text in [&run.stdout, &run.stderr] {
-        assert!(!text.contains(password) && !text.contains(encoded), "{text}");
+        assert!(
+            !text.contains(password) && !text.contains(encoded),
+            "{text}"
+        );
     }
 }
