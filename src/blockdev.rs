@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 
+use crate::chunks::is_zero;
 use crate::error::{Classify, Failure, io_error};
 use crate::fail;
 use crate::progress::Progress;
@@ -158,6 +159,75 @@ impl Target {
             .classify(Failure::Target)
     }
 
+    /// Makes `[offset, offset + length)` read as zeros without writing zeros where the target
+    /// can: BLKZEROOUT on a block device (the device zeroes the range; the kernel writes zero
+    /// pages itself where the device cannot), a hole punched in a regular file (nothing to do
+    /// past the end of a file that grows). Correctness never depends on what was there before.
+    pub fn zero_range(&self, offset: u64, length: u64) -> io::Result<()> {
+        if length == 0 {
+            return Ok(());
+        }
+        let offloaded = match self.kind {
+            Kind::BlockDevice if offset.is_multiple_of(512) && length.is_multiple_of(512) => {
+                const BLKZEROOUT: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(0x12, 127);
+                // SAFETY: BLKZEROOUT reads a `u64[2]` (start, length) from the pointer, which
+                // the Setter owns for the duration of the call; the fd is our open device.
+                unsafe {
+                    rustix::ioctl::ioctl(
+                        &self.file,
+                        rustix::ioctl::Setter::<BLKZEROOUT, [u64; 2]>::new([offset, length]),
+                    )
+                }
+            }
+            Kind::BlockDevice => Err(rustix::io::Errno::INVAL),
+            // An empty file that grows: everything not written is a hole already.
+            Kind::RegularFile if self.capacity.is_none() => Ok(()),
+            Kind::RegularFile => rustix::fs::fallocate(
+                &self.file,
+                rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+                offset,
+                length,
+            ),
+        };
+        match offloaded {
+            Ok(()) => Ok(()),
+            // No offload (odd alignment, file system without holes): write the zeros.
+            Err(_) => self.write_zeros(offset, length),
+        }
+    }
+
+    fn write_zeros(&self, offset: u64, length: u64) -> io::Result<()> {
+        let zeros = vec![0u8; length.min(1 << 20) as usize];
+        let mut done = 0;
+        while done < length {
+            let n = (length - done).min(zeros.len() as u64) as usize;
+            self.file.write_all_at(&zeros[..n], offset + done)?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`.
+    pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(data, offset)
+    }
+
+    /// Gives a target that grows the image's length (holes at its end included).
+    pub fn set_image_length(&self, length: u64) -> io::Result<()> {
+        if self.kind == Kind::RegularFile && self.capacity.is_none() {
+            self.file.set_len(length)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything written to stable storage.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_all()
+            .with_context(|| format!("syncing {}", self.path.display()))
+            .classify(Failure::Target)
+    }
+
     /// Asks the kernel to re-read the partition table of a whole-disk block device.
     pub fn reread_partitions(&self) -> Result<()> {
         let Some((major, minor)) = self.device else {
@@ -176,15 +246,19 @@ impl Target {
 }
 
 /// Writes the decompressed image onto the target: in `block_size` writes, never past its end,
-/// holding the first [`HOLDBACK`] bytes back until [`ImageWriter::finish`].
+/// holding the first [`HOLDBACK`] bytes back until [`ImageWriter::finish`]. Blocks of zeros are
+/// not written: runs of them become [`Target::zero_range`] calls.
 pub struct ImageWriter<'a> {
     target: &'a Target,
     block_size: usize,
+    /// A partial block, while it fills.
     block: Vec<u8>,
-    /// Where on the target `block` goes.
+    /// Where on the target the next block goes.
     block_offset: u64,
     held: Vec<u8>,
     accepted: u64,
+    /// Zero blocks not yet zeroed: (offset, length).
+    zero_run: Option<(u64, u64)>,
     touched: bool,
     progress: Arc<Progress>,
 }
@@ -198,6 +272,7 @@ impl<'a> ImageWriter<'a> {
             block_offset: HOLDBACK as u64,
             held: Vec::with_capacity(HOLDBACK),
             accepted: 0,
+            zero_run: None,
             touched: false,
             progress,
         }
@@ -213,25 +288,51 @@ impl<'a> ImageWriter<'a> {
         self.accepted
     }
 
-    fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
-        self.touched = true;
-        self.target.file.write_all_at(data, offset).map_err(|e| {
-            io_error(
-                Failure::Target,
-                anyhow!(e).context(format!(
-                    "writing to {} at byte {offset}",
-                    self.target.path.display()
-                )),
-            )
-        })?;
-        self.progress.written(data.len() as u64);
+    fn io_failure(&self, error: io::Error, what: &str, offset: u64) -> io::Error {
+        io_error(
+            Failure::Target,
+            anyhow!(error).context(format!(
+                "{what} {} at byte {offset}",
+                self.target.path.display()
+            )),
+        )
+    }
+
+    fn flush_zero_run(&mut self) -> io::Result<()> {
+        if let Some((offset, length)) = self.zero_run.take() {
+            self.touched = true;
+            self.target
+                .zero_range(offset, length)
+                .map_err(|e| self.io_failure(e, "zeroing", offset))?;
+        }
         Ok(())
     }
 
-    fn write_block(&mut self) -> io::Result<()> {
+    /// Writes one block at the next block offset, or adds it to the run of zeros.
+    fn emit(&mut self, data: &[u8]) -> io::Result<()> {
+        let offset = self.block_offset;
+        self.block_offset += data.len() as u64;
+        self.progress.written(data.len() as u64);
+        if is_zero(data) {
+            match &mut self.zero_run {
+                Some((start, length)) if *start + *length == offset => *length += data.len() as u64,
+                _ => {
+                    self.flush_zero_run()?;
+                    self.zero_run = Some((offset, data.len() as u64));
+                }
+            }
+            return Ok(());
+        }
+        self.flush_zero_run()?;
+        self.touched = true;
+        self.target
+            .write_at(data, offset)
+            .map_err(|e| self.io_failure(e, "writing to", offset))
+    }
+
+    fn emit_block(&mut self) -> io::Result<()> {
         let block = std::mem::take(&mut self.block);
-        let result = self.write_at(&block, self.block_offset);
-        self.block_offset += block.len() as u64;
+        let result = self.emit(&block);
         self.block = block;
         self.block.clear();
         result
@@ -241,23 +342,27 @@ impl<'a> ImageWriter<'a> {
     /// start and flushes again. Call only once the image verified. Returns the image size.
     pub fn finish(mut self) -> Result<u64> {
         if !self.block.is_empty() {
-            self.write_block()?;
+            self.emit_block()?;
         }
-        self.sync().context("flushing the image")?;
+        self.flush_zero_run()?;
+        self.target
+            .set_image_length(self.accepted)
+            .with_context(|| format!("setting the length of {}", self.target.path.display()))
+            .classify(Failure::Target)?;
+        self.target.sync().context("flushing the image")?;
         let held = std::mem::take(&mut self.held);
         for (i, chunk) in held.chunks(self.block_size).enumerate() {
-            self.write_at(chunk, (i * self.block_size) as u64)?;
+            let offset = (i * self.block_size) as u64;
+            self.touched = true;
+            self.target
+                .write_at(chunk, offset)
+                .map_err(|e| self.io_failure(e, "writing to", offset))?;
+            self.progress.written(chunk.len() as u64);
         }
-        self.sync().context("flushing the image's first MiB")?;
-        Ok(self.accepted)
-    }
-
-    fn sync(&self) -> Result<()> {
         self.target
-            .file
-            .sync_all()
-            .with_context(|| format!("syncing {}", self.target.path.display()))
-            .classify(Failure::Target)
+            .sync()
+            .context("flushing the image's first MiB")?;
+        Ok(self.accepted)
     }
 }
 
@@ -281,14 +386,21 @@ impl Write for ImageWriter<'_> {
             self.held.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
         }
-        while !rest.is_empty() {
+        if !self.block.is_empty() {
             let take = (self.block_size - self.block.len()).min(rest.len());
             self.block.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if self.block.len() == self.block_size {
-                self.write_block()?;
+                self.emit_block()?;
             }
         }
+        // Whole blocks go straight from the caller's buffer.
+        while rest.len() >= self.block_size {
+            let (block, after) = rest.split_at(self.block_size);
+            self.emit(block)?;
+            rest = after;
+        }
+        self.block.extend_from_slice(rest);
         self.accepted = end;
         Ok(buf.len())
     }
@@ -464,6 +576,37 @@ mod tests {
         let on_disk = contents(file.path());
         assert_eq!(on_disk.len(), 4 << 20, "a sized file keeps its size");
         assert_eq!(&on_disk[..image.len()], &image[..]);
+    }
+
+    #[test]
+    fn zero_blocks_become_holes() {
+        use std::os::unix::fs::MetadataExt;
+        // A sized file full of old data: zero blocks must read as zeros afterwards.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), vec![0xAAu8; 8 << 20]).unwrap();
+        let target = Target::open(file.path()).unwrap();
+        let mut image = vec![0u8; 6 << 20];
+        image[..10].copy_from_slice(b"first meg.");
+        image[(5 << 20) + 7] = 1;
+        let mut writer = ImageWriter::new(&target, 65536, Arc::new(Progress::default()));
+        writer.write_all(&image).unwrap();
+        writer.finish().unwrap();
+        assert!(contents(file.path())[..image.len()] == image[..]);
+        // Four zero MiB were punched, not written.
+        assert!(
+            std::fs::metadata(file.path()).unwrap().blocks() * 512 <= (8 << 20) - (3 << 20),
+            "no holes"
+        );
+
+        // A file that grows ends sparse, at the image's length, zeros at the end included.
+        let (file, target) = file_target(0);
+        let mut image = vec![0u8; 5 << 20];
+        image[0] = 1;
+        let mut writer = ImageWriter::new(&target, 4096, Arc::new(Progress::default()));
+        writer.write_all(&image).unwrap();
+        writer.finish().unwrap();
+        assert!(contents(file.path()) == image);
+        assert!(std::fs::metadata(file.path()).unwrap().blocks() * 512 <= 2 << 20);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The install: resolve the image, check the target, stream the blob through digest check and
 //! decompression onto the target, and commit it only once it verified.
 
-use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,20 +9,22 @@ use anyhow::{Context, Result, anyhow};
 use indicatif::HumanBytes;
 
 use crate::blockdev::{ImageWriter, Target};
+use crate::chunked::{self, ChunkedSource};
+use crate::chunks::{ChunkIndex, MAX_INDEX_SIZE};
 use crate::cmdline::Params;
-use crate::decompress::{Compression, Decoder};
+use crate::decompress::Compression;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Classify, Failure, classified, failure_of};
+use crate::fail;
 use crate::progress::{Display, Progress, Reporter};
 use crate::prompt::{self, InstallOptions};
 use crate::reference::{ImageSource, Platform};
-use crate::registry::{self, Registry};
+use crate::registry::{self, ANNOTATION_IMAGE_SIZE, Registry};
+use crate::sequential;
 use crate::source::BlobReader;
 
-/// Read size of the compressed stream.
-const INPUT_BUFFER: usize = 256 << 10;
-/// Size of the reads from the decompressor.
-const OUTPUT_BUFFER: usize = 256 << 10;
+/// How much of a blob is read to tell its compression.
+const HEAD: usize = 512;
 
 /// What a successful install did.
 #[derive(Debug)]
@@ -53,38 +55,89 @@ pub fn run_with(params: Params, display: Display) -> Result<Summary> {
     install(&options, display)
 }
 
+/// What the registry said the image is.
+struct Plan {
+    digest: Digest,
+    blob_size: Option<u64>,
+    /// Known from the media type; else detected from the blob's first bytes.
+    compression: Option<Compression>,
+    image_size: Option<u64>,
+    index: Option<ChunkIndex>,
+}
+
+fn plan(registry: &Registry, options: &InstallOptions) -> Result<Plan> {
+    let reference = match &options.source {
+        ImageSource::Blob(_, digest) => {
+            return Ok(Plan {
+                digest: digest.clone(),
+                blob_size: None,
+                compression: None,
+                image_size: None,
+                index: None,
+            });
+        }
+        ImageSource::Tag(reference) => reference,
+    };
+    let platform = options
+        .registry
+        .platform
+        .clone()
+        .unwrap_or_else(Platform::current);
+    let layer = registry
+        .resolve(reference, &platform)
+        .with_context(|| format!("resolving {reference}"))?;
+    eprintln!(
+        "ocidd: {reference} is {} ({}, {}{})",
+        layer.digest,
+        HumanBytes(layer.size),
+        layer.compression,
+        if layer.chunk_index.is_some() {
+            ", chunked"
+        } else {
+            ""
+        }
+    );
+    let index = match &layer.chunk_index {
+        Some((digest, size)) => {
+            if *size > MAX_INDEX_SIZE {
+                fail!(
+                    Failure::Verification,
+                    "the chunk index is larger than {MAX_INDEX_SIZE} bytes"
+                );
+            }
+            let data = registry
+                .fetch_small_blob(digest, MAX_INDEX_SIZE)
+                .context("fetching the chunk index")?;
+            let index = ChunkIndex::parse(&data, &layer.digest, layer.size)?;
+            if layer
+                .image_size
+                .is_some_and(|size| size != index.image_size)
+            {
+                fail!(
+                    Failure::Verification,
+                    "the chunk index's image size differs from the layer's {ANNOTATION_IMAGE_SIZE} annotation"
+                );
+            }
+            Some(index)
+        }
+        None => None,
+    };
+    Ok(Plan {
+        digest: layer.digest,
+        blob_size: Some(layer.size),
+        compression: Some(layer.compression),
+        image_size: index.as_ref().map(|i| i.image_size).or(layer.image_size),
+        index,
+    })
+}
+
 fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
     let target = Target::open(&options.target)?;
     let http = registry::http_client(&options.registry)?;
     let reference = options.source.reference();
     let registry = Registry::new(reference, &options.registry, http)?;
-
-    let (digest, blob_size, compression, image_size) = match &options.source {
-        ImageSource::Tag(reference) => {
-            let platform = options
-                .registry
-                .platform
-                .clone()
-                .unwrap_or_else(Platform::current);
-            let layer = registry
-                .resolve(reference, &platform)
-                .with_context(|| format!("resolving {reference}"))?;
-            eprintln!(
-                "ocidd: {reference} is {} ({}, {})",
-                layer.digest,
-                HumanBytes(layer.size),
-                layer.compression
-            );
-            (
-                layer.digest,
-                Some(layer.size),
-                Some(layer.compression),
-                layer.image_size,
-            )
-        }
-        ImageSource::Blob(_, digest) => (digest.clone(), None, None, None),
-    };
-    if let Some(size) = image_size {
+    let plan = plan(&registry, options)?;
+    if let Some(size) = plan.image_size {
         target.check_fits(size)?;
     }
     eprintln!(
@@ -97,50 +150,24 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
     }
 
     let progress = Arc::new(Progress::default());
-    let blob = BlobReader::open(
-        &registry,
-        &digest,
-        blob_size,
-        options.registry.backoff(),
-        Arc::clone(&progress),
-    )
-    .with_context(|| format!("fetching {reference}"))?;
-    let blob_size = blob.size();
-    progress.set_total(blob_size);
-    let mut input = BufReader::with_capacity(
-        INPUT_BUFFER,
-        VerifyingReader::new(blob, digest.clone(), blob_size),
-    );
-    let compression = match compression {
-        Some(compression) => compression,
-        None => {
-            let head = input
-                .fill_buf()
-                .map_err(anyhow::Error::from)
-                .context("reading the blob")?;
-            Compression::detect(head)
-                .map_err(|e| anyhow!(e))
-                .classify(Failure::Verification)?
+    let result = match (&plan.index, plan.compression, plan.blob_size) {
+        (Some(index), Some(compression), Some(blob_size)) => {
+            progress.set_total(Some(blob_size));
+            let reporter = Reporter::start(Arc::clone(&progress), display);
+            let source = ChunkedSource {
+                registry: &registry,
+                digest: &plan.digest,
+                blob_size,
+                index,
+                compression,
+                backoff: options.registry.backoff(),
+            };
+            let result = chunked::install(&source, &target, options.block_size, &progress);
+            reporter.finish();
+            result
         }
+        _ => install_sequential(&registry, &plan, &target, options, &progress, display)?,
     };
-    let image_size = match compression {
-        Compression::None => image_size.or(blob_size),
-        _ => image_size,
-    };
-    if let Some(size) = image_size {
-        target.check_fits(size)?;
-    }
-
-    let reporter = Reporter::start(Arc::clone(&progress), display);
-    let mut writer = ImageWriter::new(&target, options.block_size, Arc::clone(&progress));
-    let result = match stream(&mut input, compression, image_size, &mut writer) {
-        Ok(()) => {
-            let written = writer.written();
-            writer.finish().map_err(|e| (e, Some(written)))
-        }
-        Err(e) => Err((e, writer.touched().then(|| writer.written()))),
-    };
-    reporter.finish();
     match result {
         Ok(bytes) => {
             if let Err(e) = target.reread_partitions() {
@@ -150,107 +177,64 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
                 target: target.path().display().to_string(),
                 bytes,
                 seconds: progress.elapsed().as_secs_f64(),
-                digest,
+                digest: plan.digest,
             })
         }
         Err((error, written)) => Err(after_failure(error, written, &target, options)),
     }
 }
 
-/// Copies the decompressed image into the writer, and checks that the blob ended with it.
-fn stream<R: Read>(
-    input: &mut BufReader<VerifyingReader<R>>,
-    compression: Compression,
-    image_size: Option<u64>,
-    writer: &mut ImageWriter,
-) -> Result<()> {
-    copy(input, compression, writer).and_then(|copied| {
-        // The decoders read their input to its end, where the digest is checked; anything
-        // they left unread is data after the image.
-        let left = input.buffer().len() as u64
-            + input
-                .get_mut()
-                .read_to_end_and_verify()
-                .map_err(|e| read_error(e, compression))?;
-        if left > 0 {
-            return Err(classified(
-                Failure::Verification,
-                anyhow!(
-                    "the blob has {left} bytes of data after the end of the {compression} image"
-                ),
-            ));
+/// The image as one stream. The outer error is a failure before anything was written; the
+/// inner one, a failure of the stream (with how much reached the target).
+fn install_sequential(
+    registry: &Registry,
+    plan: &Plan,
+    target: &Target,
+    options: &InstallOptions,
+    progress: &Arc<Progress>,
+    display: Display,
+) -> Result<Result<u64, (anyhow::Error, Option<u64>)>> {
+    let blob = BlobReader::open(
+        registry,
+        &plan.digest,
+        plan.blob_size,
+        options.registry.backoff(),
+        Arc::clone(progress),
+    )
+    .with_context(|| format!("fetching {}", options.source))?;
+    let blob_size = blob.size();
+    progress.set_total(blob_size);
+    let mut blob = VerifyingReader::new(blob, plan.digest.clone(), blob_size);
+    let mut head = Vec::with_capacity(HEAD);
+    (&mut blob)
+        .take(HEAD as u64)
+        .read_to_end(&mut head)
+        .map_err(anyhow::Error::from)
+        .context("reading the blob")?;
+    let compression = match plan.compression {
+        Some(compression) => compression,
+        None => Compression::detect(&head)
+            .map_err(|e| anyhow!(e))
+            .classify(Failure::Verification)?,
+    };
+    let image_size = match compression {
+        Compression::None => plan.image_size.or(blob_size),
+        _ => plan.image_size,
+    };
+    if let Some(size) = image_size {
+        target.check_fits(size)?;
+    }
+    let reporter = Reporter::start(Arc::clone(progress), display);
+    let mut writer = ImageWriter::new(target, options.block_size, Arc::clone(progress));
+    let result = match sequential::install(blob, head, compression, image_size, &mut writer) {
+        Ok(()) => {
+            let written = writer.written();
+            writer.finish().map_err(|e| (e, Some(written)))
         }
-        match image_size {
-            Some(expected) if copied != expected => Err(classified(
-                Failure::Verification,
-                anyhow!("the image is {copied} bytes but its manifest says {expected}"),
-            )),
-            _ => Ok(()),
-        }
-    })
-}
-
-fn copy<R: Read>(
-    input: &mut BufReader<VerifyingReader<R>>,
-    compression: Compression,
-    writer: &mut ImageWriter,
-) -> Result<u64> {
-    let mut decoder =
-        Decoder::new(compression, &mut *input).map_err(|e| read_error(e, compression))?;
-    let mut buffer = vec![0u8; OUTPUT_BUFFER];
-    let mut copied = 0u64;
-    loop {
-        let n = match decoder.read(&mut buffer) {
-            Ok(0) => return Ok(copied),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let error = read_error(e, compression);
-                drop(decoder);
-                return Err(explain_corruption(error, input));
-            }
-        };
-        writer
-            .write_all(&buffer[..n])
-            .map_err(|e| classified(Failure::Target, e.into()))?;
-        copied += n as u64;
-    }
-}
-
-/// An error from the decompressing side: tagged errors come from the download or the digest
-/// check; anything else is the decompressor finding corrupt data.
-fn read_error(error: io::Error, compression: Compression) -> anyhow::Error {
-    let error = anyhow::Error::from(error);
-    if failure_of(&error).is_some() {
-        error
-    } else {
-        classified(
-            Failure::Verification,
-            error.context(format!("the {compression} data is corrupt")),
-        )
-    }
-}
-
-/// When the decompressor finds corrupt data, a blob that does not match its digest explains it
-/// better: read the rest of the blob to find out.
-fn explain_corruption<R: Read>(
-    error: anyhow::Error,
-    input: &mut BufReader<VerifyingReader<R>>,
-) -> anyhow::Error {
-    if failure_of(&error) != Some(Failure::Verification) || input.get_ref().verified() {
-        return error;
-    }
-    match input.get_mut().read_to_end_and_verify() {
-        Err(digest_error) => {
-            let digest_error = anyhow::Error::from(digest_error);
-            if failure_of(&digest_error) == Some(Failure::Verification) {
-                digest_error
-            } else {
-                error
-            }
-        }
-        Ok(_) => error,
-    }
+        Err(e) => Err((e, writer.touched().then(|| writer.written()))),
+    };
+    reporter.finish();
+    Ok(result)
 }
 
 /// Makes the target unbootable if writing had begun (`written` is then how much of the image

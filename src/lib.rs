@@ -7,6 +7,8 @@
 //! [`install`].
 
 pub mod blockdev;
+pub mod chunked;
+pub mod chunks;
 pub mod cmdline;
 pub mod decompress;
 pub mod dhcp;
@@ -16,10 +18,12 @@ pub mod init;
 pub mod install;
 pub mod modules;
 pub mod network;
+pub mod pipeline;
 pub mod progress;
 pub mod prompt;
 pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod retry;
+pub mod sequential;
 pub mod source;

@@ -104,6 +104,10 @@ struct PushArgs {
     /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3)
     #[arg(long)]
     level: Option<i32>,
+    /// Compress in independent chunks of this size, on all cores, with a chunk index layer
+    /// that lets installs decompress in parallel and skip zero chunks; 0 for one plain stream
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_chunk_size)]
+    chunk_size: ChunkSize,
     #[command(flatten)]
     registry: RegistryArgs,
     /// The raw disk image (a file or a block device)
@@ -111,6 +115,20 @@ struct PushArgs {
     /// Where to push it: REGISTRY/REPOSITORY:TAG
     #[arg(value_parser = parse_tag)]
     reference: ImageSource,
+}
+
+/// `--chunk-size`: `None` for one stream.
+#[derive(Clone, Copy)]
+struct ChunkSize(Option<u64>);
+
+fn parse_chunk_size(text: &str) -> Result<ChunkSize, String> {
+    match ocidd::cmdline::parse_size(text)? {
+        0 => Ok(ChunkSize(None)),
+        n if (64 << 10..=64 << 20).contains(&n) && n.is_multiple_of(4096) => Ok(ChunkSize(Some(n))),
+        _ => Err(format!(
+            "{text:?} is not a chunk size: 0, or a multiple of 4k from 64k to 64M"
+        )),
+    }
 }
 
 impl RegistryArgs {
@@ -175,6 +193,7 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
             CompressionArg::None => Compression::None,
         },
         level: args.level,
+        chunk_size: args.chunk_size.0,
         registry: args.registry.options(None),
     };
     let pushed = push::run(&options)?;

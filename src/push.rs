@@ -1,10 +1,12 @@
 //! `ocidd push`: compress a raw image while uploading it, then push a manifest whose single
 //! layer is the image, so that `oci.tag=` (and the original `oras | gunzip | dd`) install it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc::sync_channel;
 use std::thread;
 
 use anyhow::{Context, Result, anyhow};
@@ -17,6 +19,7 @@ use oci_spec::distribution::Reference;
 use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use tokio::sync::mpsc;
 
+use crate::chunks::{Chunk, ChunkIndex, MEDIA_TYPE_CHUNK_INDEX, is_zero};
 use crate::cmdline::RegistryOptions;
 use crate::decompress::Compression;
 use crate::digest::{Algorithm, Digest, Hasher};
@@ -39,6 +42,9 @@ pub struct PushOptions {
     pub compression: Compression,
     /// Compression level; `None` for the format's default (gzip 6, zstd 3).
     pub level: Option<i32>,
+    /// Compress in independent chunks of this size, with a chunk index layer (see `chunks`);
+    /// `None`: one stream.
+    pub chunk_size: Option<u64>,
     pub registry: RegistryOptions,
 }
 
@@ -50,6 +56,8 @@ pub struct Pushed {
     pub layer_size: u64,
     pub image_size: u64,
     pub image_digest: Digest,
+    /// The chunk index layer's digest, when the image was pushed in chunks.
+    pub index_digest: Option<String>,
 }
 
 pub fn run(options: &PushOptions) -> Result<Pushed> {
@@ -85,16 +93,27 @@ async fn push(options: &PushOptions, file: File) -> Result<Pushed> {
     let (sender, receiver) = mpsc::channel::<Result<Bytes, OciDistributionError>>(4);
     let compression = options.compression;
     let level = options.level;
+    let chunk_size = options.chunk_size;
     let compressor = thread::Builder::new()
         .name("compress".into())
-        .spawn(move || compress(file, compression, level, sender))
+        .spawn(move || {
+            let output = ChannelWriter {
+                sender,
+                piece: BytesMut::with_capacity(UPLOAD_PIECE),
+            };
+            match chunk_size {
+                Some(chunk_size) => compress_chunks(file, compression, level, chunk_size, output)
+                    .map(|(image, chunks)| (image, Some((chunk_size, chunks)))),
+                None => compress(file, compression, level, output).map(|image| (image, None)),
+            }
+        })
         .context("starting the compressor")
         .classify(Failure::Target)?;
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|piece| (piece, receiver))
     });
     let uploaded = client.push_blob_stream_chunked(reference, stream).await;
-    let image = compressor
+    let (image, chunks) = compressor
         .join()
         .map_err(|_| anyhow!("the compressor thread panicked"))
         .classify(Failure::Target)?
@@ -113,6 +132,26 @@ async fn push(options: &PushOptions, file: File) -> Result<Pushed> {
         .map_err(registry_error)
         .context("uploading the empty config")?;
 
+    let index = match chunks {
+        Some((chunk_size, chunks)) => {
+            let index = ChunkIndex {
+                blob: uploaded.blob_digest.clone(),
+                chunk_size,
+                image_size: image.size,
+                chunks,
+            };
+            let body = serde_json::to_vec(&index).context("encoding the chunk index")?;
+            let digest = Digest::of(Algorithm::Sha256, &body).to_string();
+            client
+                .push_blob(reference, body.clone(), &digest)
+                .await
+                .map_err(registry_error)
+                .context("uploading the chunk index")?;
+            Some((digest, body.len() as u64))
+        }
+        None => None,
+    };
+
     let manifest = manifest(
         &options.file,
         compression,
@@ -120,6 +159,7 @@ async fn push(options: &PushOptions, file: File) -> Result<Pushed> {
         uploaded.size,
         &image,
         &config_digest,
+        index.as_ref(),
     )?;
     // Through a `Value`, whose maps are sorted, so that the same image always gets the same
     // manifest digest (the annotations are a HashMap).
@@ -142,6 +182,7 @@ async fn push(options: &PushOptions, file: File) -> Result<Pushed> {
         layer_size: uploaded.size,
         image_size: image.size,
         image_digest: image.digest,
+        index_digest: index.map(|(digest, _)| digest),
     })
 }
 
@@ -152,6 +193,7 @@ fn manifest(
     layer_size: u64,
     image: &Image,
     config_digest: &str,
+    index: Option<&(String, u64)>,
 ) -> Result<oci_spec::image::ImageManifest> {
     let mut annotations = HashMap::from([
         (ANNOTATION_IMAGE_SIZE.to_string(), image.size.to_string()),
@@ -178,12 +220,22 @@ fn manifest(
             .size(layer_size)
             .annotations(annotations)
             .build()?;
+        let mut layers = vec![layer];
+        if let Some((digest, size)) = index {
+            layers.push(
+                DescriptorBuilder::default()
+                    .media_type(MediaType::Other(MEDIA_TYPE_CHUNK_INDEX.to_string()))
+                    .digest(oci_spec::image::Digest::try_from(digest.as_str())?)
+                    .size(*size)
+                    .build()?,
+            );
+        }
         ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
             .artifact_type(MediaType::Other(ARTIFACT_TYPE.to_string()))
             .config(config)
-            .layers(vec![layer])
+            .layers(layers)
             .build()
     };
     build()
@@ -197,17 +249,13 @@ struct Image {
     digest: Digest,
 }
 
-/// Reads the image, hashing it, and sends it compressed to the uploader in pieces.
+/// Reads the image, hashing it, and sends it compressed, as one stream, to the uploader.
 fn compress(
     mut file: File,
     compression: Compression,
     level: Option<i32>,
-    sender: mpsc::Sender<Result<Bytes, OciDistributionError>>,
+    output: ChannelWriter,
 ) -> Result<Image> {
-    let output = ChannelWriter {
-        sender,
-        piece: BytesMut::with_capacity(UPLOAD_PIECE),
-    };
     let mut encoder: Box<dyn FinishWrite> = match compression {
         Compression::Gzip => Box::new(flate2::write::GzEncoder::new(
             output,
@@ -241,6 +289,121 @@ fn compress(
         size,
         digest: hasher.finish(),
     })
+}
+
+/// Reads `file` in chunks of `chunk_size`, hashing it in order, compresses the chunks on all
+/// cores each into its own gzip member or zstd frame, and writes them in order to `output`.
+/// Returns the image and where each chunk landed.
+fn compress_chunks(
+    mut file: File,
+    compression: Compression,
+    level: Option<i32>,
+    chunk_size: u64,
+    mut output: ChannelWriter,
+) -> Result<(Image, Vec<Chunk>)> {
+    let workers = thread::available_parallelism().map_or(1, |n| n.get());
+    let (work_tx, work_rx) = sync_channel::<(usize, Vec<u8>)>(workers);
+    let work_rx = Mutex::new(work_rx);
+    let (done_tx, done_rx) = sync_channel::<(usize, u64, bool, io::Result<Vec<u8>>)>(workers);
+    thread::scope(|scope| {
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let work_rx = &work_rx;
+            scope.spawn(move || {
+                loop {
+                    let job = work_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok((i, data))) = job else { break };
+                    let zero = is_zero(&data);
+                    let compressed = compress_chunk(compression, level, &data);
+                    if done_tx
+                        .send((i, data.len() as u64, zero, compressed))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let reader = scope.spawn(move || -> Result<Image> {
+            let mut hasher = Hasher::new(Algorithm::Sha256);
+            let mut size = 0u64;
+            for i in 0.. {
+                let mut data = Vec::with_capacity(chunk_size as usize);
+                (&mut file)
+                    .take(chunk_size)
+                    .read_to_end(&mut data)
+                    .classify(Failure::Target)?;
+                if data.is_empty() {
+                    break;
+                }
+                hasher.update(&data);
+                size += data.len() as u64;
+                if work_tx.send((i, data)).is_err() {
+                    break;
+                }
+            }
+            Ok(Image {
+                size,
+                digest: hasher.finish(),
+            })
+        });
+        // Put the chunks back in order as they come out of the workers.
+        let mut waiting = BTreeMap::new();
+        let mut chunks = Vec::new();
+        let mut offset = 0u64;
+        let collected = (|| -> Result<()> {
+            for (i, size, zero, compressed) in done_rx.iter() {
+                waiting.insert(i, (size, zero, compressed));
+                while let Some((size, zero, compressed)) = waiting.remove(&chunks.len()) {
+                    let compressed = compressed.classify(Failure::Usage)?;
+                    output.write_all(&compressed).classify(Failure::Registry)?;
+                    chunks.push(Chunk {
+                        offset,
+                        length: compressed.len() as u64,
+                        size,
+                        zero,
+                    });
+                    offset += compressed.len() as u64;
+                }
+            }
+            Ok(())
+        })();
+        // Whatever happened, stop the reader and the workers.
+        drop(done_rx);
+        let image = reader
+            .join()
+            .map_err(|_| anyhow!("the reader thread panicked"))??;
+        collected?;
+        Box::new(output)
+            .finish_write()
+            .classify(Failure::Registry)?;
+        Ok((image, chunks))
+    })
+}
+
+/// One chunk as a complete gzip member or zstd frame (with its checksum and size).
+fn compress_chunk(
+    compression: Compression,
+    level: Option<i32>,
+    data: &[u8],
+) -> io::Result<Vec<u8>> {
+    match compression {
+        Compression::Gzip => {
+            let level = flate2::Compression::new(level.unwrap_or(6).clamp(0, 9) as u32);
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2), level);
+            encoder.write_all(data)?;
+            encoder.finish()
+        }
+        Compression::Zstd => {
+            let mut compressor = zstd::bulk::Compressor::new(level.unwrap_or(3))?;
+            compressor.include_checksum(true)?;
+            compressor.include_contentsize(true)?;
+            compressor.compress(data)
+        }
+        Compression::None => Ok(data.to_vec()),
+    }
 }
 
 /// An encoder that can be finished behind a `dyn`.

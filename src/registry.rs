@@ -22,6 +22,7 @@ use reqwest::header::{
 };
 use serde::Deserialize;
 
+use crate::chunks::MEDIA_TYPE_CHUNK_INDEX;
 use crate::cmdline::RegistryOptions;
 use crate::decompress::{Compression, MEDIA_TYPE_GZIP, MEDIA_TYPE_RAW, MEDIA_TYPE_ZSTD};
 use crate::digest::Digest;
@@ -55,6 +56,8 @@ pub struct ImageLayer {
     pub compression: Compression,
     /// The uncompressed size, when the layer is annotated with it.
     pub image_size: Option<u64>,
+    /// The chunk index layer (digest, size), when the image was pushed in chunks.
+    pub chunk_index: Option<(Digest, u64)>,
 }
 
 /// What a manifest leads to.
@@ -282,13 +285,24 @@ impl Registry {
         Ok((body, media_type))
     }
 
-    /// Starts a GET of a blob at `offset` (with a Range header when it is not 0), following
-    /// redirects anew each time (their signed URLs expire).
-    pub fn fetch_blob(&self, digest: &Digest, offset: u64) -> Result<BlobResponse> {
+    /// Starts a GET of a blob from `offset` (to its end, or to `end` exclusive), with a
+    /// Range header unless it is the whole blob, following redirects anew each time (their
+    /// signed URLs expire).
+    pub fn fetch_blob(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        end: Option<u64>,
+    ) -> Result<BlobResponse> {
         let url = format!("{}/blobs/{digest}", self.base);
         let mut headers = HeaderMap::new();
-        if offset > 0 {
-            headers.insert(RANGE, HeaderValue::from_str(&format!("bytes={offset}-"))?);
+        let range = match end {
+            Some(end) => Some(format!("bytes={offset}-{}", end.saturating_sub(1))),
+            None if offset > 0 => Some(format!("bytes={offset}-")),
+            None => None,
+        };
+        if let Some(range) = range {
+            headers.insert(RANGE, HeaderValue::from_str(&range)?);
         }
         let response = self.get(&url, &headers, "fetching the blob")?;
         match response.status() {
@@ -323,6 +337,38 @@ impl Registry {
             ),
             _ => Err(registry_error(response).context("fetching the blob")),
         }
+    }
+
+    /// Fetches a small blob whole (at most `limit` bytes) and checks its digest.
+    pub fn fetch_small_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
+        let response = self.fetch_blob(digest, 0, None)?;
+        if response.total_size.is_some_and(|n| n > limit) {
+            fail!(
+                Failure::Verification,
+                "blob {digest} is larger than {limit} bytes"
+            );
+        }
+        let mut body = Vec::new();
+        response
+            .body
+            .take(limit + 1)
+            .read_to_end(&mut body)
+            .with_context(|| format!("reading blob {digest}"))
+            .classify(Failure::Registry)?;
+        if body.len() as u64 > limit {
+            fail!(
+                Failure::Verification,
+                "blob {digest} is larger than {limit} bytes"
+            );
+        }
+        let actual = Digest::of(digest.algorithm(), &body);
+        if actual != *digest {
+            fail!(
+                Failure::Verification,
+                "blob digest mismatch: expected {digest}, got {actual}"
+            );
+        }
+        Ok(body)
     }
 
     /// Sends a GET, authenticating when the registry asks for it, and retrying connection
@@ -624,6 +670,28 @@ fn image_layer(body: &[u8]) -> Result<ImageLayer> {
         .classify(Failure::Verification)?;
     let annotations = layer.annotations().clone().unwrap_or_default();
     let image_size = annotation_u64(&annotations, ANNOTATION_IMAGE_SIZE)?;
+    let indexes: Vec<&Descriptor> = manifest
+        .layers()
+        .iter()
+        .filter(|l| l.media_type().as_ref() == MEDIA_TYPE_CHUNK_INDEX)
+        .collect();
+    let chunk_index = match indexes.as_slice() {
+        [] => None,
+        [index] => Some((
+            index
+                .digest()
+                .to_string()
+                .parse::<Digest>()
+                .context("the chunk index layer's digest")
+                .classify(Failure::Verification)?,
+            index.size(),
+        )),
+        _ => fail!(
+            Failure::Verification,
+            "the manifest has {} chunk index layers; at most one is allowed",
+            indexes.len()
+        ),
+    };
     if *compression == Compression::None && image_size.is_some_and(|n| n != layer.size()) {
         fail!(
             Failure::Verification,
@@ -636,6 +704,7 @@ fn image_layer(body: &[u8]) -> Result<ImageLayer> {
         size: layer.size(),
         compression: *compression,
         image_size: image_size.or((*compression == Compression::None).then_some(layer.size())),
+        chunk_index,
     })
 }
 

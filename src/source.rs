@@ -28,9 +28,7 @@ pub struct BlobReader<'a> {
     /// Bytes at the start of the current body that were already read (a server that ignored
     /// the range, or started it early): read and dropped.
     skip: u64,
-    /// Interruptions since the last byte arrived.
-    failures: u32,
-    backoff: Backoff,
+    interruptions: Interruptions,
     progress: Arc<Progress>,
 }
 
@@ -50,8 +48,7 @@ impl<'a> BlobReader<'a> {
             position: 0,
             body: None,
             skip: 0,
-            failures: 0,
-            backoff,
+            interruptions: Interruptions::new(backoff),
             progress,
         };
         reader.connect()?;
@@ -69,7 +66,9 @@ impl<'a> BlobReader<'a> {
             body,
             start,
             total_size,
-        } = self.registry.fetch_blob(&self.digest, self.position)?;
+        } = self
+            .registry
+            .fetch_blob(&self.digest, self.position, None)?;
         let position = self.position;
         self.size = match (self.size, total_size) {
             (Some(expected), Some(sent)) if expected != sent => fail!(
@@ -99,13 +98,41 @@ impl<'a> BlobReader<'a> {
     /// Counts an interruption; waits before the next attempt, or gives up.
     fn interrupted(&mut self, reason: String) -> io::Result<()> {
         self.body = None;
-        let size = self.size.map(|s| format!(" of {s}")).unwrap_or_default();
+        self.interruptions
+            .wait(self.position, self.size, &reason)
+            .map_err(|e| io_error(Failure::Registry, e))
+    }
+}
+
+/// Interruptions of a download since it last made progress: waits with backoff before each
+/// resumption, and gives up after the retry budget.
+pub struct Interruptions {
+    failures: u32,
+    backoff: Backoff,
+}
+
+impl Interruptions {
+    pub fn new(backoff: Backoff) -> Self {
+        Interruptions {
+            failures: 0,
+            backoff,
+        }
+    }
+
+    /// Bytes arrived: the budget starts over.
+    pub fn progressed(&mut self) {
+        self.failures = 0;
+    }
+
+    /// The download broke at `position` (of `size`) for `reason`: waits before resuming, or
+    /// fails when the retries are used up.
+    pub fn wait(&mut self, position: u64, size: Option<u64>, reason: &str) -> anyhow::Result<()> {
+        let size = size.map(|s| format!(" of {s}")).unwrap_or_default();
         if self.failures >= self.backoff.retries {
-            return Err(io_error(
+            return Err(crate::error::classified(
                 Failure::Registry,
                 anyhow!(
-                    "the download broke at byte {}{size} and did not resume after {} retries: {reason}",
-                    self.position,
+                    "the download broke at byte {position}{size} and did not resume after {} retries: {reason}",
                     self.backoff.retries
                 ),
             ));
@@ -114,20 +141,32 @@ impl<'a> BlobReader<'a> {
             &self.backoff,
             self.failures,
             &Transient {
-                reason: reason.clone(),
+                reason: reason.to_string(),
                 retry_after: None,
             },
         );
         self.failures += 1;
         eprintln!(
-            "ocidd: download interrupted at byte {}{size} ({reason}); resuming in {} s (retry {} of {})",
-            self.position,
+            "ocidd: download interrupted at byte {position}{size} ({reason}); resuming in {} s (retry {} of {})",
             delay.as_secs_f64().ceil(),
             self.failures,
             self.backoff.retries
         );
         thread::sleep(delay);
         Ok(())
+    }
+}
+
+/// Why reading a download failed, in a few words.
+pub fn interruption_reason(error: &io::Error) -> String {
+    let reason = match error.get_ref() {
+        Some(inner) => short_reason(inner),
+        None => error.to_string(),
+    };
+    if error.kind() == io::ErrorKind::TimedOut || reason.contains("timed out") {
+        "no data within oci.stall_timeout".to_string()
+    } else {
+        reason
     }
 }
 
@@ -166,7 +205,7 @@ impl Read for BlobReader<'_> {
                 },
                 Ok(n) => {
                     self.progress.fetched(n as u64);
-                    self.failures = 0;
+                    self.interruptions.progressed();
                     if self.skip > 0 {
                         self.skip -= n as u64;
                         continue;
@@ -183,19 +222,7 @@ impl Read for BlobReader<'_> {
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let reason = match e.get_ref() {
-                        Some(inner) => short_reason(inner),
-                        None => e.to_string(),
-                    };
-                    let reason =
-                        if e.kind() == io::ErrorKind::TimedOut || reason.contains("timed out") {
-                            "no data within oci.stall_timeout".to_string()
-                        } else {
-                            reason
-                        };
-                    self.interrupted(reason)?;
-                }
+                Err(e) => self.interrupted(interruption_reason(&e))?,
             }
         }
     }

@@ -264,21 +264,28 @@ fn manifest_that_is_not_json_exits_4() {
 fn digest_mismatch_wipes_the_target() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
-    let image = image_bytes(3 * MIB, 23);
+    let image = image_bytes(10 * MIB, 23);
     let source = write_file(dir.path(), "disk.raw", &image);
-    let reference = format!("{}/disks/corrupted:v1", registry.host());
-    let (_, layer) = push(&source, &reference, "gzip");
-    // Flip bits of the stored blob: in the gzip header's mtime (decodes fine, digest differs),
-    // then in the middle (corrupt deflate data and a wrong digest).
-    let stored = registry.blob_path(&layer);
-    let original = fs::read(&stored).unwrap();
-    for offset in [5, original.len() / 2] {
-        let mut corrupted = original.clone();
-        corrupted[offset] ^= 0x55;
-        fs::write(&stored, &corrupted).unwrap();
-        let target = target_file(dir.path(), "t.img", 4 * MIB);
-        install_tag(&reference, &target, &[]).assert_failed(4, "blob digest mismatch");
-        assert_start_zeroed(&target);
+    // As one stream (read in order) and in chunks (read in parallel).
+    for (tag, chunk_size) in [("stream", "0"), ("chunked", "4M")] {
+        let reference = format!("{}/disks/corrupted:{tag}", registry.host());
+        let (_, layer) = push_with(
+            &source,
+            &reference,
+            &["--compression", "gzip", "--chunk-size", chunk_size],
+        );
+        // Flip bits of the stored blob: in the gzip header's mtime (decodes fine, digest
+        // differs), then near the end (corrupt deflate data and a wrong digest).
+        let stored = registry.blob_path(&layer);
+        let original = fs::read(&stored).unwrap();
+        for offset in [5, original.len() - 100_000] {
+            let mut corrupted = original.clone();
+            corrupted[offset] ^= 0x55;
+            fs::write(&stored, &corrupted).unwrap();
+            let target = target_file(dir.path(), "t.img", 12 * MIB);
+            install_tag(&reference, &target, &[]).assert_failed(4, "blob digest mismatch");
+            assert_start_zeroed(&target);
+        }
     }
 }
 

@@ -16,24 +16,47 @@ fn assert_holds(path: &std::path::Path, image: &[u8]) {
 fn tag_install_of_each_compression_into_files() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
-    let image = image_bytes(3 * MIB + 12345, 1);
+    // Chunks of 1 MiB: a few of them, some all zeros, the last one short.
+    let mut image = image_bytes(5 * MIB + 12345, 1);
+    image[2 * MIB..3 * MIB + 100].fill(0);
     let source = write_file(dir.path(), "disk.raw", &image);
-    for compression in ["gzip", "zstd", "none"] {
-        let reference = format!("{}/disks/{compression}:v1", registry.host());
-        push(&source, &reference, compression);
+    for (compression, chunk_size) in [
+        ("gzip", "0"),
+        ("gzip", "1M"),
+        ("zstd", "0"),
+        ("zstd", "1M"),
+        ("none", "0"),
+        ("none", "1M"),
+    ] {
+        let reference = format!("{}/disks/{compression}:c{chunk_size}", registry.host());
+        push_with(
+            &source,
+            &reference,
+            &["--compression", compression, "--chunk-size", chunk_size],
+        );
 
         // A sized file keeps its size; the image lands at its start.
-        let sized = target_file(dir.path(), &format!("{compression}-sized.img"), 5 * MIB);
-        install_tag(&reference, &sized, &[]).assert_installed();
+        let sized = target_file(dir.path(), "sized.img", 7 * MIB);
+        let run = install_tag(&reference, &sized, &[]);
+        run.assert_installed();
+        assert_eq!(
+            run.stderr.contains(", chunked)"),
+            chunk_size != "0",
+            "{}",
+            run.stderr
+        );
         assert_holds(&sized, &image);
         let rest = fs::read(&sized).unwrap();
-        assert_eq!(rest.len(), 5 * MIB);
+        assert_eq!(rest.len(), 7 * MIB);
         assert!(rest[image.len()..].iter().all(|&b| b == 0xAA));
 
         // An empty file grows to the image.
-        let empty = write_file(dir.path(), &format!("{compression}-empty.img"), b"");
+        let empty = write_file(dir.path(), "empty.img", b"");
         install_tag(&reference, &empty, &[]).assert_installed();
-        assert_eq!(fs::read(&empty).unwrap(), image);
+        assert!(
+            fs::read(&empty).unwrap() == image,
+            "{compression} {chunk_size}"
+        );
     }
 }
 

@@ -351,11 +351,18 @@ pub fn install_blob(reference: &str, target: &Path) -> Run {
     install_words(&[&blob, "oci.allow_no_tls", &of, "dd.bs=1M"])
 }
 
-/// Pushes `file` with `ocidd push`; returns (manifest digest, layer digest).
+/// Pushes `file` with `ocidd push` (chunked, the default); returns (manifest digest, layer
+/// digest).
 pub fn push(file: &Path, reference: &str, compression: &str) -> (String, String) {
+    push_with(file, reference, &["--compression", compression])
+}
+
+/// Pushes `file` with `ocidd push ARGS`; returns (manifest digest, layer digest).
+pub fn push_with(file: &Path, reference: &str, args: &[&str]) -> (String, String) {
     let run = Run::from(
         ocidd()
-            .args(["push", "--plain-http", "--compression", compression])
+            .args(["push", "--plain-http"])
+            .args(args)
             .arg(file)
             .arg(reference)
             .output()

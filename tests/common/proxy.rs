@@ -231,12 +231,12 @@ fn serve(client: TcpStream, upstream: u16, rule: &Rule, stats: &Stats) -> std::i
             continue;
         }
         if is_range && forward.shift_range != 0 {
-            let start: i64 = v
+            let (start, end) = v
                 .trim_start_matches("bytes=")
-                .trim_end_matches('-')
-                .parse()
-                .expect("an open range");
-            out += &format!("{k}: bytes={}-\r\n", start + forward.shift_range);
+                .split_once('-')
+                .expect("a byte range");
+            let start: i64 = start.parse().expect("a range start");
+            out += &format!("{k}: bytes={}-{end}\r\n", start + forward.shift_range);
         } else {
             out += &format!("{k}: {v}\r\n");
         }

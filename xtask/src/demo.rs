@@ -103,7 +103,7 @@ pub fn run() -> Result<()> {
 }
 
 /// Copies regular files from `from` into `to` until `budget` bytes are used up.
-fn copy_files(from: &std::path::Path, to: &std::path::Path, budget: &mut u64) -> Result<()> {
+pub fn copy_files(from: &std::path::Path, to: &std::path::Path, budget: &mut u64) -> Result<()> {
     fs::create_dir_all(to)?;
     let mut entries: Vec<_> = fs::read_dir(from)?.flatten().collect();
     entries.sort_by_key(|e| e.file_name());

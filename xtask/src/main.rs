@@ -1,5 +1,6 @@
 //! Build, demo and test tasks for ocidd: `cargo xtask <task>`.
 
+mod bench;
 mod demo;
 mod deps;
 mod initramfs;
@@ -45,6 +46,19 @@ enum Task {
     /// Install what the tests need, build the amd64 boot files, then run formatting, lint
     /// and all tests
     Test,
+    /// Time installs against the original pipeline (realistic and random images, plain gzip,
+    /// chunked gzip and zstd, into a file and a loop device) and print medians and ratios
+    Bench {
+        /// Size of the realistic GPT + ext4 image in MiB
+        #[arg(long, default_value_t = 2048)]
+        size: u64,
+        /// Size of the random-data image in MiB
+        #[arg(long, default_value_t = 512)]
+        random: u64,
+        /// Interleaved rounds per case
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -74,6 +88,15 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Task::Bench {
+            size,
+            random,
+            rounds,
+        } => bench::run(&bench::Options {
+            size_mib: size,
+            random_mib: random,
+            rounds,
+        }),
         Task::Test => {
             deps::install()?;
             pxe::build(&pxe::Options {

@@ -1,0 +1,823 @@
+//! The parallel install of an image pushed in chunks (see `chunks`).
+//!
+//! Fetchers download ranges of the blob concurrently. The main thread takes the ranges back in
+//! order, hashes every byte of the blob exactly once (the digest is checked at the end, as in
+//! the sequential path), and hands each chunk to a worker, or, for a chunk the index marks as
+//! all zeros, checks its gzip trailer (or zstd frame header) against the index and zeroes
+//! that part of the target without decompressing or writing it. Workers decompress chunks on
+//! all cores and write each in place, in `dd.bs` blocks. Memory is bounded: fetching waits
+//! while too many compressed bytes are in flight.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use bytes::{Bytes, BytesMut};
+
+use crate::blockdev::{HOLDBACK, Target};
+use crate::chunks::{Chunk, ChunkIndex, is_zero};
+use crate::decompress::{Compression, MemberInflater};
+use crate::digest::{Digest, Hasher};
+use crate::error::{Classify, Failure, classified};
+use crate::progress::Progress;
+use crate::registry::Registry;
+use crate::retry::Backoff;
+use crate::source::{Interruptions, interruption_reason};
+
+/// Compressed bytes per range request.
+const GROUP_BYTES: u64 = 8 << 20;
+/// Concurrent range requests.
+const FETCHERS: usize = 2;
+/// Compressed bytes fetched but not yet decompressed, at most (a single larger group is let
+/// through alone).
+const IN_FLIGHT: u64 = 24 << 20;
+
+/// The blob and its index.
+pub struct ChunkedSource<'a> {
+    pub registry: &'a Registry,
+    pub digest: &'a Digest,
+    pub blob_size: u64,
+    pub index: &'a ChunkIndex,
+    pub compression: Compression,
+    pub backoff: Backoff,
+}
+
+/// Consecutive chunks fetched with one range request.
+struct Group {
+    chunks: Range<usize>,
+    start: u64,
+    end: u64,
+}
+
+fn groups(index: &ChunkIndex) -> Vec<Group> {
+    let mut groups = Vec::new();
+    let mut first = 0;
+    for (i, chunk) in index.chunks.iter().enumerate() {
+        let start = index.chunks[first].offset;
+        let end = chunk.offset + chunk.length;
+        if end - start >= GROUP_BYTES || i + 1 == index.chunks.len() {
+            groups.push(Group {
+                chunks: first..i + 1,
+                start,
+                end,
+            });
+            first = i + 1;
+        }
+    }
+    groups
+}
+
+/// Compressed bytes in flight, handed out in group order so that the group the hasher waits
+/// for never waits behind later ones.
+struct Budget {
+    state: Mutex<(u64, usize)>,
+    changed: Condvar,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Budget {
+            state: Mutex::new((0, 0)),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Waits for group `ticket`'s turn and room for `bytes`; false if the install stopped.
+    fn acquire(&self, ticket: usize, bytes: u64, stop: &AtomicBool) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let (used, next) = *state;
+            if next == ticket && (used == 0 || used + bytes <= IN_FLIGHT) {
+                *state = (used + bytes, next + 1);
+                self.changed.notify_all();
+                return true;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn release(&self, bytes: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 = state.0.saturating_sub(bytes);
+        self.changed.notify_all();
+    }
+}
+
+/// One chunk for a worker: its group, its number and its compressed bytes.
+struct Job {
+    group: usize,
+    chunk: usize,
+    data: Bytes,
+}
+
+struct Shared<'a> {
+    source: &'a ChunkedSource<'a>,
+    target: &'a Target,
+    block_size: usize,
+    progress: &'a Progress,
+    budget: Budget,
+    /// Set on a failure that ends the install at once.
+    stop: AtomicBool,
+    failure: Mutex<Option<anyhow::Error>>,
+    /// The first chunk that did not decompress: hashing goes on, to tell a blob that does
+    /// not match its digest (the better explanation) from a bad image.
+    corruption: Mutex<Option<anyhow::Error>>,
+    touched: AtomicBool,
+    /// Image bytes written or zeroed.
+    done: AtomicU64,
+    /// The image's first [`HOLDBACK`] bytes, written last.
+    held: Mutex<Vec<u8>>,
+    /// Per group: the chunks still to decompress, plus one until it is hashed. Its bytes
+    /// leave the budget when this reaches zero.
+    pending: Vec<AtomicUsize>,
+}
+
+impl Shared<'_> {
+    /// A group was hashed, or one of its chunks written.
+    fn group_done(&self, groups: &[Group], g: usize) {
+        if self.pending[g].fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.budget.release(groups[g].end - groups[g].start);
+        }
+    }
+
+    fn fail(&self, error: anyhow::Error) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.is_none() {
+            *failure = Some(error);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn corrupt(&self, error: anyhow::Error) {
+        let mut corruption = self.corruption.lock().unwrap_or_else(|p| p.into_inner());
+        if corruption.is_none() {
+            *corruption = Some(error);
+        }
+    }
+
+    fn is_corrupt(&self) -> bool {
+        self.corruption
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn target_error(&self, error: io::Error, what: &str, offset: u64) -> anyhow::Error {
+        classified(
+            Failure::Target,
+            anyhow!(error).context(format!(
+                "{what} {} at byte {offset}",
+                self.target.path().display()
+            )),
+        )
+    }
+
+    fn account(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+        self.progress.written(bytes);
+    }
+
+    /// Zeroes `[offset, offset + length)` of the image on the target (the held-back part is
+    /// zero already).
+    fn zero_on_target(&self, offset: u64, length: u64) -> Result<()> {
+        let start = offset.max(HOLDBACK as u64);
+        let end = offset + length;
+        if start < end {
+            self.touched.store(true, Ordering::Relaxed);
+            self.target
+                .zero_range(start, end - start)
+                .map_err(|e| self.target_error(e, "zeroing", start))?;
+        }
+        Ok(())
+    }
+
+    /// A chunk of zeros.
+    fn zero(&self, offset: u64, length: u64) -> Result<()> {
+        self.zero_on_target(offset, length)?;
+        self.account(length);
+        Ok(())
+    }
+
+    /// Writes a decompressed chunk at `offset`: its held-back part into the held buffer, the
+    /// rest in blocks, with runs of zero blocks zeroed instead of written.
+    fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let mut offset = offset;
+        let mut rest = data;
+        if offset < HOLDBACK as u64 {
+            let n = (HOLDBACK - offset as usize).min(rest.len());
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            held[offset as usize..offset as usize + n].copy_from_slice(&rest[..n]);
+            offset += n as u64;
+            rest = &rest[n..];
+        }
+        let mut zero_run: Option<(u64, u64)> = None;
+        for block in rest.chunks(self.block_size) {
+            if is_zero(block) {
+                zero_run = match zero_run {
+                    Some((start, length)) => Some((start, length + block.len() as u64)),
+                    None => Some((offset, block.len() as u64)),
+                };
+            } else {
+                if let Some((start, length)) = zero_run.take() {
+                    self.zero_on_target(start, length)?;
+                }
+                self.touched.store(true, Ordering::Relaxed);
+                self.target
+                    .write_at(block, offset)
+                    .map_err(|e| self.target_error(e, "writing to", offset))?;
+            }
+            offset += block.len() as u64;
+        }
+        if let Some((start, length)) = zero_run {
+            self.zero_on_target(start, length)?;
+        }
+        self.account(data.len() as u64);
+        Ok(())
+    }
+}
+
+/// Installs the chunked image onto `target`. Returns the image size; on failure, the error
+/// and how many image bytes reached the target (`None`: nothing did).
+pub fn install(
+    source: &ChunkedSource,
+    target: &Target,
+    block_size: usize,
+    progress: &Arc<Progress>,
+) -> Result<u64, (anyhow::Error, Option<u64>)> {
+    let index = source.index;
+    let groups = groups(index);
+    let shared = Shared {
+        source,
+        target,
+        block_size,
+        progress,
+        budget: Budget::new(),
+        stop: AtomicBool::new(false),
+        failure: Mutex::new(None),
+        corruption: Mutex::new(None),
+        touched: AtomicBool::new(false),
+        done: AtomicU64::new(0),
+        held: Mutex::new(vec![0u8; index.image_size.min(HOLDBACK as u64) as usize]),
+        pending: groups
+            .iter()
+            .map(|g| {
+                let work = index.chunks[g.chunks.clone()]
+                    .iter()
+                    .filter(|c| !c.zero)
+                    .count();
+                AtomicUsize::new(work + 1)
+            })
+            .collect(),
+    };
+    let workers = thread::available_parallelism().map_or(1, |n| n.get());
+    let next_group = AtomicUsize::new(0);
+    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers * 2);
+    let job_rx = Mutex::new(job_rx);
+    let verified = thread::scope(|scope| {
+        let (fetched_tx, fetched_rx) = mpsc::channel::<(usize, Bytes)>();
+        for _ in 0..FETCHERS.min(groups.len()) {
+            let fetched_tx = fetched_tx.clone();
+            let (shared, groups, next_group) = (&shared, &groups, &next_group);
+            scope.spawn(move || fetcher(shared, groups, next_group, fetched_tx));
+        }
+        drop(fetched_tx);
+        for _ in 0..workers {
+            let (shared, job_rx, groups) = (&shared, &job_rx, &groups);
+            scope.spawn(move || worker(shared, job_rx, groups));
+        }
+        let verified = sequence(&shared, &groups, fetched_rx, job_tx);
+        // Wake anything waiting for budget.
+        if verified.is_err() {
+            shared.stop.store(true, Ordering::Relaxed);
+        }
+        verified
+    });
+    let touched = shared.touched.load(Ordering::Relaxed);
+    let written = touched.then(|| shared.done.load(Ordering::Relaxed));
+    let failure = shared
+        .failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let corruption = shared
+        .corruption
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    // A failure that stopped everything first; then a blob that does not match its digest;
+    // then a chunk that did not decompress.
+    let outcome = match (failure, verified, corruption) {
+        (Some(error), _, _) => Err(error),
+        (None, Err(error), _) => Err(error),
+        (None, Ok(()), Some(error)) => Err(error),
+        (None, Ok(()), None) => Ok(()),
+    };
+    if let Err(error) = outcome {
+        return Err((error, written));
+    }
+    finish(&shared).map_err(|e| (e, Some(index.image_size)))?;
+    Ok(index.image_size)
+}
+
+/// Takes the fetched groups in order, hashes them, and dispatches their chunks. Returns
+/// whether the whole blob matched its digest.
+fn sequence(
+    shared: &Shared,
+    groups: &[Group],
+    fetched: mpsc::Receiver<(usize, Bytes)>,
+    jobs: mpsc::SyncSender<Job>,
+) -> Result<()> {
+    let source = shared.source;
+    let index = source.index;
+    let mut hasher = Hasher::new(source.digest.algorithm());
+    let mut waiting: BTreeMap<usize, Bytes> = BTreeMap::new();
+    let mut zero_trailers = ZeroTrailers::default();
+    let mut next = 0;
+    while next < groups.len() {
+        if shared.stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let (g, data) = match fetched.recv_timeout(Duration::from_millis(100)) {
+            Ok(fetched) => fetched,
+            Err(RecvTimeoutError::Timeout) => continue,
+            // The fetchers stopped: one failed and said so.
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        // Its chunks go to work at once, in whatever order the ranges arrive.
+        let group = &groups[g];
+        for i in group.chunks.clone() {
+            let chunk = index.chunks[i];
+            let start = (chunk.offset - group.start) as usize;
+            let bytes = data.slice(start..start + chunk.length as usize);
+            if !chunk.zero {
+                if jobs
+                    .send(Job {
+                        group: g,
+                        chunk: i,
+                        data: bytes,
+                    })
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            match zero_trailers.check(source.compression, &bytes, &chunk, i) {
+                Err(e) => shared.corrupt(e),
+                Ok(()) if shared.is_corrupt() => {}
+                Ok(()) => {
+                    if let Err(e) = shared.zero(index.image_offset(i), chunk.size) {
+                        shared.fail(e);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        // The digest runs over the blob in order.
+        waiting.insert(g, data);
+        while let Some(data) = waiting.remove(&next) {
+            hasher.update(&data);
+            shared.group_done(groups, next);
+            next += 1;
+        }
+    }
+    drop(jobs);
+    let actual = hasher.finish();
+    if actual != *source.digest {
+        return Err(classified(
+            Failure::Verification,
+            anyhow!(
+                "blob digest mismatch: expected {}, got {actual}",
+                source.digest
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What a zero chunk's compressed form must say: a gzip trailer of the CRC-32 and size of that
+/// many zeros, or a single zstd frame of that content size.
+#[derive(Default)]
+struct ZeroTrailers {
+    crc_of_zeros: HashMap<u64, u32>,
+}
+
+impl ZeroTrailers {
+    fn check(
+        &mut self,
+        compression: Compression,
+        data: &[u8],
+        chunk: &Chunk,
+        i: usize,
+    ) -> Result<()> {
+        let ok = match compression {
+            Compression::Gzip => {
+                let crc = *self.crc_of_zeros.entry(chunk.size).or_insert_with(|| {
+                    let mut hasher = crc32fast::Hasher::new();
+                    let zeros = vec![0u8; chunk.size as usize];
+                    hasher.update(&zeros);
+                    hasher.finalize()
+                });
+                data.len() >= 18 && data[data.len() - 8..] == trailer(crc, chunk.size)
+            }
+            Compression::Zstd => {
+                zstd::zstd_safe::get_frame_content_size(data).ok().flatten() == Some(chunk.size)
+                    && zstd::zstd_safe::find_frame_compressed_size(data).ok() == Some(data.len())
+            }
+            Compression::None => is_zero(data),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(classified(
+                Failure::Verification,
+                anyhow!(
+                    "chunk {i} is marked all zeros in the chunk index but its data says otherwise"
+                ),
+            ))
+        }
+    }
+}
+
+/// A gzip member's trailer: CRC-32 and size (mod 2^32), little-endian.
+fn trailer(crc: u32, size: u64) -> [u8; 8] {
+    let mut bytes = [0u8; 8];
+    bytes[..4].copy_from_slice(&crc.to_le_bytes());
+    bytes[4..].copy_from_slice(&(size as u32).to_le_bytes());
+    bytes
+}
+
+fn fetcher(
+    shared: &Shared,
+    groups: &[Group],
+    next_group: &AtomicUsize,
+    fetched: mpsc::Sender<(usize, Bytes)>,
+) {
+    loop {
+        let g = next_group.fetch_add(1, Ordering::SeqCst);
+        let Some(group) = groups.get(g) else { return };
+        if !shared
+            .budget
+            .acquire(g, group.end - group.start, &shared.stop)
+        {
+            return;
+        }
+        match fetch_range(shared, group.start, group.end) {
+            Ok(data) => {
+                if fetched.send((g, data)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Once the install stopped, this is only the echo of that.
+                if !shared.stop.load(Ordering::Relaxed) {
+                    shared.fail(e);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Downloads `[start, end)` of the blob; when the download breaks, asks for the rest of the
+/// range where it broke.
+fn fetch_range(shared: &Shared, start: u64, end: u64) -> Result<Bytes> {
+    let source = shared.source;
+    let mut data = BytesMut::zeroed((end - start) as usize);
+    let mut received = 0usize;
+    let mut interruptions = Interruptions::new(source.backoff);
+    while received < data.len() {
+        if shared.stop.load(Ordering::Relaxed) {
+            return Err(anyhow!("stopped"));
+        }
+        let from = start + received as u64;
+        let response = source.registry.fetch_blob(source.digest, from, Some(end))?;
+        if response.start > from {
+            return Err(classified(
+                Failure::Registry,
+                anyhow!(
+                    "the registry answered a request for the blob from byte {from} with bytes from {}",
+                    response.start
+                ),
+            ));
+        }
+        let mut body = response.body;
+        // A server that ignores the range (or starts it early) sends bytes we have.
+        let skip = from - response.start;
+        let skipped = io::copy(&mut (&mut body).take(skip), &mut io::sink());
+        if !matches!(skipped, Ok(n) if n == skip) {
+            let reason = skipped
+                .err()
+                .map_or("the connection ended early".into(), |e| {
+                    interruption_reason(&e)
+                });
+            interruptions.wait(from, Some(source.blob_size), &reason)?;
+            continue;
+        }
+        loop {
+            match body.read(&mut data[received..]) {
+                Ok(0) => {
+                    interruptions.wait(
+                        start + received as u64,
+                        Some(source.blob_size),
+                        "the connection ended early",
+                    )?;
+                    break;
+                }
+                Ok(n) => {
+                    received += n;
+                    shared.progress.fetched(n as u64);
+                    interruptions.progressed();
+                    if received == data.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    interruptions.wait(
+                        start + received as u64,
+                        Some(source.blob_size),
+                        &interruption_reason(&e),
+                    )?;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(data.freeze())
+}
+
+fn worker(shared: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>, groups: &[Group]) {
+    let index = shared.source.index;
+    let mut output = Vec::with_capacity(index.chunk_size as usize);
+    let mut inflater = MemberInflater::new();
+    let mut zstd = zstd::bulk::Decompressor::new().ok();
+    loop {
+        let job = jobs.lock().map(|rx| rx.recv());
+        let Ok(Ok(Job {
+            group,
+            chunk: i,
+            data,
+        })) = job
+        else {
+            return;
+        };
+        let chunk = index.chunks[i];
+        let skip = shared.stop.load(Ordering::Relaxed) || shared.is_corrupt();
+        if !skip {
+            match decompress(
+                shared.source.compression,
+                &data,
+                &chunk,
+                &mut output,
+                &mut inflater,
+                zstd.as_mut(),
+            ) {
+                Ok(()) => {
+                    if let Err(e) = shared.write(index.image_offset(i), &output) {
+                        shared.fail(e);
+                    }
+                }
+                Err(e) => shared.corrupt(e.context(format!("chunk {i}"))),
+            }
+        }
+        drop(data);
+        shared.group_done(groups, group);
+    }
+}
+
+/// Decompresses one chunk into `output`, which ends up exactly the chunk's size.
+fn decompress(
+    compression: Compression,
+    data: &[u8],
+    chunk: &Chunk,
+    output: &mut Vec<u8>,
+    inflater: &mut MemberInflater,
+    zstd: Option<&mut zstd::bulk::Decompressor>,
+) -> Result<()> {
+    let size = chunk.size as usize;
+    output.resize(size, 0);
+    let produced = match compression {
+        Compression::Gzip => {
+            let (used, produced) = inflater
+                .inflate(data, output)
+                .map_err(|e| anyhow!("the gzip data is corrupt: {e}"))
+                .classify(Failure::Verification)?;
+            if used != data.len() {
+                return Err(classified(
+                    Failure::Verification,
+                    anyhow!("the gzip data is corrupt: the chunk is not exactly one gzip member"),
+                ));
+            }
+            produced
+        }
+        Compression::Zstd => {
+            let zstd = zstd
+                .ok_or_else(|| anyhow!("zstd is not available"))
+                .classify(Failure::Verification)?;
+            zstd.decompress_to_buffer(data, output.as_mut_slice())
+                .map_err(|e| anyhow!("the zstd data is corrupt: {e}"))
+                .classify(Failure::Verification)?
+        }
+        Compression::None if data.len() == size => {
+            output.copy_from_slice(data);
+            size
+        }
+        Compression::None => data.len(),
+    };
+    if produced != size {
+        return Err(classified(
+            Failure::Verification,
+            anyhow!("the chunk decompressed to {produced} bytes, not the {size} its index says"),
+        ));
+    }
+    Ok(())
+}
+
+/// After everything verified: the image's length, a flush, the held-back start, a flush.
+fn finish(shared: &Shared) -> Result<()> {
+    let target = shared.target;
+    let image_size = shared.source.index.image_size;
+    target
+        .set_image_length(image_size)
+        .with_context(|| format!("setting the length of {}", target.path().display()))
+        .classify(Failure::Target)?;
+    target.sync().context("flushing the image")?;
+    let held = shared.held.lock().unwrap_or_else(|p| p.into_inner());
+    for (i, block) in held.chunks(shared.block_size).enumerate() {
+        let offset = (i * shared.block_size) as u64;
+        target
+            .write_at(block, offset)
+            .map_err(|e| shared.target_error(e, "writing to", offset))?;
+    }
+    target.sync().context("flushing the image's first MiB")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(lengths: &[u64]) -> ChunkIndex {
+        let mut offset = 0;
+        let chunks = lengths
+            .iter()
+            .map(|&length| {
+                let chunk = Chunk {
+                    offset,
+                    length,
+                    size: 100,
+                    zero: false,
+                };
+                offset += length;
+                chunk
+            })
+            .collect::<Vec<_>>();
+        ChunkIndex {
+            blob: String::new(),
+            chunk_size: 100,
+            image_size: 100 * lengths.len() as u64,
+            chunks,
+        }
+    }
+
+    #[test]
+    fn groups_cover_the_blob_in_order() {
+        let mib = 1 << 20;
+        let index = index(&[5 * mib, 4 * mib, mib, 9 * mib, 1]);
+        let groups = groups(&index);
+        let spans: Vec<(Range<usize>, u64, u64)> = groups
+            .iter()
+            .map(|g| (g.chunks.clone(), g.start, g.end))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (0..2, 0, 9 * mib),
+                (2..4, 9 * mib, 19 * mib),
+                (4..5, 19 * mib, 19 * mib + 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn budget_is_handed_out_in_order() {
+        let budget = Budget::new();
+        let stop = AtomicBool::new(false);
+        assert!(budget.acquire(0, IN_FLIGHT, &stop));
+        // Ticket 2 cannot pass ticket 1.
+        let waiting = thread::scope(|scope| {
+            let later = scope.spawn(|| budget.acquire(2, 1, &stop));
+            thread::sleep(Duration::from_millis(50));
+            budget.release(IN_FLIGHT);
+            assert!(
+                budget.acquire(1, 2 * IN_FLIGHT, &stop),
+                "alone it may exceed"
+            );
+            budget.release(2 * IN_FLIGHT);
+            later.join().unwrap()
+        });
+        assert!(waiting);
+        stop.store(true, Ordering::Relaxed);
+        assert!(!budget.acquire(9, 1, &stop));
+    }
+
+    #[test]
+    fn zero_chunks_are_checked_against_their_trailer() {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        encoder.write_all(&[0u8; 4096]).unwrap();
+        let zeros = encoder.finish().unwrap();
+        let chunk = Chunk {
+            offset: 0,
+            length: zeros.len() as u64,
+            size: 4096,
+            zero: true,
+        };
+        let mut trailers = ZeroTrailers::default();
+        assert!(trailers.check(Compression::Gzip, &zeros, &chunk, 0).is_ok());
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        encoder.write_all(&[1u8; 4096]).unwrap();
+        let ones = encoder.finish().unwrap();
+        assert!(trailers.check(Compression::Gzip, &ones, &chunk, 0).is_err());
+        let frame = zstd::bulk::compress(&[0u8; 4096], 3).unwrap();
+        assert!(trailers.check(Compression::Zstd, &frame, &chunk, 0).is_ok());
+        let mut two = frame.clone();
+        two.extend_from_slice(&frame);
+        assert!(trailers.check(Compression::Zstd, &two, &chunk, 0).is_err());
+    }
+
+    #[test]
+    fn decompresses_exactly_one_member_of_the_right_size() {
+        use std::io::Write;
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 7) as u8).collect();
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        encoder.write_all(&data).unwrap();
+        let member = encoder.finish().unwrap();
+        let chunk = |size| Chunk {
+            offset: 0,
+            length: member.len() as u64,
+            size,
+            zero: false,
+        };
+        let mut output = Vec::new();
+        let mut inflater = MemberInflater::new();
+        decompress(
+            Compression::Gzip,
+            &member,
+            &chunk(5000),
+            &mut output,
+            &mut inflater,
+            None,
+        )
+        .unwrap();
+        assert_eq!(output, data);
+        assert!(
+            decompress(
+                Compression::Gzip,
+                &member,
+                &chunk(4999),
+                &mut output,
+                &mut inflater,
+                None
+            )
+            .is_err()
+        );
+        assert!(
+            decompress(
+                Compression::Gzip,
+                &member,
+                &chunk(5001),
+                &mut output,
+                &mut inflater,
+                None
+            )
+            .is_err()
+        );
+        let mut two = member.clone();
+        two.extend_from_slice(&member);
+        assert!(
+            decompress(
+                Compression::Gzip,
+                &two,
+                &chunk(5000),
+                &mut output,
+                &mut inflater,
+                None
+            )
+            .is_err()
+        );
+    }
+}

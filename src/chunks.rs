@@ -1,0 +1,193 @@
+//! The chunk index: how `ocidd push` lays out an image so that it installs on all cores.
+//!
+//! The image layer stays one ordinary compressed stream (gzip members or zstd frames back to
+//! back, which `gunzip`, `zstd -d` and the original pipeline read unchanged), but each member
+//! or frame holds one fixed-size chunk of the image, compressed on its own. A second layer,
+//! the chunk index, says where each chunk's compressed bytes are and which chunks are all
+//! zeros. With it, install fetches ranges concurrently, decompresses chunks in parallel, writes
+//! each in place, and neither decompresses nor writes the zero chunks (the target is zeroed
+//! there by the device). Without it, install reads the stream in order.
+
+use anyhow::{Result, anyhow};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::{Classify, Failure};
+use crate::fail;
+
+/// Media type of the chunk index layer.
+pub const MEDIA_TYPE_CHUNK_INDEX: &str = "application/vnd.ocidd.chunk-index.v1+json";
+/// Chunk size `ocidd push` uses unless told otherwise.
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
+/// Index layers larger than this are refused before they are read.
+pub const MAX_INDEX_SIZE: u64 = 16 << 20;
+
+/// Where one chunk of the image is in the blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Offset of its compressed bytes in the blob.
+    pub offset: u64,
+    /// Length of its compressed bytes.
+    pub length: u64,
+    /// Its size uncompressed (the chunk size, but for the last chunk).
+    pub size: u64,
+    /// Whether it is all zeros.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zero: bool,
+}
+
+/// The chunk index layer's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkIndex {
+    /// The digest of the image layer this index describes.
+    pub blob: String,
+    pub chunk_size: u64,
+    pub image_size: u64,
+    pub chunks: Vec<Chunk>,
+}
+
+impl ChunkIndex {
+    /// Reads an index and checks that it describes `blob` (of `blob_size` bytes) completely:
+    /// chunks back to back from offset 0 to the end of the blob, each (but the last) of the
+    /// chunk size, adding up to the image size.
+    pub fn parse(data: &[u8], blob: &Digest, blob_size: u64) -> Result<ChunkIndex> {
+        let index: ChunkIndex = serde_json::from_slice(data)
+            .map_err(|e| anyhow!("the chunk index is malformed: {e}"))
+            .classify(Failure::Verification)?;
+        index.check(blob, blob_size)?;
+        Ok(index)
+    }
+
+    fn check(&self, blob: &Digest, blob_size: u64) -> Result<()> {
+        if self.blob != blob.to_string() {
+            fail!(
+                Failure::Verification,
+                "the chunk index describes blob {}, not the image layer {blob}",
+                self.blob
+            );
+        }
+        if self.chunk_size == 0 || self.chunks.is_empty() {
+            fail!(Failure::Verification, "the chunk index is empty");
+        }
+        let (mut offset, mut size) = (0u64, 0u64);
+        let last = self.chunks.len() - 1;
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            let size_ok = if i == last {
+                chunk.size > 0 && chunk.size <= self.chunk_size
+            } else {
+                chunk.size == self.chunk_size
+            };
+            if chunk.offset != offset || chunk.length == 0 || !size_ok {
+                fail!(
+                    Failure::Verification,
+                    "the chunk index is inconsistent at chunk {i}"
+                );
+            }
+            offset = offset.saturating_add(chunk.length);
+            size = size.saturating_add(chunk.size);
+        }
+        if offset != blob_size || size != self.image_size {
+            fail!(
+                Failure::Verification,
+                "the chunk index covers {offset} of the blob's {blob_size} bytes and {size} of the image's {} bytes",
+                self.image_size
+            );
+        }
+        Ok(())
+    }
+
+    /// Where chunk `i` goes on the target.
+    pub fn image_offset(&self, i: usize) -> u64 {
+        i as u64 * self.chunk_size
+    }
+}
+
+/// Whether `data` is all zeros (fast: compares words).
+pub fn is_zero(data: &[u8]) -> bool {
+    // SAFETY: u128 has no invalid bit patterns, and align_to only reinterprets the aligned
+    // middle of the slice; the unaligned ends are compared bytewise.
+    let (head, words, tail) = unsafe { data.align_to::<u128>() };
+    head.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest() -> Digest {
+        Digest::of(crate::digest::Algorithm::Sha256, b"blob")
+    }
+
+    fn index(chunks: Vec<Chunk>, image_size: u64) -> ChunkIndex {
+        ChunkIndex {
+            blob: digest().to_string(),
+            chunk_size: 100,
+            image_size,
+            chunks,
+        }
+    }
+
+    fn chunk(offset: u64, length: u64, size: u64) -> Chunk {
+        Chunk {
+            offset,
+            length,
+            size,
+            zero: false,
+        }
+    }
+
+    #[test]
+    fn accepts_a_complete_index() {
+        let good = index(
+            vec![chunk(0, 10, 100), chunk(10, 5, 100), chunk(15, 7, 30)],
+            230,
+        );
+        let json = serde_json::to_vec(&good).unwrap();
+        assert_eq!(ChunkIndex::parse(&json, &digest(), 22).unwrap(), good);
+        assert_eq!(good.image_offset(2), 200);
+    }
+
+    #[test]
+    fn refuses_gaps_overlaps_and_other_blobs() {
+        let cases = [
+            index(vec![chunk(0, 10, 100), chunk(11, 5, 30)], 130), // gap
+            index(vec![chunk(0, 10, 100), chunk(9, 5, 30)], 130),  // overlap
+            index(vec![chunk(0, 10, 90), chunk(10, 5, 30)], 120),  // short middle chunk
+            index(vec![chunk(0, 10, 100), chunk(10, 5, 30)], 131), // wrong image size
+            index(vec![chunk(0, 10, 100), chunk(10, 0, 30)], 130), // empty chunk
+            index(vec![], 0),
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let json = serde_json::to_vec(case).unwrap();
+            let blob_size = case.chunks.iter().map(|c| c.length).sum::<u64>();
+            assert!(
+                ChunkIndex::parse(&json, &digest(), blob_size).is_err(),
+                "case {i}"
+            );
+        }
+        let good = index(vec![chunk(0, 10, 100)], 100);
+        let json = serde_json::to_vec(&good).unwrap();
+        assert!(
+            ChunkIndex::parse(&json, &digest(), 11).is_err(),
+            "blob size"
+        );
+        let other = Digest::of(crate::digest::Algorithm::Sha256, b"other");
+        assert!(ChunkIndex::parse(&json, &other, 10).is_err(), "other blob");
+        assert!(ChunkIndex::parse(b"[1,2]", &digest(), 10).is_err());
+    }
+
+    #[test]
+    fn zero_detection() {
+        let mut data = vec![0u8; 4099];
+        assert!(is_zero(&data));
+        assert!(is_zero(&data[1..]));
+        assert!(is_zero(&[]));
+        for i in [0, 7, 2048, 4098] {
+            data[i] = 1;
+            assert!(!is_zero(&data), "{i}");
+            assert!(!is_zero(&data[1..]) || i == 0);
+            data[i] = 0;
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! `cargo xtask bench`: install speed against the original pipeline, measured in one run with
+//! the cases interleaved (this machine is shared and noisy; ratios within a run are what
+//! count).
+//!
+//! Images: a realistic disk (GPT + ext4 populated from /usr with `mkfs.ext4 -d`, so real files
+//! and free space) and random data. Each is pushed to a local registry as plain gzip (one
+//! stream, as the original's images are), as ocidd-chunked gzip and as chunked zstd. Cases:
+//! the original pipeline (`curl | tee >(sha256sum) | busybox gunzip | busybox dd bs=64k`, as
+//! the original's oras + jq + gunzip + dd do), `gzip -dc` to /dev/null (what one core can
+//! inflate), and ocidd into a file and onto a loop device.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::deps;
+use crate::util::{LocalRegistry, cargo, exec, output, root};
+
+pub struct Options {
+    /// Size of the realistic image in MiB.
+    pub size_mib: u64,
+    /// Size of the random-data image in MiB.
+    pub random_mib: u64,
+    pub rounds: usize,
+}
+
+const PACKAGES: &[&str] = &[
+    "docker-registry",
+    "busybox-static",
+    "curl",
+    "gzip",
+    "time",
+    "fdisk",
+    "e2fsprogs",
+    "util-linux",
+];
+
+struct Measurement {
+    seconds: f64,
+    max_rss_kib: u64,
+}
+
+/// Runs `script` with bash under /usr/bin/time; returns wall time and peak RSS of the largest
+/// process in it.
+fn measure(script: &str) -> Result<Measurement> {
+    let started = Instant::now();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "RSS %M", "bash", "-o", "pipefail", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("{script} failed:\n{stderr}");
+    }
+    let max_rss_kib = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("RSS "))
+        .filter_map(|v| v.trim().parse().ok())
+        .max()
+        .unwrap_or(0);
+    Ok(Measurement {
+        seconds,
+        max_rss_kib,
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+pub fn run(options: &Options) -> Result<()> {
+    deps::ensure_packages(PACKAGES)?;
+    cargo(&["build", "--release", "--package", "ocidd"])?;
+    let ocidd = root().join("target/release/ocidd");
+    let work = root().join("target/bench");
+    fs::create_dir_all(&work)?;
+
+    let realistic = work.join(format!("realistic-{}M.img", options.size_mib));
+    if !realistic.exists() {
+        make_realistic_image(&realistic, &work, options.size_mib)?;
+    }
+    let random = work.join(format!("random-{}M.img", options.random_mib));
+    if !random.exists() {
+        exec(
+            Command::new("head")
+                .arg("-c")
+                .arg(format!("{}M", options.random_mib))
+                .arg("/dev/urandom")
+                .stdout(fs::File::create(&random)?),
+        )?;
+    }
+
+    let registry_dir = work.join("registry");
+    let _ = fs::remove_dir_all(&registry_dir);
+    let registry = LocalRegistry::start(&registry_dir)?;
+    let host = format!("127.0.0.1:{}", registry.port);
+
+    // Targets: a file that is replaced for every run, and a loop device over a sparse file.
+    let file_target = work.join("target.img");
+    let backing = work.join("loop-backing.img");
+    let size = fs::metadata(&realistic)?
+        .len()
+        .max(fs::metadata(&random)?.len());
+    fs::File::create(&backing)?.set_len(size + (64 << 20))?;
+    let loop_device = output(
+        Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&backing),
+    )?
+    .trim()
+    .to_string();
+    let result = bench_images(
+        options,
+        &ocidd,
+        &host,
+        &registry_dir,
+        &[("realistic", &realistic), ("random", &random)],
+        &file_target,
+        &loop_device,
+    );
+    let _ = Command::new("losetup").args(["-d", &loop_device]).status();
+    let _ = fs::remove_file(&backing);
+    let _ = fs::remove_file(&file_target);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_images(
+    options: &Options,
+    ocidd: &Path,
+    host: &str,
+    registry_dir: &Path,
+    images: &[(&str, &Path)],
+    file_target: &Path,
+    loop_device: &str,
+) -> Result<()> {
+    let ocidd = ocidd.display();
+    for (name, image) in images {
+        let image_size = fs::metadata(image)?.len();
+        eprintln!("bench: pushing {name} ({} MiB)", image_size >> 20);
+        let mut blobs = BTreeMap::new();
+        for (variant, args) in [
+            ("gzip", "--compression gzip --chunk-size 0"),
+            ("chunked", "--compression gzip"),
+            ("zstd", "--compression zstd"),
+        ] {
+            let pushed = output(Command::new("bash").arg("-c").arg(format!(
+                "{ocidd} push --plain-http {args} {} {host}/bench/{name}:{variant}",
+                image.display()
+            )))?;
+            let layer = pushed
+                .lines()
+                .find_map(|l| l.strip_prefix("layer "))
+                .context("no layer digest from push")?
+                .trim()
+                .to_string();
+            let hex = layer.trim_start_matches("sha256:");
+            let stored = registry_dir.join(format!(
+                "storage/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+                &hex[..2]
+            ));
+            eprintln!(
+                "bench:   {variant}: {} MiB",
+                fs::metadata(&stored)?.len() >> 20
+            );
+            blobs.insert(variant, (layer, stored));
+        }
+        let gzip_layer = &blobs["gzip"].0;
+        let gzip_file = blobs["gzip"].1.display().to_string();
+        let url = format!("http://{host}/v2/bench/{name}/blobs/{gzip_layer}");
+        let file = file_target.display();
+        let install = |variant: &str, target: &str| {
+            format!(
+                "{ocidd} oci.tag={host}/bench/{name}:{variant} oci.allow_no_tls dd.of={target} dd.bs=1M"
+            )
+        };
+        let cases: Vec<(String, String)> = vec![
+            (
+                "original (curl|gunzip|dd)".into(),
+                format!(
+                    "rm -f {file}; curl -sf {url} | tee >(sha256sum >/dev/null) | busybox gunzip | busybox dd bs=64k of={file} conv=fsync 2>/dev/null"
+                ),
+            ),
+            (
+                "gzip -dc >/dev/null".into(),
+                format!("gzip -dc {gzip_file} >/dev/null"),
+            ),
+            (
+                "ocidd gzip → file".into(),
+                format!(
+                    "rm -f {file}; touch {file}; {}",
+                    install("gzip", &file.to_string())
+                ),
+            ),
+            ("ocidd gzip → loop".into(), install("gzip", loop_device)),
+            (
+                "ocidd chunked → file".into(),
+                format!(
+                    "rm -f {file}; touch {file}; {}",
+                    install("chunked", &file.to_string())
+                ),
+            ),
+            (
+                "ocidd chunked → loop".into(),
+                install("chunked", loop_device),
+            ),
+            (
+                "ocidd zstd → file".into(),
+                format!(
+                    "rm -f {file}; touch {file}; {}",
+                    install("zstd", &file.to_string())
+                ),
+            ),
+            ("ocidd zstd → loop".into(), install("zstd", loop_device)),
+        ];
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+        let mut rss: Vec<u64> = vec![0; cases.len()];
+        for round in 0..options.rounds {
+            for (i, (label, script)) in cases.iter().enumerate() {
+                let m = measure(script)?;
+                eprintln!("bench: {name} round {round}: {label}: {:.2} s", m.seconds);
+                times[i].push(m.seconds);
+                rss[i] = rss[i].max(m.max_rss_kib);
+            }
+        }
+        let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+        let (original, limit) = (medians[0], medians[1]);
+        println!();
+        println!(
+            "{name}: {} MiB image, gzip {} MiB; medians of {} interleaved rounds",
+            image_size >> 20,
+            fs::metadata(&blobs["gzip"].1)?.len() >> 20,
+            options.rounds
+        );
+        println!("| case | median s | MiB/s | original / case | case / gzip -dc | peak RSS MiB |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for (i, (label, _)) in cases.iter().enumerate() {
+            println!(
+                "| {label} | {:.2} | {:.0} | {:.2}× | {:.2} | {:.1} |",
+                medians[i],
+                (image_size as f64 / (1 << 20) as f64) / medians[i],
+                original / medians[i],
+                medians[i] / limit,
+                rss[i] as f64 / 1024.0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A GPT disk of `size_mib` whose ext4 partition is filled from /usr to about 70 %.
+fn make_realistic_image(image: &Path, work: &Path, size_mib: u64) -> Result<()> {
+    eprintln!("bench: building a {size_mib} MiB GPT + ext4 image from /usr");
+    let rootfs = work.join("rootfs");
+    let _ = fs::remove_dir_all(&rootfs);
+    let mut budget = (size_mib * 7 / 10) << 20;
+    for dir in ["bin", "lib", "share", "libexec", "sbin", "include"] {
+        let from = PathBuf::from("/usr").join(dir);
+        if from.exists() {
+            crate::demo::copy_files(&from, &rootfs.join("usr").join(dir), &mut budget)?;
+        }
+    }
+    let partial = image.with_extension("partial");
+    fs::File::create(&partial)?.set_len(size_mib << 20)?;
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("--quiet")
+        .arg(&partial)
+        .stdin(Stdio::piped())
+        .spawn()?;
+    use std::io::Write;
+    sfdisk
+        .stdin
+        .take()
+        .context("sfdisk stdin")?
+        .write_all(b"label: gpt\nstart=2048, type=linux, name=root\n")?;
+    if !sfdisk.wait()?.success() {
+        bail!("sfdisk failed");
+    }
+    exec(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "offset=1048576", "-L", "root", "-d"])
+            .arg(&rootfs)
+            .arg(&partial)
+            .arg(format!("{}M", size_mib - 2)),
+    )?;
+    fs::rename(&partial, image)?;
+    let _ = fs::remove_dir_all(&rootfs);
+    Ok(())
+}
