@@ -30,6 +30,12 @@ enum Kind {
 pub struct Target {
     path: PathBuf,
     file: File,
+    /// The same target opened with O_DIRECT, for aligned writes: they skip the page cache,
+    /// whose copying and page allocation cost more than the decompression on machines like
+    /// the benchmark's (1 GiB written and flushed: 2.2 s buffered, 0.5 s direct).
+    direct: Option<File>,
+    /// The alignment direct writes need (address, offset and length).
+    alignment: usize,
     kind: Kind,
     /// How many bytes fit; `None` for an empty regular file, which grows to the image's size.
     capacity: Option<u64>,
@@ -99,9 +105,24 @@ impl Target {
             Kind::RegularFile if size == 0 => None,
             _ => Some(size),
         };
+        // Without O_DIRECT support (tmpfs on older kernels, some file systems) every write
+        // is buffered.
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(path)
+            .ok();
+        let alignment = match kind {
+            Kind::BlockDevice => rustix::fs::ioctl_blksszget(&file)
+                .map(|n| (n as usize).max(512))
+                .unwrap_or(4096),
+            Kind::RegularFile => 4096,
+        };
         Ok(Target {
             path: path.to_path_buf(),
             file,
+            direct,
+            alignment,
             kind,
             capacity,
             device,
@@ -207,9 +228,27 @@ impl Target {
         Ok(())
     }
 
-    /// Writes `data` at `offset`.
+    /// Writes `data` at `offset`: directly when the buffer, the offset and the length are
+    /// aligned for it, else through the page cache.
     pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        let aligned = (data.as_ptr() as usize).is_multiple_of(self.alignment)
+            && data.len().is_multiple_of(self.alignment)
+            && offset.is_multiple_of(self.alignment as u64);
+        if let Some(direct) = &self.direct
+            && aligned
+        {
+            match direct.write_all_at(data, offset) {
+                // A device or file system that refuses this direct write takes it buffered.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
+                result => return result,
+            }
+        }
         self.file.write_all_at(data, offset)
+    }
+
+    /// The alignment at which writes go directly to the target.
+    pub fn alignment(&self) -> usize {
+        self.alignment
     }
 
     /// Gives a target that grows the image's length (holes at its end included).
@@ -222,8 +261,10 @@ impl Target {
 
     /// Flushes everything written to stable storage.
     pub fn sync(&self) -> Result<()> {
-        self.file
-            .sync_all()
+        self.direct
+            .iter()
+            .chain([&self.file])
+            .try_for_each(File::sync_all)
             .with_context(|| format!("syncing {}", self.path.display()))
             .classify(Failure::Target)
     }
@@ -245,17 +286,72 @@ impl Target {
     }
 }
 
+/// A byte buffer whose start is aligned for direct I/O (4096 bytes, which covers every
+/// logical block size). Over-allocates a plain `Vec` and uses an aligned window of it.
+pub struct AlignedBuffer {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+const BUFFER_ALIGNMENT: usize = 4096;
+
+impl AlignedBuffer {
+    /// A buffer of `capacity` bytes, empty.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let storage = vec![0u8; capacity + BUFFER_ALIGNMENT];
+        let start = storage.as_ptr().align_offset(BUFFER_ALIGNMENT);
+        AlignedBuffer {
+            storage,
+            start,
+            len: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.storage.len() - BUFFER_ALIGNMENT
+    }
+
+    /// Sets the length (up to the capacity); new bytes are whatever was there.
+    pub fn set_len(&mut self, len: usize) {
+        self.len = len.min(self.capacity());
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        let end = self.len + data.len();
+        self.storage[self.start + self.len..self.start + end].copy_from_slice(data);
+        self.len = end;
+    }
+}
+
+impl std::ops::Deref for AlignedBuffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
 /// Writes the decompressed image onto the target: in `block_size` writes, never past its end,
 /// holding the first [`HOLDBACK`] bytes back until [`ImageWriter::finish`]. Blocks of zeros are
 /// not written: runs of them become [`Target::zero_range`] calls.
 pub struct ImageWriter<'a> {
     target: &'a Target,
     block_size: usize,
-    /// A partial block, while it fills.
-    block: Vec<u8>,
+    /// The block being filled (aligned, so that it can be written directly).
+    block: AlignedBuffer,
     /// Where on the target the next block goes.
     block_offset: u64,
-    held: Vec<u8>,
+    held: AlignedBuffer,
     accepted: u64,
     /// Zero blocks not yet zeroed: (offset, length).
     zero_run: Option<(u64, u64)>,
@@ -268,9 +364,9 @@ impl<'a> ImageWriter<'a> {
         ImageWriter {
             target,
             block_size,
-            block: Vec::with_capacity(block_size),
+            block: AlignedBuffer::with_capacity(block_size),
             block_offset: HOLDBACK as u64,
-            held: Vec::with_capacity(HOLDBACK),
+            held: AlignedBuffer::with_capacity(HOLDBACK),
             accepted: 0,
             zero_run: None,
             touched: false,
@@ -331,7 +427,7 @@ impl<'a> ImageWriter<'a> {
     }
 
     fn emit_block(&mut self) -> io::Result<()> {
-        let block = std::mem::take(&mut self.block);
+        let block = std::mem::replace(&mut self.block, AlignedBuffer::with_capacity(0));
         let result = self.emit(&block);
         self.block = block;
         self.block.clear();
@@ -350,7 +446,7 @@ impl<'a> ImageWriter<'a> {
             .with_context(|| format!("setting the length of {}", self.target.path.display()))
             .classify(Failure::Target)?;
         self.target.sync().context("flushing the image")?;
-        let held = std::mem::take(&mut self.held);
+        let held = std::mem::replace(&mut self.held, AlignedBuffer::with_capacity(0));
         for (i, chunk) in held.chunks(self.block_size).enumerate() {
             let offset = (i * self.block_size) as u64;
             self.touched = true;
@@ -386,7 +482,9 @@ impl Write for ImageWriter<'_> {
             self.held.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
         }
-        if !self.block.is_empty() {
+        // Blocks are copied into the aligned block buffer: a copy in memory is cheap next to
+        // what direct writes save.
+        while !rest.is_empty() {
             let take = (self.block_size - self.block.len()).min(rest.len());
             self.block.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
@@ -394,13 +492,6 @@ impl Write for ImageWriter<'_> {
                 self.emit_block()?;
             }
         }
-        // Whole blocks go straight from the caller's buffer.
-        while rest.len() >= self.block_size {
-            let (block, after) = rest.split_at(self.block_size);
-            self.emit(block)?;
-            rest = after;
-        }
-        self.block.extend_from_slice(rest);
         self.accepted = end;
         Ok(buf.len())
     }

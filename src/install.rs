@@ -150,6 +150,9 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
     }
 
     let progress = Arc::new(Progress::default());
+    if let Some(size) = plan.image_size {
+        grow_target(&target, size)?;
+    }
     let result = match (&plan.index, plan.compression, plan.blob_size) {
         (Some(index), Some(compression), Some(blob_size)) => {
             progress.set_total(Some(blob_size));
@@ -182,6 +185,15 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
         }
         Err((error, written)) => Err(after_failure(error, written, &target, options)),
     }
+}
+
+/// Gives a file that grows its final length up front (sparse), so that writes do not extend
+/// it one by one (direct writes that extend a file are slow on some file systems).
+fn grow_target(target: &Target, size: u64) -> Result<()> {
+    target
+        .set_image_length(size)
+        .with_context(|| format!("setting the length of {}", target.path().display()))
+        .classify(Failure::Target)
 }
 
 /// The image as one stream. The outer error is a failure before anything was written; the
@@ -223,6 +235,7 @@ fn install_sequential(
     };
     if let Some(size) = image_size {
         target.check_fits(size)?;
+        grow_target(target, size)?;
     }
     let reporter = Reporter::start(Arc::clone(progress), display);
     let mut writer = ImageWriter::new(target, options.block_size, Arc::clone(progress));

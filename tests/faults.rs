@@ -104,20 +104,30 @@ fn cuts_at_30_60_and_90_percent_resume() {
     for layout in LAYOUTS {
         let setup = setup(layout);
         let size = setup.blob_size;
-        // Each of the first three blob GETs is cut after 30 % of the blob: read in order, that
-        // is at 30 %, 60 % and 90 %; read in parallel ranges, spread over them.
+        // The first three GETs of the blob are cut: read in order, each after 30 % of the
+        // blob, so at 30 %, 60 % and 90 %; read in parallel ranges, each halfway through its
+        // range.
         let proxy = Proxy::start(
             setup.registry.port,
-            on_blob_gets(&setup.layer, move |n, _| match n {
-                0..=2 => cut(size * 3 / 10),
-                _ => Action::forward(),
+            on_blob_gets(&setup.layer, move |n, request| {
+                if n > 2 {
+                    return Action::forward();
+                }
+                let closed_range = request.header("range").and_then(|r| {
+                    let (a, b) = r.trim_start_matches("bytes=").split_once('-')?;
+                    Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
+                });
+                match closed_range {
+                    Some((a, b)) => cut((b - a + 1) / 2),
+                    None => cut(size * 3 / 10),
+                }
             }),
         );
         let target = write_file(setup.dir.path(), "out.img", b"");
         let run = install_tag(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
         assert_installed(&setup, &run, &target);
         let interruptions = run.stderr.matches("download interrupted at byte").count();
-        assert!((2..=3).contains(&interruptions), "{}", run.stderr);
+        assert_eq!(interruptions, 3, "{}", run.stderr);
         assert!(proxy.log().iter().any(|l| l.ends_with("-> 206")));
         let ratio = report(layout, "cut at 30 %, 60 %, 90 %", "completed", &proxy, size);
         assert!(ratio < 1.1, "fetched {ratio} times the blob");
@@ -232,21 +242,21 @@ fn a_registry_that_stays_down_fails_clearly_and_wipes() {
     for layout in LAYOUTS {
         let mut setup = setup(layout);
         let size = setup.blob_size;
-        // The download from the blob's start is slow and breaks at 75 % of the blob; other
-        // ranges (when reading in parallel) arrive at once and are written.
+        // The download from the blob's start is slow and breaks: read in order, at 75 % of
+        // the blob; read in parallel ranges, halfway through the first range, while the
+        // other ranges arrive at once and are written.
         let proxy = Proxy::start(setup.registry.port, move |request: &Request| {
-            let from_start = request
-                .header("range")
-                .is_none_or(|r| r.starts_with("bytes=0-"));
-            if request.is_blob() && from_start {
-                Action::Forward(Forward {
-                    throttle: Some(3 * MIB as u64),
-                    cut_after: Some(size * 3 / 4),
-                    ..Forward::default()
-                })
-            } else {
-                Action::forward()
+            let range = request.header("range");
+            if !request.is_blob() || range.is_some_and(|r| !r.starts_with("bytes=0-")) {
+                return Action::forward();
             }
+            let range_end =
+                range.and_then(|r| r.trim_start_matches("bytes=0-").parse::<u64>().ok());
+            Action::Forward(Forward {
+                throttle: Some(3 * MIB as u64),
+                cut_after: Some(range_end.map_or(size * 3 / 4, |end| (end + 1) / 2)),
+                ..Forward::default()
+            })
         });
         let target = target_file(setup.dir.path(), "out.img", 32 * MIB);
         let child = spawn_install(
