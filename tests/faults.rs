@@ -118,7 +118,7 @@ fn cuts_at_30_60_and_90_percent_resume() {
                     Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
                 });
                 match closed_range {
-                    Some((a, b)) => cut((b - a + 1) / 2),
+                    Some((a, b)) => cut((b - a).div_ceil(2)),
                     None => cut(size * 3 / 10),
                 }
             }),
@@ -254,7 +254,7 @@ fn a_registry_that_stays_down_fails_clearly_and_wipes() {
                 range.and_then(|r| r.trim_start_matches("bytes=0-").parse::<u64>().ok());
             Action::Forward(Forward {
                 throttle: Some(3 * MIB as u64),
-                cut_after: Some(range_end.map_or(size * 3 / 4, |end| (end + 1) / 2)),
+                cut_after: Some(range_end.map_or(size * 3 / 4, |end| end.div_ceil(2))),
                 ..Forward::default()
             })
         });
