@@ -207,5 +207,8 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
     );
     println!("manifest {}", pushed.manifest_digest);
     println!("layer {}", pushed.layer_digest);
+    if let Some(index) = &pushed.index_digest {
+        println!("chunk-index {index}");
+    }
     Ok(())
 }
