@@ -33,6 +33,9 @@ use crate::source::{Interruptions, interruption_reason};
 const GROUP_BYTES: u64 = 4 << 20;
 /// Concurrent range requests.
 const FETCHERS: usize = 2;
+/// Groups per range request: fewer requests spare the registry work (each costs it more than
+/// the bytes do).
+const SPAN: usize = 4;
 /// Fetched ranges in memory at most (being fetched, hashed or decompressed).
 const BUFFERS: usize = 4;
 
@@ -74,39 +77,68 @@ fn groups(index: &ChunkIndex) -> Vec<Group> {
 }
 
 /// The buffers fetched ranges go into: a fixed number, each big enough for the largest
-/// group, reused from range to range. They bound the memory of the install (and spare it the
-/// page faults and the allocator's hoarding of a fresh buffer per range), and are handed out
-/// in group order, so that the group the hasher waits for never waits behind later ones.
+/// group, reused from range to range. They bound the memory of the install, and spare it the
+/// page faults and the allocator's hoarding of a fresh buffer per range.
+///
+/// The hasher takes groups in order, and a group's buffer is free again only once it was
+/// hashed; so the lowest group not yet fetched must always be able to get a buffer: any other
+/// group gets one only while that leaves one for it.
 struct Buffers {
-    /// Free buffers, the next ticket, how many buffers exist.
-    state: Mutex<(Vec<Vec<u8>>, usize, usize)>,
+    state: Mutex<BufferState>,
     changed: Condvar,
     capacity: usize,
+}
+
+#[derive(Default)]
+struct BufferState {
+    free: Vec<Vec<u8>>,
+    /// Buffers allocated so far.
+    made: usize,
+    /// Groups above `lowest` that have a buffer.
+    granted: std::collections::BTreeSet<usize>,
+    /// The lowest group without a buffer yet.
+    lowest: usize,
+}
+
+impl BufferState {
+    fn available(&self) -> usize {
+        self.free.len() + (BUFFERS - self.made)
+    }
 }
 
 impl Buffers {
     fn new(capacity: usize) -> Self {
         Buffers {
-            state: Mutex::new((Vec::new(), 0, 0)),
+            state: Mutex::new(BufferState::default()),
             changed: Condvar::new(),
             capacity,
         }
     }
 
-    /// Waits for group `ticket`'s turn and a free buffer; `None` if the install stopped.
-    fn acquire(&self, ticket: usize, stop: &AtomicBool) -> Option<Vec<u8>> {
+    /// Waits for a buffer for `group`; `None` if the install stopped.
+    fn acquire(&self, group: usize, stop: &AtomicBool) -> Option<Vec<u8>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if stop.load(Ordering::Relaxed) {
                 return None;
             }
-            let (free, next, made) = &mut *state;
-            if *next == ticket && (!free.is_empty() || *made < BUFFERS) {
-                *next += 1;
-                let buffer = free.pop().unwrap_or_else(|| {
-                    *made += 1;
-                    Vec::with_capacity(self.capacity)
-                });
+            let available = state.available();
+            if available >= 2 || (available == 1 && group == state.lowest) {
+                let buffer = match state.free.pop() {
+                    Some(buffer) => buffer,
+                    None => {
+                        state.made += 1;
+                        Vec::with_capacity(self.capacity)
+                    }
+                };
+                state.granted.insert(group);
+                loop {
+                    let lowest = state.lowest;
+                    if !state.granted.remove(&lowest) {
+                        break;
+                    }
+                    state.lowest += 1;
+                }
                 self.changed.notify_all();
                 return Some(buffer);
             }
@@ -124,9 +156,9 @@ impl Buffers {
         match buffer {
             Some(mut buffer) => {
                 buffer.clear();
-                state.0.push(buffer);
+                state.free.push(buffer);
             }
-            None => state.2 -= 1,
+            None => state.made -= 1,
         }
         self.changed.notify_all();
     }
@@ -327,15 +359,15 @@ pub fn install(
     // One more than the cores: direct writes wait for the disk, and meanwhile another worker
     // decompresses.
     let workers = thread::available_parallelism().map_or(1, |n| n.get()) + 1;
-    let next_group = AtomicUsize::new(0);
+    let next_span = AtomicUsize::new(0);
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers * 2);
     let job_rx = Mutex::new(job_rx);
     let verified = thread::scope(|scope| {
         let (fetched_tx, fetched_rx) = mpsc::channel::<(usize, Vec<u8>)>();
         for _ in 0..FETCHERS.min(groups.len()) {
             let fetched_tx = fetched_tx.clone();
-            let (shared, groups, next_group) = (&shared, &groups, &next_group);
-            scope.spawn(move || fetcher(shared, groups, next_group, fetched_tx));
+            let (shared, groups, next_span) = (&shared, &groups, &next_span);
+            scope.spawn(move || fetcher(shared, groups, next_span, fetched_tx));
         }
         drop(fetched_tx);
         for _ in 0..workers {
@@ -513,45 +545,66 @@ fn trailer(crc: u32, size: u64) -> [u8; 8] {
 fn fetcher(
     shared: &Shared,
     groups: &[Group],
-    next_group: &AtomicUsize,
+    next_span: &AtomicUsize,
     fetched: mpsc::Sender<(usize, Vec<u8>)>,
 ) {
     loop {
-        let g = next_group.fetch_add(1, Ordering::SeqCst);
-        let Some(group) = groups.get(g) else { return };
-        let Some(buffer) = shared.buffers.acquire(g, &shared.stop) else {
+        let first = next_span.fetch_add(SPAN, Ordering::SeqCst);
+        if first >= groups.len() {
             return;
-        };
-        match fetch_range(shared, group.start, group.end, buffer) {
-            Ok(data) => {
-                if fetched.send((g, data)).is_err() {
+        }
+        let span = first..(first + SPAN).min(groups.len());
+        let mut stream = RangeStream::new(shared, groups[span.end - 1].end);
+        for g in span {
+            let Some(buffer) = shared.buffers.acquire(g, &shared.stop) else {
+                return;
+            };
+            match stream.read_group(&groups[g], buffer) {
+                Ok(data) => {
+                    if fetched.send((g, data)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // Once the install stopped, this is only the echo of that.
+                    if !shared.stop.load(Ordering::Relaxed) {
+                        shared.fail(e);
+                    }
                     return;
                 }
-            }
-            Err(e) => {
-                // Once the install stopped, this is only the echo of that.
-                if !shared.stop.load(Ordering::Relaxed) {
-                    shared.fail(e);
-                }
-                return;
             }
         }
     }
 }
 
-/// Downloads `[start, end)` of the blob into `data`; when the download breaks, asks for the
-/// rest of the range where it broke.
-fn fetch_range(shared: &Shared, start: u64, end: u64, mut data: Vec<u8>) -> Result<Vec<u8>> {
-    let source = shared.source;
-    let length = (end - start) as usize;
-    let mut interruptions = Interruptions::new(source.backoff);
-    data.clear();
-    while data.len() < length {
-        if shared.stop.load(Ordering::Relaxed) {
-            return Err(anyhow!("stopped"));
+/// One range request for consecutive groups, read group by group; when the download breaks,
+/// the rest of the range is asked for where it broke.
+struct RangeStream<'a> {
+    shared: &'a Shared<'a>,
+    body: Option<reqwest::blocking::Response>,
+    /// The next byte the body gives.
+    position: u64,
+    end: u64,
+    interruptions: Interruptions,
+}
+
+impl<'a> RangeStream<'a> {
+    fn new(shared: &'a Shared<'a>, end: u64) -> Self {
+        RangeStream {
+            shared,
+            body: None,
+            position: 0,
+            end,
+            interruptions: Interruptions::new(shared.source.backoff),
         }
-        let from = start + data.len() as u64;
-        let response = source.registry.fetch_blob(source.digest, from, Some(end))?;
+    }
+
+    /// Starts the request at `from`.
+    fn open(&mut self, from: u64) -> Result<()> {
+        let source = self.shared.source;
+        let response = source
+            .registry
+            .fetch_blob(source.digest, from, Some(self.end))?;
         if response.start > from {
             return Err(classified(
                 Failure::Registry,
@@ -564,32 +617,58 @@ fn fetch_range(shared: &Shared, start: u64, end: u64, mut data: Vec<u8>) -> Resu
         let mut body = response.body;
         // A server that ignores the range (or starts it early) sends bytes we have.
         let skip = from - response.start;
-        let skipped = io::copy(&mut (&mut body).take(skip), &mut io::sink());
-        let before = data.len();
-        let read = match skipped {
-            Ok(n) if n == skip => (&mut body)
-                .take((length - before) as u64)
-                .read_to_end(&mut data)
-                .map(|_| ()),
-            Ok(_) => Err(io::ErrorKind::UnexpectedEof.into()),
-            Err(e) => Err(e),
-        };
-        // Whatever arrived before a failure was kept.
-        let arrived = (data.len() - before) as u64;
-        shared.progress.fetched(arrived);
-        if arrived > 0 {
-            interruptions.progressed();
+        let skipped = io::copy(&mut (&mut body).take(skip), &mut io::sink())?;
+        if skipped == skip {
+            self.body = Some(body);
+            self.position = from;
         }
-        if data.len() == length {
-            break;
-        }
-        let reason = match read {
-            Ok(()) => "the connection ended early".to_string(),
-            Err(e) => interruption_reason(&e),
-        };
-        interruptions.wait(start + data.len() as u64, Some(source.blob_size), &reason)?;
+        Ok(())
     }
-    Ok(data)
+
+    /// Reads `group` into `data`.
+    fn read_group(&mut self, group: &Group, mut data: Vec<u8>) -> Result<Vec<u8>> {
+        let length = (group.end - group.start) as usize;
+        data.clear();
+        while data.len() < length {
+            if self.shared.stop.load(Ordering::Relaxed) {
+                return Err(anyhow!("stopped"));
+            }
+            let from = group.start + data.len() as u64;
+            if self.body.is_none() || self.position != from {
+                self.body = None;
+                self.open(from)?;
+            }
+            let before = data.len();
+            let read = match &mut self.body {
+                Some(body) => body
+                    .take((length - before) as u64)
+                    .read_to_end(&mut data)
+                    .map(|_| ()),
+                None => Err(io::ErrorKind::UnexpectedEof.into()),
+            };
+            // Whatever arrived before a failure was kept.
+            let arrived = (data.len() - before) as u64;
+            self.position += arrived;
+            self.shared.progress.fetched(arrived);
+            if arrived > 0 {
+                self.interruptions.progressed();
+            }
+            if data.len() == length {
+                break;
+            }
+            self.body = None;
+            let reason = match read {
+                Ok(()) => "the connection ended early".to_string(),
+                Err(e) => interruption_reason(&e),
+            };
+            self.interruptions.wait(
+                group.start + data.len() as u64,
+                Some(self.shared.source.blob_size),
+                &reason,
+            )?;
+        }
+        Ok(data)
+    }
 }
 
 fn worker(shared: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>) {
@@ -746,26 +825,27 @@ mod tests {
     }
 
     #[test]
-    fn buffers_are_handed_out_in_order_and_reused() {
+    fn the_lowest_group_always_gets_a_buffer() {
         let buffers = Buffers::new(100);
         let stop = AtomicBool::new(false);
-        let taken: Vec<Vec<u8>> = (0..BUFFERS)
-            .map(|t| buffers.acquire(t, &stop).unwrap())
+        // Later groups take all buffers but one...
+        let later: Vec<Vec<u8>> = (1..BUFFERS)
+            .map(|g| buffers.acquire(g * 10, &stop).unwrap())
             .collect();
-        assert!(taken.iter().all(|b| b.capacity() >= 100));
-        // Ticket BUFFERS + 1 cannot pass ticket BUFFERS, which waits for a buffer.
-        let later = thread::scope(|scope| {
-            let later = scope.spawn(|| buffers.acquire(BUFFERS + 1, &stop).is_some());
+        assert!(later.iter().all(|b| b.capacity() >= 100));
+        // ...which another later group may not take,
+        let waiting = thread::scope(|scope| {
+            let waiting = scope.spawn(|| buffers.acquire(99, &stop).is_some());
             thread::sleep(Duration::from_millis(50));
-            let mut taken = taken;
-            buffers.release(taken.pop());
-            assert!(buffers.acquire(BUFFERS, &stop).is_some());
-            buffers.release(None); // lost: another may be made
-            later.join().unwrap()
+            // but the lowest group may.
+            let lowest = buffers.acquire(0, &stop).unwrap();
+            buffers.release(Some(lowest));
+            buffers.release(None); // one lost: another may be made
+            waiting.join().unwrap()
         });
-        assert!(later);
+        assert!(waiting);
         stop.store(true, Ordering::Relaxed);
-        assert!(buffers.acquire(BUFFERS + 2, &stop).is_none());
+        assert!(buffers.acquire(1, &stop).is_none());
     }
 
     #[test]

@@ -264,7 +264,7 @@ fn a_registry_that_stays_down_fails_clearly_and_wipes() {
             &target,
             &["oci.retries=3"],
         );
-        wait_for_bytes(&proxy, size * 6 / 10);
+        wait_for_bytes(&proxy, size * 4 / 10);
         setup.registry.stop();
         let run = Run::from(child.wait_with_output().unwrap());
         run.assert_failed(3, "after 3 retries");
