@@ -119,16 +119,9 @@ fn image_index_selects_the_platform() {
             let body =
                 registry.image_manifest("disks/multi", manifest_type, &[(GZIP, &gzip(image))], "");
             let digest = registry.put_manifest("disks/multi", arch, manifest_type, &body);
-            entries.push(format!(
-                r#"{{"mediaType":"{manifest_type}","digest":"{digest}","size":{},"platform":{{"architecture":"{arch}","os":"linux"}}}}"#,
-                body.len()
-            ));
+            entries.push((arch, manifest_type, digest, body.len()));
         }
-        let index = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{index_type}","manifests":[{}]}}"#,
-            entries.join(",")
-        );
-        registry.put_manifest("disks/multi", "latest", index_type, &index);
+        registry.put_index("disks/multi", "latest", index_type, &entries);
         let reference = format!("{}/disks/multi:latest", registry.host());
 
         let native = if cfg!(target_arch = "aarch64") {

@@ -208,6 +208,51 @@ impl Registry {
         sha256(body.as_bytes())
     }
 
+    /// Pushes an image index (or Docker manifest list) under `tag` with one entry per
+    /// (architecture, manifest media type, manifest digest, manifest size), all linux.
+    pub fn put_index(
+        &self,
+        repo: &str,
+        tag: &str,
+        index_type: &str,
+        entries: &[(&str, &str, String, usize)],
+    ) -> String {
+        let entries: Vec<String> = entries
+            .iter()
+            .map(|(arch, manifest_type, digest, size)| {
+                format!(
+                    r#"{{"mediaType":"{manifest_type}","digest":"{digest}","size":{size},"platform":{{"architecture":"{arch}","os":"linux"}}}}"#
+                )
+            })
+            .collect();
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{index_type}","manifests":[{}]}}"#,
+            entries.join(",")
+        );
+        self.put_manifest(repo, tag, index_type, &index)
+    }
+
+    /// Pushes each (architecture, image file) with `ocidd push` as `REPO:TAG-ARCH`, then an
+    /// OCI image index of them as `REPO:TAG`.
+    pub fn push_multiarch(&self, repo: &str, tag: &str, images: &[(&str, &Path)]) {
+        let entries: Vec<(&str, &str, String, usize)> = images
+            .iter()
+            .map(|(arch, file)| {
+                let reference = format!("{}/{repo}:{tag}-{arch}", self.host());
+                let (manifest, _) = push(file, &reference, "gzip");
+                let body = self
+                    .client()
+                    .get(format!("{}/v2/{repo}/manifests/{manifest}", self.url()))
+                    .header("accept", OCI_MANIFEST)
+                    .send()
+                    .and_then(|r| r.bytes())
+                    .expect("fetching the pushed manifest");
+                (*arch, OCI_MANIFEST, manifest, body.len())
+            })
+            .collect();
+        self.put_index(repo, tag, OCI_INDEX, &entries);
+    }
+
     /// Uploads `blob` and pushes an OCI manifest with the given layers under `tag`. Each
     /// layer is (media type, blob bytes).
     pub fn put_image(&self, repo: &str, tag: &str, layers: &[(&str, &[u8])]) -> String {

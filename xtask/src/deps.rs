@@ -19,6 +19,7 @@ pub const PACKAGES: &[&str] = &[
     "mount",
     "bsdutils",
     "qemu-system-x86",
+    "qemu-system-arm",
 ];
 
 /// Installs the missing ones among `packages`.

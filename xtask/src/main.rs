@@ -43,8 +43,8 @@ enum Task {
         #[arg(long)]
         check_reproducible: bool,
     },
-    /// Install what the tests need, build the amd64 boot files, then run formatting, lint
-    /// and all tests
+    /// Install what the tests need, build the amd64 and arm64 boot files, then run
+    /// formatting, lint and all tests
     Test,
     /// Time installs against the original pipeline (realistic and random images, plain gzip,
     /// chunked gzip and zstd, into a file and a loop device) and print medians and ratios
@@ -99,13 +99,15 @@ fn main() -> Result<()> {
         }),
         Task::Test => {
             deps::install()?;
-            pxe::build(&pxe::Options {
-                arch: pxe::Arch::Amd64,
-                flavour: pxe::Flavour::Generic,
-                extra_modules: Vec::new(),
-                out: util::root().join("out"),
-            })?;
-            pxe::verify_reproducible(pxe::Arch::Amd64)?;
+            for arch in [pxe::Arch::Amd64, pxe::Arch::Arm64] {
+                pxe::build(&pxe::Options {
+                    arch,
+                    flavour: pxe::Flavour::Generic,
+                    extra_modules: Vec::new(),
+                    out: util::root().join("out"),
+                })?;
+                pxe::verify_reproducible(arch)?;
+            }
             util::cargo(&["fmt", "--all", "--", "--check"])?;
             util::cargo(&[
                 "clippy",

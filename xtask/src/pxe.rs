@@ -56,7 +56,7 @@ impl Arch {
         ];
         match self {
             Arch::Amd64 => packages.push("musl-tools"),
-            Arch::Arm64 => packages.push("gcc-aarch64-linux-gnu"),
+            Arch::Arm64 => packages.extend(["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"]),
         }
         packages
     }
