@@ -17,20 +17,7 @@ fn gpt_image(size: usize) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gpt.img");
     fs::write(&path, image_bytes(size, 60)).unwrap();
-    let mut sfdisk = std::process::Command::new("sfdisk")
-        .arg("--quiet")
-        .arg(&path)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("running sfdisk");
-    use std::io::Write;
-    sfdisk
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: gpt\nstart=2048, type=linux\n")
-        .unwrap();
-    assert!(sfdisk.wait().unwrap().success());
+    gpt_label(&path);
     fs::read(&path).unwrap()
 }
 

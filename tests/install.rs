@@ -253,23 +253,11 @@ fn realistic_image(dir: &std::path::Path) -> Vec<u8> {
     fs::create_dir_all(root.join("etc")).unwrap();
     fs::write(root.join("etc/hostname"), "installed-by-ocidd\n").unwrap();
     fs::write(root.join("data.bin"), image_bytes(6 * MIB, 10)).unwrap();
-    let file = fs::File::create(&disk).unwrap();
-    file.set_len(48 * MIB as u64).unwrap();
-    drop(file);
-    let mut sfdisk = Command::new("sfdisk")
-        .arg("--quiet")
-        .arg(&disk)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("running sfdisk (fdisk package)");
-    use std::io::Write;
-    sfdisk
-        .stdin
-        .take()
+    fs::File::create(&disk)
         .unwrap()
-        .write_all(b"label: gpt\nstart=2048, type=linux, name=root\n")
+        .set_len(48 * MIB as u64)
         .unwrap();
-    assert!(sfdisk.wait().unwrap().success());
+    gpt_label(&disk);
     let mkfs = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-E", "offset=1048576", "-L", "root", "-d"])
         .arg(&root)

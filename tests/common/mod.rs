@@ -452,6 +452,23 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
+/// Writes a GPT label with one Linux partition from 1 MiB onto the disk image at `path`.
+pub fn gpt_label(path: &Path) {
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("--quiet")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("running sfdisk (fdisk package)");
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: gpt\nstart=2048, type=linux, name=root\n")
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success(), "sfdisk failed");
+}
+
 /// A file of `size` bytes filled with 0xAA, so that zeroing and writing show.
 pub fn target_file(dir: &Path, name: &str, size: usize) -> PathBuf {
     let path = dir.join(name);

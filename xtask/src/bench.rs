@@ -264,32 +264,11 @@ fn make_realistic_image(image: &Path, work: &Path, size_mib: u64) -> Result<()> 
     for dir in ["bin", "lib", "share", "libexec", "sbin", "include"] {
         let from = PathBuf::from("/usr").join(dir);
         if from.exists() {
-            crate::demo::copy_files(&from, &rootfs.join("usr").join(dir), &mut budget)?;
+            crate::image::copy_files(&from, &rootfs.join("usr").join(dir), &mut budget)?;
         }
     }
     let partial = image.with_extension("partial");
-    fs::File::create(&partial)?.set_len(size_mib << 20)?;
-    let mut sfdisk = Command::new("sfdisk")
-        .arg("--quiet")
-        .arg(&partial)
-        .stdin(Stdio::piped())
-        .spawn()?;
-    use std::io::Write;
-    sfdisk
-        .stdin
-        .take()
-        .context("sfdisk stdin")?
-        .write_all(b"label: gpt\nstart=2048, type=linux, name=root\n")?;
-    if !sfdisk.wait()?.success() {
-        bail!("sfdisk failed");
-    }
-    exec(
-        Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-E", "offset=1048576", "-L", "root", "-d"])
-            .arg(&rootfs)
-            .arg(&partial)
-            .arg(format!("{}M", size_mib - 2)),
-    )?;
+    crate::image::gpt_ext4(&partial, size_mib, &rootfs)?;
     fs::rename(&partial, image)?;
     let _ = fs::remove_dir_all(&rootfs);
     Ok(())

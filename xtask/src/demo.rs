@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use std::time::Instant;
 
 use crate::util::{LocalRegistry, cargo, exec, root};
-use crate::{deps, pxe};
+use crate::{deps, image, pxe};
 
 pub fn run() -> Result<()> {
     deps::ensure_packages(deps::PACKAGES)?;
@@ -102,60 +102,15 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-/// Copies regular files from `from` into `to` until `budget` bytes are used up.
-pub fn copy_files(from: &std::path::Path, to: &std::path::Path, budget: &mut u64) -> Result<()> {
-    fs::create_dir_all(to)?;
-    let mut entries: Vec<_> = fs::read_dir(from)?.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        let path = entry.path();
-        if kind.is_dir() {
-            copy_files(&path, &to.join(entry.file_name()), budget)?;
-        } else if kind.is_file() {
-            let len = entry.metadata()?.len();
-            if len > *budget {
-                return Ok(());
-            }
-            fs::copy(&path, to.join(entry.file_name()))?;
-            *budget -= len;
-        }
-    }
-    Ok(())
-}
-
 /// A 64 MiB GPT disk whose ext4 partition holds files from /usr/share/doc.
 fn make_sample_image(image: &std::path::Path, work: &std::path::Path) -> Result<()> {
     let root_dir = work.join("rootfs");
     fs::create_dir_all(root_dir.join("etc"))?;
     fs::write(root_dir.join("etc/hostname"), "installed-by-ocidd\n")?;
-    copy_files(
+    image::copy_files(
         std::path::Path::new("/usr/share/doc"),
         &root_dir.join("doc"),
         &mut (32 << 20),
     )?;
-    fs::File::create(image)?.set_len(64 << 20)?;
-    let mut sfdisk = Command::new("sfdisk")
-        .arg("--quiet")
-        .arg(image)
-        .stdin(std::process::Stdio::piped())
-        .spawn()?;
-    use std::io::Write;
-    sfdisk
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(b"label: gpt\nstart=2048, type=linux, name=root\n")?;
-    if !sfdisk.wait()?.success() {
-        bail!("sfdisk failed");
-    }
-    exec(
-        Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-E", "offset=1048576", "-L", "root", "-d"])
-            .arg(&root_dir)
-            .arg(image)
-            .arg("60M"),
-    )
+    image::gpt_ext4(image, 64, &root_dir)
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod deps;
+mod image;
 mod initramfs;
 mod pxe;
 mod util;
