@@ -108,6 +108,10 @@ struct PushArgs {
     /// that lets installs decompress in parallel and skip zero chunks; 0 for one plain stream
     #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_chunk_size)]
     chunk_size: ChunkSize,
+    /// Push as this platform's image (OS/ARCH[/VARIANT], e.g. linux/arm64) in an image index
+    /// at the tag, keeping the entries for other platforms
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<Platform>,
     #[command(flatten)]
     registry: RegistryArgs,
     /// The raw disk image (a file or a block device)
@@ -194,6 +198,7 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
         },
         level: args.level,
         chunk_size: args.chunk_size.0,
+        platform: args.platform,
         registry: args.registry.options(None),
     };
     let pushed = push::run(&options)?;
@@ -209,6 +214,17 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
     println!("layer {}", pushed.layer_digest);
     if let Some(index) = &pushed.index_digest {
         println!("chunk-index {index}");
+    }
+    if let Some(update) = &pushed.image_index {
+        if let Some(replaced) = &update.replaced {
+            eprintln!("ocidd: replaced {replaced} at {}", options.reference);
+        }
+        eprintln!(
+            "ocidd: {} now holds an image index for {}",
+            options.reference,
+            update.platforms.join(", ")
+        );
+        println!("index {}", update.digest);
     }
     Ok(())
 }

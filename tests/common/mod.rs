@@ -232,25 +232,13 @@ impl Registry {
         self.put_manifest(repo, tag, index_type, &index)
     }
 
-    /// Pushes each (architecture, image file) with `ocidd push` as `REPO:TAG-ARCH`, then an
-    /// OCI image index of them as `REPO:TAG`.
+    /// Pushes each (architecture, image file) with `ocidd push --platform linux/ARCH` into an
+    /// image index at `REPO:TAG`.
     pub fn push_multiarch(&self, repo: &str, tag: &str, images: &[(&str, &Path)]) {
-        let entries: Vec<(&str, &str, String, usize)> = images
-            .iter()
-            .map(|(arch, file)| {
-                let reference = format!("{}/{repo}:{tag}-{arch}", self.host());
-                let (manifest, _) = push(file, &reference, "gzip");
-                let body = self
-                    .client()
-                    .get(format!("{}/v2/{repo}/manifests/{manifest}", self.url()))
-                    .header("accept", OCI_MANIFEST)
-                    .send()
-                    .and_then(|r| r.bytes())
-                    .expect("fetching the pushed manifest");
-                (*arch, OCI_MANIFEST, manifest, body.len())
-            })
-            .collect();
-        self.put_index(repo, tag, OCI_INDEX, &entries);
+        let reference = format!("{}/{repo}:{tag}", self.host());
+        for (arch, file) in images {
+            push_with(file, &reference, &["--platform", &format!("linux/{arch}")]);
+        }
     }
 
     /// Uploads `blob` and pushes an OCI manifest with the given layers under `tag`. Each
