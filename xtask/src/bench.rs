@@ -7,7 +7,8 @@
 //! stream, as the original's images are), as ocidd-chunked gzip and as chunked zstd. Cases:
 //! the original pipeline (`curl | tee >(sha256sum) | busybox gunzip | busybox dd bs=64k`, as
 //! the original's oras + jq + gunzip + dd do), `gzip -dc` to /dev/null (what one core can
-//! inflate), and ocidd into a file and onto a loop device.
+//! inflate), and ocidd into a file and onto a loop device (the chunked image also on one core,
+//! to show how it scales).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -204,6 +205,11 @@ fn bench_images(
             (
                 "ocidd chunked → loop".into(),
                 install("chunked", loop_device),
+            ),
+            // The same on one core: how the chunked install scales with cores.
+            (
+                "ocidd chunked → loop, 1 core".into(),
+                format!("taskset -c 0 {}", install("chunked", loop_device)),
             ),
             (
                 "ocidd zstd → file".into(),
