@@ -145,7 +145,9 @@ fn push_for_a_platform_builds_the_index_installs_select_from() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
     let reference = format!("{}/disks/fleet:v1", registry.host());
-    let push_for = |image: &[u8], name: &str, platform: &str| -> Run {
+    // Pushes `image` for `platform`; its messages must say each of `says` (and "replaced"
+    // only when one of them does).
+    let push_for = |image: &[u8], name: &str, platform: &str, says: &[&str]| {
         let source = write_file(dir.path(), name, image);
         let run = Run::from(
             ocidd()
@@ -156,76 +158,63 @@ fn push_for_a_platform_builds_the_index_installs_select_from() {
                 .expect("running ocidd push"),
         );
         assert_eq!(run.code, 0, "push failed:\n{}", run.stderr);
-        assert!(
-            run.stdout.lines().any(|l| l.starts_with("index sha256:")),
-            "{}",
-            run.stdout
-        );
-        run
+        assert!(run.stdout.contains("\nindex sha256:"), "{}", run.stdout);
+        for said in says {
+            assert!(
+                run.stderr.contains(said),
+                "not {said:?} in:\n{}",
+                run.stderr
+            );
+        }
+        let replaces = says.iter().any(|s| s.starts_with("replaced"));
+        assert_eq!(run.stderr.contains("replaced"), replaces, "{}", run.stderr);
     };
     let installed = |extra: &[&str]| -> Vec<u8> {
         let target = write_file(dir.path(), "out.img", b"");
         install_tag(&reference, &target, extra).assert_installed();
         fs::read(&target).unwrap()
     };
-    let native = if cfg!(target_arch = "aarch64") {
-        "arm64"
-    } else {
-        "amd64"
-    };
 
     // A single-platform image at the tag first: a platform push replaces it, and says so.
-    let plain = image_bytes(MIB / 2, 40);
-    push(
-        &write_file(dir.path(), "plain.raw", &plain),
-        &reference,
-        "gzip",
-    );
+    let plain = write_file(dir.path(), "plain.raw", &image_bytes(MIB / 2, 40));
+    push(&plain, &reference, "gzip");
     let amd64 = image_bytes(MIB + 100, 41);
-    let run = push_for(&amd64, "amd64.raw", "linux/amd64");
-    assert!(
-        run.stderr
-            .contains("replaced the single-platform image sha256:"),
-        "{}",
-        run.stderr
+    push_for(
+        &amd64,
+        "amd64.raw",
+        "linux/amd64",
+        &[
+            "replaced the single-platform image sha256:",
+            "image index for linux/amd64\n",
+        ],
     );
-    assert!(
-        run.stderr.contains("image index for linux/amd64\n"),
-        "{}",
-        run.stderr
-    );
-
     let arm64 = image_bytes(MIB + 200, 42);
-    let run = push_for(&arm64, "arm64.raw", "linux/arm64");
-    assert!(!run.stderr.contains("replaced"), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("image index for linux/amd64, linux/arm64"),
-        "{}",
-        run.stderr
+    push_for(
+        &arm64,
+        "arm64.raw",
+        "linux/arm64",
+        &["image index for linux/amd64, linux/arm64\n"],
     );
     assert_eq!(installed(&["oci.platform=linux/arm64"]), arm64);
     assert_eq!(installed(&["oci.platform=linux/amd64"]), amd64);
 
     // A new build for one platform replaces only that entry.
     let amd64_v2 = image_bytes(MIB + 300, 43);
-    let run = push_for(&amd64_v2, "amd64-v2.raw", "linux/amd64");
-    assert!(
-        run.stderr
-            .contains("replaced the linux/amd64 entry sha256:"),
-        "{}",
-        run.stderr
+    push_for(
+        &amd64_v2,
+        "amd64-v2.raw",
+        "linux/amd64",
+        &[
+            "replaced the linux/amd64 entry sha256:",
+            "image index for linux/arm64, linux/amd64\n",
+        ],
     );
-    assert!(
-        run.stderr
-            .contains("image index for linux/arm64, linux/amd64"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(
-        installed(&[]),
-        if native == "amd64" { &amd64_v2 } else { &arm64 }.clone()
-    );
+    let native = if cfg!(target_arch = "aarch64") {
+        &arm64
+    } else {
+        &amd64_v2
+    };
+    assert_eq!(&installed(&[]), native);
     assert_eq!(installed(&["oci.platform=linux/arm64"]), arm64);
 
     // A platform the index lacks: the error lists what it has.
