@@ -50,6 +50,20 @@ impl Target {
         let shown = path.display();
         let metadata = match fs::metadata(path) {
             Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && path.starts_with("/dev") => {
+                // Device names differ between machines (sda or nvme0n1 or vda): say which
+                // there are, on the one line an operator reads on the console.
+                let disks: Vec<String> = list_disks().iter().map(Disk::summary).collect();
+                fail!(
+                    Failure::Target,
+                    "dd.of={shown} does not exist; disks here: {}",
+                    if disks.is_empty() {
+                        "none".to_string()
+                    } else {
+                        disks.join(", ")
+                    }
+                )
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fail!(Failure::Target, "dd.of={shown} does not exist")
             }
@@ -593,6 +607,25 @@ pub struct Disk {
     pub serial: Option<String>,
 }
 
+impl Disk {
+    /// One line: path, size, and model and serial where known.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "{} ({}",
+            self.path.display(),
+            indicatif::HumanBytes(self.size)
+        );
+        if let Some(model) = &self.model {
+            line.push_str(&format!(", {model}"));
+        }
+        if let Some(serial) = &self.serial {
+            line.push_str(&format!(", serial {serial}"));
+        }
+        line.push(')');
+        line
+    }
+}
+
 /// The machine's disks, from /sys/block: whole disks with a size, without loop, RAM,
 /// optical and virtual devices.
 pub fn list_disks() -> Vec<Disk> {
@@ -756,5 +789,7 @@ mod tests {
         assert_eq!(disks[0].size, 1 << 20);
         assert_eq!(disks[0].model.as_deref(), Some("QEMU HARDDISK"));
         assert_eq!(disks[1].serial.as_deref(), Some("abc123"));
+        assert_eq!(disks[0].summary(), "/dev/sda (1.00 MiB, QEMU HARDDISK)");
+        assert_eq!(disks[1].summary(), "/dev/vda (2.00 MiB, serial abc123)");
     }
 }

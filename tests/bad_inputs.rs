@@ -117,7 +117,15 @@ fn missing_and_unusable_targets_exit_5() {
         "dd.of=/dev/ocidd-test-missing",
         "dd.bs=1M",
     ]);
-    run.assert_failed(5, "dd.of=/dev/ocidd-test-missing does not exist");
+    run.assert_failed(
+        5,
+        "dd.of=/dev/ocidd-test-missing does not exist; disks here: ",
+    );
+    // The disks it names are this machine's, from /sys/block.
+    let listed = ocidd::blockdev::list_disks();
+    if let Some(disk) = listed.first() {
+        assert!(run.stderr.contains(&disk.summary()), "{}", run.stderr);
+    }
     assert!(
         !std::path::Path::new("/dev/ocidd-test-missing").exists(),
         "created a file in /dev"
