@@ -21,6 +21,15 @@ pub const MEDIA_TYPE_CHUNK_INDEX: &str = "application/vnd.ocidd.chunk-index.v1+j
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// Index layers larger than this are refused before they are read.
 pub const MAX_INDEX_SIZE: u64 = 16 << 20;
+/// The largest chunk an install accepts (and `ocidd push --chunk-size` makes): workers hold a
+/// chunk each, so this bounds the install's memory.
+pub const MAX_CHUNK_SIZE: u64 = 64 << 20;
+
+/// The most compressed bytes a chunk of `size` bytes can honestly need: incompressible data
+/// grows by a few bytes per stored block in gzip (per raw block in zstd), plus headers.
+fn max_compressed_length(size: u64) -> u64 {
+    size + size / 64 + (64 << 10)
+}
 
 /// Where one chunk of the image is in the blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +79,13 @@ impl ChunkIndex {
         if self.chunk_size == 0 || self.chunks.is_empty() {
             fail!(Failure::Verification, "the chunk index is empty");
         }
+        if self.chunk_size > MAX_CHUNK_SIZE {
+            fail!(
+                Failure::Verification,
+                "the chunk index's chunk size {} is larger than {MAX_CHUNK_SIZE} bytes",
+                self.chunk_size
+            );
+        }
         let (mut offset, mut size) = (0u64, 0u64);
         let last = self.chunks.len() - 1;
         for (i, chunk) in self.chunks.iter().enumerate() {
@@ -78,7 +94,8 @@ impl ChunkIndex {
             } else {
                 chunk.size == self.chunk_size
             };
-            if chunk.offset != offset || chunk.length == 0 || !size_ok {
+            let length_ok = chunk.length > 0 && chunk.length <= max_compressed_length(chunk.size);
+            if chunk.offset != offset || !length_ok || !size_ok {
                 fail!(
                     Failure::Verification,
                     "the chunk index is inconsistent at chunk {i}"
@@ -156,6 +173,7 @@ mod tests {
             index(vec![chunk(0, 10, 90), chunk(10, 5, 30)], 120),  // short middle chunk
             index(vec![chunk(0, 10, 100), chunk(10, 5, 30)], 131), // wrong image size
             index(vec![chunk(0, 10, 100), chunk(10, 0, 30)], 130), // empty chunk
+            index(vec![chunk(0, 10, 100), chunk(10, 70 << 10, 30)], 130), // too long for 30
             index(vec![], 0),
         ];
         for (i, case) in cases.iter().enumerate() {
@@ -175,6 +193,13 @@ mod tests {
         let other = Digest::of(crate::digest::Algorithm::Sha256, b"other");
         assert!(ChunkIndex::parse(&json, &other, 10).is_err(), "other blob");
         assert!(ChunkIndex::parse(b"[1,2]", &digest(), 10).is_err());
+
+        // Chunks so large that workers would hold gigabytes.
+        let mut huge = index(vec![chunk(0, 10, 1 << 40)], 1 << 40);
+        huge.chunk_size = 1 << 40;
+        let json = serde_json::to_vec(&huge).unwrap();
+        let error = ChunkIndex::parse(&json, &digest(), 10).unwrap_err();
+        assert!(format!("{error}").contains("chunk size 1099511627776 is larger"));
     }
 
     #[test]

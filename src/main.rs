@@ -128,7 +128,9 @@ struct ChunkSize(Option<u64>);
 fn parse_chunk_size(text: &str) -> Result<ChunkSize, String> {
     match ocidd::cmdline::parse_size(text)? {
         0 => Ok(ChunkSize(None)),
-        n if (64 << 10..=64 << 20).contains(&n) && n.is_multiple_of(4096) => Ok(ChunkSize(Some(n))),
+        n if (64 << 10..=ocidd::chunks::MAX_CHUNK_SIZE).contains(&n) && n.is_multiple_of(4096) => {
+            Ok(ChunkSize(Some(n)))
+        }
         _ => Err(format!(
             "{text:?} is not a chunk size: 0, or a multiple of 4k from 64k to 64M"
         )),
