@@ -23,7 +23,8 @@ use ocidd::{init, install, push};
         With no subcommand, the arguments are read as kernel command-line words, so that \
         `ocidd $(cat /proc/cmdline)` works: oci.tag=REF | oci.blob=REF@DIGEST, dd.of=DISK, \
         dd.bs=SIZE, oci.allow_no_tls, wait, oci.ca=PATH, oci.auth=PATH, oci.platform=OS/ARCH, \
-        oci.keep_on_error. Other words are ignored.",
+        oci.keep_on_error, oci.retries=N, oci.stall_timeout=SECONDS. Other words are ignored. \
+        As /init (PID 1) it also reads ocidd.after=reboot|poweroff|shell and ip=.",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
