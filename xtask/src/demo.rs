@@ -19,7 +19,9 @@ pub fn run() -> Result<()> {
         arch: pxe::Arch::Amd64,
         flavour: pxe::Flavour::Generic,
         extra_modules: Vec::new(),
+        firmware: None,
         out: out.clone(),
+        check_reproducible: false,
     })?;
     cargo(&["build", "--release", "--package", "ocidd"])?;
     let ocidd = root().join("target/release/ocidd");

@@ -37,10 +37,15 @@ enum Task {
         /// More kernel modules for the initramfs, by name (comma-separated or repeated)
         #[arg(long = "module", value_delimiter = ',')]
         modules: Vec<String>,
+        /// A /lib/firmware tree to take the firmware the modules name from (NICs such as
+        /// bnx2, bnx2x and some tg3, r8169, qede need it); none is included otherwise
+        #[arg(long, value_name = "DIR")]
+        firmware: Option<PathBuf>,
         /// Output directory
         #[arg(long, default_value = "out")]
         out: PathBuf,
-        /// Afterwards, build the initramfs twice more and check the bytes are the same
+        /// Build the initramfs a second time, staged from scratch, and check that the bytes
+        /// are the same
         #[arg(long)]
         check_reproducible: bool,
     },
@@ -70,6 +75,7 @@ fn main() -> Result<()> {
             arch,
             flavour,
             modules,
+            firmware,
             out,
             check_reproducible,
         } => {
@@ -82,12 +88,10 @@ fn main() -> Result<()> {
                 arch,
                 flavour,
                 extra_modules: modules,
+                firmware,
                 out,
-            })?;
-            if check_reproducible {
-                pxe::verify_reproducible(arch)?;
-            }
-            Ok(())
+                check_reproducible,
+            })
         }
         Task::Bench {
             size,
@@ -105,9 +109,10 @@ fn main() -> Result<()> {
                     arch,
                     flavour: pxe::Flavour::Generic,
                     extra_modules: Vec::new(),
+                    firmware: None,
                     out: util::root().join("out"),
+                    check_reproducible: true,
                 })?;
-                pxe::verify_reproducible(arch)?;
             }
             util::cargo(&["fmt", "--all", "--", "--check"])?;
             util::cargo(&[

@@ -2,7 +2,7 @@
 //! initramfs whose /init is a static ocidd, with the kernel modules for disks and NICs,
 //! busybox for the emergency shell, and the CA bundle.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -138,7 +138,12 @@ pub struct Options {
     pub arch: Arch,
     pub flavour: Flavour,
     pub extra_modules: Vec<String>,
+    /// Where to take the firmware the modules name from (a /lib/firmware tree).
+    pub firmware: Option<PathBuf>,
     pub out: PathBuf,
+    /// Stage and archive the initramfs a second time, from scratch, and check that the two
+    /// files are byte-identical.
+    pub check_reproducible: bool,
 }
 
 /// Builds `OUT/vmlinuz-ARCH` and `OUT/initramfs-ARCH.img`.
@@ -161,6 +166,24 @@ pub fn build(options: &Options) -> Result<()> {
     fs::create_dir_all(&options.out)?;
     let image = options.out.join(format!("initramfs-{}.img", arch.name()));
     let size = write_archive(&stage, &image, mtime)?;
+    if options.check_reproducible {
+        let again = work.join("initramfs-again.img");
+        stage_tree(&stage, &ocidd, &busybox, &kernel, options)?;
+        write_archive(&stage, &again, mtime)?;
+        if fs::read(&image)? != fs::read(&again)? {
+            bail!(
+                "two builds of the {} initramfs differ: {} and {}",
+                arch.name(),
+                image.display(),
+                again.display()
+            );
+        }
+        fs::remove_file(&again)?;
+        eprintln!(
+            "pxe: a second build of the {} initramfs, staged from scratch, is byte-identical",
+            arch.name()
+        );
+    }
     let vmlinuz = options.out.join(format!("vmlinuz-{}", arch.name()));
     fs::copy(&kernel.vmlinuz, &vmlinuz)?;
     eprintln!(
@@ -182,33 +205,6 @@ fn write_archive(stage: &Path, image: &Path, mtime: u32) -> Result<u64> {
     archive.add_char_device("dev/console", 5, 1, 0o600);
     archive.add_char_device("dev/null", 1, 3, 0o666);
     write_compressed(&archive, image, mtime)
-}
-
-/// Builds the archive twice from the staged tree and checks that the bytes are the same.
-pub fn verify_reproducible(arch: Arch) -> Result<()> {
-    let stage = root()
-        .join("target/pxe")
-        .join(arch.name())
-        .join("initramfs");
-    if !stage.exists() {
-        bail!(
-            "no staged initramfs for {}: run cargo xtask pxe first",
-            arch.name()
-        );
-    }
-    let mtime = source_date_epoch()?;
-    let dir = root().join("target/pxe").join(arch.name());
-    let (a, b) = (dir.join("check-a.img"), dir.join("check-b.img"));
-    write_archive(&stage, &a, mtime)?;
-    write_archive(&stage, &b, mtime)?;
-    if fs::read(&a)? != fs::read(&b)? {
-        bail!("two builds of the {} initramfs differ", arch.name());
-    }
-    eprintln!(
-        "pxe: two builds of the {} initramfs are byte-identical",
-        arch.name()
-    );
-    Ok(())
 }
 
 /// `SOURCE_DATE_EPOCH`, or the time of the last commit.
@@ -484,7 +480,98 @@ fn stage_tree(
         }
     }
     eprintln!("pxe: {} kernel modules in the initramfs", chosen.len());
+    let staged: Vec<PathBuf> = chosen
+        .iter()
+        .map(|file| {
+            let name = file.to_string_lossy();
+            let plain = name.split(".ko").next().unwrap_or(&name).to_string() + ".ko";
+            modules_dir.join(plain)
+        })
+        .collect();
+    stage_firmware(stage, &staged, options.firmware.as_deref())
+}
+
+/// Copies the firmware files that the staged modules name (modinfo's `firmware=`) from
+/// `source`, a /lib/firmware tree, to the initramfs's /lib/firmware, where the kernel loads
+/// them from by itself (no udev needed). Debian's main archive has no firmware, so none is
+/// included unless the operator gives a tree (e.g. with firmware-bnx2 etc. installed).
+fn stage_firmware(stage: &Path, modules: &[PathBuf], source: Option<&Path>) -> Result<()> {
+    let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for module in modules {
+        let names = output(Command::new("modinfo").args(["-F", "firmware"]).arg(module))?;
+        let names: Vec<String> = names
+            .lines()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect();
+        if !names.is_empty() {
+            let name = module
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
+            wanted.insert(name, names);
+        }
+    }
+    let Some(source) = source else {
+        if !wanted.is_empty() {
+            eprintln!(
+                "pxe: no firmware included; these modules can use some: {} (add it with --firmware DIR)",
+                wanted.keys().cloned().collect::<Vec<_>>().join(" ")
+            );
+        }
+        return Ok(());
+    };
+    let (copied, without) = copy_firmware(&wanted, source, &stage.join("lib/firmware"))?;
+    eprintln!(
+        "pxe: {copied} firmware files from {}{}",
+        source.display(),
+        if without.is_empty() {
+            String::new()
+        } else {
+            format!("; none there for {}", without.join(" "))
+        }
+    );
     Ok(())
+}
+
+/// Copies each firmware file `wanted` names (per module) that `source` has, as it is or
+/// compressed (.xz, .zst: the kernel decompresses those), into `to`. Returns how many were
+/// copied and the modules none of whose files were found.
+fn copy_firmware(
+    wanted: &BTreeMap<String, Vec<String>>,
+    source: &Path,
+    to: &Path,
+) -> Result<(usize, Vec<String>)> {
+    if !source.is_dir() {
+        bail!("--firmware {}: not a directory", source.display());
+    }
+    let mut copied = BTreeSet::new();
+    let mut without = Vec::new();
+    for (module, names) in wanted {
+        let mut found = false;
+        for name in names {
+            // Names come from the kernel's own modules, but stay inside the tree regardless.
+            if name.split('/').any(|part| part == ".." || part.is_empty()) {
+                continue;
+            }
+            for file in [name.clone(), format!("{name}.xz"), format!("{name}.zst")] {
+                let from = source.join(&file);
+                if from.is_file() {
+                    found = true;
+                    if copied.insert(file.clone()) {
+                        let target = to.join(&file);
+                        fs::create_dir_all(target.parent().context("firmware path")?)?;
+                        copy(&from, &target, 0o644)?;
+                    }
+                }
+            }
+        }
+        if !found {
+            without.push(module.clone());
+        }
+    }
+    Ok((copied.len(), without))
 }
 
 fn copy(from: &Path, to: &Path, mode: u32) -> Result<()> {
@@ -492,4 +579,48 @@ fn copy(from: &Path, to: &Path, mode: u32) -> Result<()> {
     fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
     fs::set_permissions(to, fs::Permissions::from_mode(mode))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_the_firmware_modules_name_that_the_tree_has() {
+        let dir = std::env::temp_dir().join(format!("xtask-firmware-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let (source, to) = (dir.join("lib-firmware"), dir.join("stage/lib/firmware"));
+        fs::create_dir_all(source.join("bnx2")).unwrap();
+        fs::write(source.join("bnx2/bnx2-mips-09-6.2.1b.fw"), b"mips").unwrap();
+        fs::write(source.join("tigon3.bin.zst"), b"zst").unwrap();
+        fs::write(source.join("secret"), b"outside").unwrap();
+        let wanted = BTreeMap::from([
+            (
+                "bnx2".to_string(),
+                vec![
+                    "bnx2/bnx2-mips-09-6.2.1b.fw".to_string(),
+                    "bnx2/bnx2-rv2p-09-6.0.17.fw".to_string(),
+                ],
+            ),
+            ("tg3".to_string(), vec!["tigon3.bin".to_string()]),
+            (
+                "qede".to_string(),
+                vec!["qed/qed_init_values.bin".to_string()],
+            ),
+            (
+                "evil".to_string(),
+                vec!["../lib-firmware/secret".to_string()],
+            ),
+        ]);
+        let (copied, without) = copy_firmware(&wanted, &source, &to).unwrap();
+        assert_eq!(copied, 2);
+        assert_eq!(without, ["evil", "qede"]);
+        assert_eq!(
+            fs::read(to.join("bnx2/bnx2-mips-09-6.2.1b.fw")).unwrap(),
+            b"mips"
+        );
+        assert_eq!(fs::read(to.join("tigon3.bin.zst")).unwrap(), b"zst");
+        assert!(copy_firmware(&wanted, &dir.join("missing"), &to).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
