@@ -8,7 +8,8 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use rustix::mount::{MountFlags, mount};
 use rustix::system::RebootCommand;
 
 use crate::cmdline::{After, parse_words, split_kernel_cmdline};
+use crate::console::Mirror;
 use crate::modules::{ModuleIndex, load_for_hardware};
 use crate::network::{configure, parse_ip_param};
 use crate::progress::Display;
@@ -24,6 +26,9 @@ use crate::progress::Display;
 const PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin";
 const SHELL: &str = "/bin/sh";
 const REBOOT_DELAY: u64 = 5;
+
+/// The copying of our output to every console, when the kernel has several.
+static MIRROR: OnceLock<Mirror> = OnceLock::new();
 
 /// Whether this process is the init of an initramfs.
 pub fn is_init() -> bool {
@@ -38,6 +43,18 @@ pub fn run() -> ! {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("ocidd: internal error: {info}");
     }));
+    mount_kernel_filesystems();
+    // Only as the real PID 1: a test that runs us as `init` must not write to the host's
+    // consoles.
+    if rustix::process::getpid().is_init() {
+        match Mirror::start() {
+            Ok(Some(mirror)) => {
+                let _ = MIRROR.set(mirror);
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("ocidd: writing to /dev/console only: {e:#}"),
+        }
+    }
     match std::panic::catch_unwind(boot) {
         Ok(Ok(after)) => finish(after),
         Ok(Err(e)) => {
@@ -49,7 +66,6 @@ pub fn run() -> ! {
 }
 
 fn boot() -> Result<After> {
-    mount_kernel_filesystems();
     let release = rustix::system::uname()
         .release()
         .to_string_lossy()
@@ -193,7 +209,14 @@ fn emergency_shell() -> ! {
 
 /// Runs a shell on the console and waits for it, reaping every other child on the way.
 fn shell() {
-    let child = Command::new(SHELL)
+    let mut command = Command::new(SHELL);
+    // The shell talks to the terminal, not to the copier.
+    if let Some(mirror) = MIRROR.get()
+        && let (Ok(out), Ok(err)) = (mirror.console().try_clone(), mirror.console().try_clone())
+    {
+        command.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+    }
+    let child = command
         .env("PATH", PATH)
         .env("HOME", "/")
         .env("PS1", "(ocidd) # ")
@@ -218,6 +241,9 @@ fn shell() {
 
 /// Syncs and reboots or powers off. When not PID 1 (a test run as `init`), exits instead.
 fn restart(command: RebootCommand) -> ! {
+    if let Some(mirror) = MIRROR.get() {
+        mirror.drain();
+    }
     rustix::fs::sync();
     if !rustix::process::getpid().is_init() {
         std::process::exit(0);

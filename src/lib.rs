@@ -10,6 +10,7 @@ pub mod blockdev;
 pub mod chunked;
 pub mod chunks;
 pub mod cmdline;
+pub mod console;
 pub mod decompress;
 pub mod dhcp;
 pub mod digest;

@@ -62,7 +62,10 @@ fn installs_by_tag_and_reboots() {
     eprintln!("boot to reboot: {seconds:.1} s");
 }
 
-/// Also: the static form of `ip=` instead of DHCP (QEMU's user network is 10.0.2.0/24).
+/// Also: the static form of `ip=` instead of DHCP (QEMU's user network is 10.0.2.0/24), and
+/// two consoles, as in the README's iPXE example: /dev/console is the last one named (tty0
+/// here, a screen nobody reads), and ocidd's messages reach the serial line (which the test
+/// reads) too.
 #[test]
 fn installs_by_blob_with_a_static_address() {
     let registry = Registry::start();
@@ -75,18 +78,26 @@ fn installs_by_blob_with_a_static_address() {
         &disk,
         &append(&format!(
             "oci.blob=10.0.2.2:{}/disks/vm@{digest} oci.allow_no_tls \
-             ip=10.0.2.77::10.0.2.2:255.255.255.0::eth0:off:10.0.2.3",
+             ip=10.0.2.77::10.0.2.2:255.255.255.0::eth0:off:10.0.2.3 console=tty0",
             registry.port
         )),
     );
     vm.wait_exit(BOOT_LIMIT);
     let console = vm.console();
+    assert!(console.contains("console [tty0] enabled"), "{console}");
     assert!(console.contains("ocidd: installed 8.00 MiB"), "{console}");
     assert!(
         console.contains("eth0: 10.0.2.77/24 via 10.0.2.2 (static"),
         "{console}"
     );
     assert!(!console.contains("DHCP"), "{console}");
+    // The last line before the reboot, through the copier.
+    assert!(
+        console
+            .replace("\r\n", "\n")
+            .contains("ocidd: rebooting in 5 4 3 2 1\n"),
+        "{console}"
+    );
     assert!(read_prefix(&disk, image.len()) == image);
 }
 
