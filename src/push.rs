@@ -32,7 +32,7 @@ use crate::error::{Classify, Failure};
 use crate::fail;
 use crate::reference::Platform;
 use crate::registry::{
-    ANNOTATION_IMAGE_DIGEST, ANNOTATION_IMAGE_SIZE, Credentials, lookup_credentials,
+    ANNOTATION_IMAGE_DIGEST, ANNOTATION_IMAGE_SIZE, Credentials, entry_platform, lookup_credentials,
 };
 
 const EMPTY_CONFIG: &[u8] = b"{}";
@@ -353,16 +353,7 @@ fn merge_into_index(
     }
     manifests.retain(|d| !same_platform(d, platform));
     manifests.push(entry);
-    let platforms = manifests
-        .iter()
-        .map(|d| match d.platform() {
-            Some(p) => match p.variant() {
-                Some(v) => format!("{}/{}/{v}", p.os(), p.architecture()),
-                None => format!("{}/{}", p.os(), p.architecture()),
-            },
-            None => format!("(no platform: {})", d.digest()),
-        })
-        .collect();
+    let platforms = manifests.iter().map(entry_platform).collect();
     index.set_manifests(manifests);
     // Through a `Value`, whose maps are sorted: the same entries give the same digest.
     let body = serde_json::to_value(&index)

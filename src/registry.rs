@@ -600,6 +600,17 @@ fn manifest_kind(body: &[u8], content_type: Option<&str>) -> Result<ManifestKind
     }
 }
 
+/// An index entry's platform as people write it (`linux/arm64/v8`), or what it is without one.
+pub fn entry_platform(entry: &Descriptor) -> String {
+    match entry.platform() {
+        Some(p) => match p.variant() {
+            Some(v) => format!("{}/{}/{v}", p.os(), p.architecture()),
+            None => format!("{}/{}", p.os(), p.architecture()),
+        },
+        None => format!("(no platform: {})", entry.digest()),
+    }
+}
+
 fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> Result<&'a Descriptor> {
     let matches = |d: &&Descriptor| {
         d.platform().as_ref().is_some_and(|p| {
@@ -611,20 +622,7 @@ fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> Result<&'a D
     if let Some(entry) = index.manifests().iter().find(matches) {
         return Ok(entry);
     }
-    let available: Vec<String> = index
-        .manifests()
-        .iter()
-        .map(|d| match d.platform() {
-            Some(p) => {
-                let mut s = format!("{}/{}", p.os(), p.architecture());
-                if let Some(v) = p.variant() {
-                    s = format!("{s}/{v}");
-                }
-                s
-            }
-            None => format!("(no platform: {})", d.digest()),
-        })
-        .collect();
+    let available: Vec<String> = index.manifests().iter().map(entry_platform).collect();
     fail!(
         Failure::Verification,
         "the image index has no entry for {wanted}; it has: {} (choose one with oci.platform=)",
