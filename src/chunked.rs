@@ -38,6 +38,10 @@ const FETCHERS: usize = 2;
 const SPAN: usize = 4;
 /// Fetched ranges in memory at most (being fetched, hashed or decompressed).
 const BUFFERS: usize = 4;
+/// Decompress-and-write workers at most, whatever the cores. Each holds a chunk (4 MiB by
+/// default), so this bounds memory on big machines; six already decompress several GB/s, more
+/// than a disk or a network link takes, and the fetch buffers hold only ~16 chunks to share.
+const MAX_WORKERS: usize = 6;
 
 /// The blob and its index.
 pub struct ChunkedSource<'a> {
@@ -358,7 +362,8 @@ pub fn install(
     };
     // One more than the cores: direct writes wait for the disk, and meanwhile another worker
     // decompresses.
-    let workers = thread::available_parallelism().map_or(1, |n| n.get()) + 1;
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = (cores + 1).min(MAX_WORKERS);
     let next_span = AtomicUsize::new(0);
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers * 2);
     let job_rx = Mutex::new(job_rx);
