@@ -48,9 +48,13 @@ impl Mirror {
         let outputs: Vec<File> = active_consoles(&listed)
             .iter()
             .filter_map(|name| {
+                // Non-blocking: a console that stops taking output (Scroll Lock on a screen,
+                // a serial line held by flow control) must not stall the install.
                 OpenOptions::new()
                     .write(true)
-                    .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
+                    .custom_flags(
+                        (rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+                    )
                     .open(format!("/dev/{name}"))
                     .ok()
             })
@@ -115,14 +119,69 @@ fn copy_to_consoles(mut reader: File, mut outputs: Vec<File>, busy: &AtomicBool)
         };
         busy.store(true, Ordering::Release);
         // A console that fails is left out from then on; the others go on.
-        outputs.retain_mut(|console| console.write_all(&buffer[..n]).is_ok());
+        outputs.retain_mut(|console| write_or_give_up(console, &buffer[..n]).is_ok());
         busy.store(false, Ordering::Release);
     }
+}
+
+/// How long a console may keep us waiting for room before what we had for it is dropped.
+const CONSOLE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Writes `data` to a non-blocking console, waiting while it is full, but no longer than
+/// [`CONSOLE_PATIENCE`] in all: a stuck console loses text instead of stalling everything.
+fn write_or_give_up(console: &mut File, mut data: &[u8]) -> std::io::Result<()> {
+    let deadline = Instant::now() + CONSOLE_PATIENCE;
+    while !data.is_empty() {
+        match console.write(data) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(());
+                }
+                let timeout =
+                    rustix::event::Timespec::try_from(left.min(Duration::from_millis(100)))
+                        .unwrap_or(rustix::event::Timespec {
+                            tv_sec: 0,
+                            tv_nsec: 100_000_000,
+                        });
+                let mut fds = [rustix::event::PollFd::new(
+                    console,
+                    rustix::event::PollFlags::OUT,
+                )];
+                let _ = rustix::event::poll(&mut fds, Some(&timeout));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_console_loses_text_instead_of_stalling() {
+        // A pipe nobody reads stands for a console that stopped taking output.
+        let (_reader, writer) = rustix::pipe::pipe().unwrap();
+        rustix::fs::fcntl_setfl(&writer, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let mut console = File::from(writer);
+        let started = Instant::now();
+        let data = vec![b'x'; 1 << 20];
+        write_or_give_up(&mut console, &data).unwrap();
+        let waited = started.elapsed();
+        assert!(waited >= CONSOLE_PATIENCE, "{waited:?}");
+        assert!(waited < CONSOLE_PATIENCE * 3, "{waited:?}");
+        // A console that takes everything gets everything.
+        let (reader, writer) = rustix::pipe::pipe().unwrap();
+        write_or_give_up(&mut File::from(writer), b"line\n").unwrap();
+        let mut got = String::new();
+        File::from(reader).read_to_string(&mut got).unwrap();
+        assert_eq!(got, "line\n");
+    }
 
     #[test]
     fn reads_the_kernels_console_list() {

@@ -110,6 +110,35 @@ impl Vm {
         self.console.lock().unwrap().clone()
     }
 
+    /// What ocidd wrote to the console: without the kernel's messages (`[    4.326668] …`
+    /// lines, which can land in the middle of one of ours) and with plain newlines.
+    pub fn ocidd_output(&self) -> String {
+        let console = self.console().replace("\r\n", "\n");
+        let mut out = String::new();
+        let mut rest = console.as_str();
+        while let Some(start) = rest.find('[') {
+            let stamp = rest[start + 1..]
+                .find(']')
+                .map(|end| &rest[start + 1..start + 1 + end])
+                .filter(|s| {
+                    s.contains('.') && s.trim().bytes().all(|b| b.is_ascii_digit() || b == b'.')
+                });
+            out.push_str(&rest[..start]);
+            rest = match stamp {
+                // A kernel message: up to and including its newline.
+                Some(_) => rest[start..]
+                    .find('\n')
+                    .map_or("", |n| &rest[start + n + 1..]),
+                None => {
+                    out.push('[');
+                    &rest[start + 1..]
+                }
+            };
+        }
+        out.push_str(rest);
+        out
+    }
+
     /// Waits until the console shows `text`; panics with the console after `limit`.
     pub fn wait_for(&mut self, text: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
