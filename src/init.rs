@@ -210,11 +210,12 @@ fn emergency_shell() -> ! {
 /// Runs a shell on the console and waits for it, reaping every other child on the way.
 fn shell() {
     let mut command = Command::new(SHELL);
-    // The shell talks to the terminal, not to the copier.
-    if let Some(mirror) = MIRROR.get()
-        && let (Ok(out), Ok(err)) = (mirror.console().try_clone(), mirror.console().try_clone())
-    {
-        command.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+    // The shell talks to the terminal, not to the copier; what we said comes out first.
+    if let Some(mirror) = MIRROR.get() {
+        mirror.drain();
+        if let (Ok(out), Ok(err)) = (mirror.console().try_clone(), mirror.console().try_clone()) {
+            command.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+        }
     }
     let child = command
         .env("PATH", PATH)

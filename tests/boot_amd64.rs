@@ -97,6 +97,8 @@ fn installs_by_blob_with_a_static_address() {
     assert!(read_prefix(&disk, image.len()) == image);
 }
 
+/// With a screen console named first (so ocidd's output goes through the copier) and the
+/// serial line last: the shell still has the serial line as its terminal.
 #[test]
 fn unknown_tag_ends_in_the_emergency_shell() {
     let registry = Registry::start();
@@ -105,10 +107,13 @@ fn unknown_tag_ends_in_the_emergency_shell() {
     let mut vm = Vm::boot(
         "amd64",
         &disk,
-        &append(&format!(
-            "oci.tag=10.0.2.2:{}/disks/vm:missing oci.allow_no_tls",
-            registry.port
-        )),
+        &format!(
+            "console=tty0 {}",
+            append(&format!(
+                "oci.tag=10.0.2.2:{}/disks/vm:missing oci.allow_no_tls",
+                registry.port
+            ))
+        ),
     );
     vm.wait_for("starting an emergency shell", BOOT_LIMIT);
     let console = vm.console();
