@@ -99,6 +99,43 @@ fn assert_installed(setup: &Setup, run: &Run, target: &std::path::Path) {
     );
 }
 
+impl Setup {
+    /// `disks/flaky:v1`, reached through `proxy`.
+    fn via(&self, proxy: &Proxy) -> String {
+        format!("{}/disks/flaky:v1", proxy.host())
+    }
+
+    /// Installs through `proxy` into a fresh empty file, and checks it holds the image.
+    fn install_through(&self, proxy: &Proxy, extra: &[&str]) -> Run {
+        let target = write_file(self.dir.path(), "out.img", b"");
+        let run = install_tag(&self.via(proxy), &target, extra);
+        assert_installed(self, &run, &target);
+        run
+    }
+}
+
+/// The first blob GET is cut halfway; the ranges asked for after it are answered from
+/// `shift` bytes away from where they were asked to start.
+fn ranges_shifted_after_a_cut(
+    layer: &str,
+    blob_size: u64,
+    shift: i64,
+) -> impl Fn(&Request) -> Action + Send + Sync + 'static {
+    on_blob_gets(layer, move |n, request| {
+        let ranged = request
+            .header("range")
+            .is_some_and(|r| !r.starts_with("bytes=0-"));
+        match n {
+            0 => cut(blob_size / 2),
+            _ if ranged => Action::Forward(Forward {
+                shift_range: shift,
+                ..Forward::default()
+            }),
+            _ => Action::forward(),
+        }
+    })
+}
+
 #[test]
 fn cuts_at_30_60_and_90_percent_resume() {
     for layout in LAYOUTS {
@@ -123,9 +160,7 @@ fn cuts_at_30_60_and_90_percent_resume() {
                 }
             }),
         );
-        let target = write_file(setup.dir.path(), "out.img", b"");
-        let run = install_tag(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
-        assert_installed(&setup, &run, &target);
+        let run = setup.install_through(&proxy, &[]);
         let interruptions = run.stderr.matches("download interrupted at byte").count();
         assert_eq!(interruptions, 3, "{}", run.stderr);
         assert!(proxy.log().iter().any(|l| l.ends_with("-> 206")));
@@ -149,14 +184,8 @@ fn a_stalled_stream_is_resumed() {
                 _ => Action::forward(),
             }),
         );
-        let target = write_file(setup.dir.path(), "out.img", b"");
         let started = Instant::now();
-        let run = install_tag(
-            &format!("{}/disks/flaky:v1", proxy.host()),
-            &target,
-            &["oci.stall_timeout=2"],
-        );
-        assert_installed(&setup, &run, &target);
+        let run = setup.install_through(&proxy, &["oci.stall_timeout=2"]);
         assert!(
             run.stderr.contains("no data within oci.stall_timeout"),
             "{}",
@@ -217,7 +246,7 @@ fn the_registry_restarting_mid_download_is_ridden_out() {
             throttled_then_cut(&setup.layer, vec![size / 4]),
         );
         let target = write_file(setup.dir.path(), "out.img", b"");
-        let child = spawn_install(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
+        let child = spawn_install(&setup.via(&proxy), &target, &[]);
         wait_for_bytes(&proxy, size / 10);
         setup.registry.stop();
         thread::sleep(Duration::from_secs(3));
@@ -259,11 +288,7 @@ fn a_registry_that_stays_down_fails_clearly_and_wipes() {
             })
         });
         let target = target_file(setup.dir.path(), "out.img", 32 * MIB);
-        let child = spawn_install(
-            &format!("{}/disks/flaky:v1", proxy.host()),
-            &target,
-            &["oci.retries=3"],
-        );
+        let child = spawn_install(&setup.via(&proxy), &target, &["oci.retries=3"]);
         wait_for_bytes(&proxy, size * 4 / 10);
         setup.registry.stop();
         let run = Run::from(child.wait_with_output().unwrap());
@@ -313,10 +338,8 @@ fn busy_and_failing_registries_are_waited_for() {
             }
             Action::forward()
         });
-        let target = write_file(setup.dir.path(), "out.img", b"");
         let started = Instant::now();
-        let run = install_tag(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
-        assert_installed(&setup, &run, &target);
+        let run = setup.install_through(&proxy, &[]);
         assert_eq!(
             run.stderr.matches("503 Service Unavailable").count(),
             2,
@@ -361,9 +384,7 @@ fn a_server_that_ignores_range_is_read_past_what_arrived() {
                 }),
             }),
         );
-        let target = write_file(setup.dir.path(), "out.img", b"");
-        let run = install_tag(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
-        assert_installed(&setup, &run, &target);
+        let run = setup.install_through(&proxy, &[]);
         assert!(
             proxy
                 .log()
@@ -394,23 +415,9 @@ fn a_range_answered_from_elsewhere_is_aligned_or_refused() {
         // From earlier than asked: the overlap is dropped.
         let proxy = Proxy::start(
             setup.registry.port,
-            on_blob_gets(&setup.layer, move |n, request| {
-                let ranged = request
-                    .header("range")
-                    .is_some_and(|r| !r.starts_with("bytes=0-"));
-                match n {
-                    0 => cut(size / 2),
-                    _ if ranged => Action::Forward(Forward {
-                        shift_range: -1000,
-                        ..Forward::default()
-                    }),
-                    _ => Action::forward(),
-                }
-            }),
+            ranges_shifted_after_a_cut(&setup.layer, size, -1000),
         );
-        let target = write_file(setup.dir.path(), "out.img", b"");
-        let run = install_tag(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
-        assert_installed(&setup, &run, &target);
+        setup.install_through(&proxy, &[]);
         report(
             layout,
             "Content-Range starts 1000 bytes early",
@@ -422,22 +429,10 @@ fn a_range_answered_from_elsewhere_is_aligned_or_refused() {
         // From later than asked: bytes would be missing; refused.
         let proxy = Proxy::start(
             setup.registry.port,
-            on_blob_gets(&setup.layer, move |n, request| {
-                let ranged = request
-                    .header("range")
-                    .is_some_and(|r| !r.starts_with("bytes=0-"));
-                match n {
-                    0 => cut(size / 2),
-                    _ if ranged => Action::Forward(Forward {
-                        shift_range: 1000,
-                        ..Forward::default()
-                    }),
-                    _ => Action::forward(),
-                }
-            }),
+            ranges_shifted_after_a_cut(&setup.layer, size, 1000),
         );
         let target = target_file(setup.dir.path(), "late.img", 32 * MIB);
-        let run = install_tag(&format!("{}/disks/flaky:v1", proxy.host()), &target, &[]);
+        let run = install_tag(&setup.via(&proxy), &target, &[]);
         run.assert_failed(3, "with bytes from");
         report(
             layout,
