@@ -62,15 +62,7 @@ fn main() {
 
     let start = Instant::now();
     let mut decoder = flate2::bufread::MultiGzDecoder::new(&stream[..]);
-    let mut total = 0;
-    loop {
-        let n = decoder.read(&mut out).unwrap();
-        if n == 0 {
-            break;
-        }
-        total += n;
-    }
-    assert_eq!(total, image.len());
+    assert_eq!(read_through(&mut decoder, &mut out), image.len());
     report(
         "zlib-rs (flate2 MultiGzDecoder), a stream",
         start.elapsed().as_secs_f64(),
@@ -87,17 +79,21 @@ fn main() {
     let zstd_stream = zstd_frames.concat();
     let start = Instant::now();
     let mut decoder = zstd::stream::read::Decoder::new(&zstd_stream[..]).unwrap();
-    let mut total = 0;
-    loop {
-        let n = decoder.read(&mut out).unwrap();
-        if n == 0 {
-            break;
-        }
-        total += n;
-    }
-    assert_eq!(total, image.len());
+    assert_eq!(read_through(&mut decoder, &mut out), image.len());
     report(
         "zstd (stream decoder), a stream",
         start.elapsed().as_secs_f64(),
     );
+}
+
+/// Reads `decoder` to its end through `out`, as an install would; returns the bytes read.
+fn read_through(decoder: &mut impl Read, out: &mut [u8]) -> usize {
+    let mut total = 0;
+    loop {
+        let n = decoder.read(out).unwrap();
+        if n == 0 {
+            return total;
+        }
+        total += n;
+    }
 }
