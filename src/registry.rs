@@ -98,8 +98,9 @@ pub fn interpret_manifest(
 /// A blob GET that the registry answered with 200 or 206.
 pub struct BlobResponse {
     pub body: Response,
-    /// Where in the blob the body starts: 0 for a 200, Content-Range's start for a 206.
-    pub start: u64,
+    /// Bytes at the body's start that come before the offset asked for: a server that ignored
+    /// the range (200) or began it early sends bytes the reader already has.
+    pub skip: u64,
     /// The blob's total size, when the response says.
     pub total_size: Option<u64>,
 }
@@ -308,7 +309,7 @@ impl Registry {
         match response.status() {
             StatusCode::OK => Ok(BlobResponse {
                 total_size: header_u64(response.headers(), CONTENT_LENGTH),
-                start: 0,
+                skip: offset,
                 body: response,
             }),
             StatusCode::PARTIAL_CONTENT => {
@@ -324,9 +325,16 @@ impl Registry {
                         response.headers().get(CONTENT_RANGE)
                     )
                 };
+                // Bytes missing in between cannot be made up.
+                if start > offset {
+                    fail!(
+                        Failure::Registry,
+                        "the registry answered a request for the blob from byte {offset} with bytes from {start}"
+                    );
+                }
                 Ok(BlobResponse {
                     body: response,
-                    start,
+                    skip: offset - start,
                     total_size,
                 })
             }

@@ -64,7 +64,7 @@ impl<'a> BlobReader<'a> {
     fn connect(&mut self) -> Result<()> {
         let BlobResponse {
             body,
-            start,
+            skip,
             total_size,
         } = self
             .registry
@@ -78,19 +78,13 @@ impl<'a> BlobReader<'a> {
             ),
             (expected, sent) => expected.or(sent),
         };
-        if start > position {
-            fail!(
-                Failure::Registry,
-                "the registry answered a request for the blob from byte {position} with bytes from {start}"
-            );
-        }
-        if start < position {
+        if skip > 0 {
             eprintln!(
-                "ocidd: the registry sent the blob from byte {start}, not {position}; skipping {} bytes",
-                position - start
+                "ocidd: the registry sent the blob from byte {}, not {position}; skipping {skip} bytes",
+                position - skip
             );
         }
-        self.skip = position - start;
+        self.skip = skip;
         self.body = Some(body);
         Ok(())
     }
