@@ -315,8 +315,9 @@ impl Shared<'_> {
     }
 }
 
-/// Installs the chunked image onto `target`. Returns the image size; on failure, the error
-/// and how many image bytes reached the target (`None`: nothing did).
+/// Installs the chunked image onto `target`, which already has the image's length if it is a
+/// file that grows (chunks land anywhere, zero chunks nowhere). Returns the image size; on
+/// failure, the error and how many image bytes reached the target (`None`: nothing did).
 pub fn install(
     source: &ChunkedSource,
     target: &Target,
@@ -755,14 +756,10 @@ fn decompress(
     Ok(())
 }
 
-/// After everything verified: the image's length, a flush, the held-back start, a flush.
+/// After everything verified: a flush, the held-back start, a flush. (A target file that
+/// grows was given the image's length before the install began.)
 fn finish(shared: &Shared) -> Result<()> {
     let target = shared.target;
-    let image_size = shared.source.index.image_size;
-    target
-        .set_image_length(image_size)
-        .with_context(|| format!("setting the length of {}", target.path().display()))
-        .classify(Failure::Target)?;
     target.sync().context("flushing the image")?;
     let held = shared.held.lock().unwrap_or_else(|p| p.into_inner());
     for (i, block) in held.chunks(shared.block_size).enumerate() {

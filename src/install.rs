@@ -150,11 +150,9 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
     }
 
     let progress = Arc::new(Progress::default());
-    if let Some(size) = plan.image_size {
-        grow_target(&target, size)?;
-    }
     let result = match (&plan.index, plan.compression, plan.blob_size) {
         (Some(index), Some(compression), Some(blob_size)) => {
+            grow_target(&target, index.image_size)?;
             progress.set_total(Some(blob_size));
             let reporter = Reporter::start(Arc::clone(&progress), display);
             let source = ChunkedSource {
