@@ -23,7 +23,8 @@ pub fn pipe(buffers: usize, size: usize) -> (PipeWriter, PipeReader) {
         PipeWriter {
             full: full_tx,
             empty: empty_rx,
-            current: Vec::with_capacity(size),
+            current: vec![0; size],
+            filled: 0,
             size,
         },
         PipeReader {
@@ -67,32 +68,37 @@ pub fn is_broken(error: &anyhow::Error) -> bool {
 pub struct PipeWriter {
     full: SyncSender<Message>,
     empty: Receiver<Vec<u8>>,
+    /// The buffer being filled, always `size` bytes long (zeroed once, when first used), so
+    /// that reads go straight into it without clearing it again each time.
     current: Vec<u8>,
+    /// How much of `current` holds data.
+    filled: usize,
     size: usize,
 }
 
 impl PipeWriter {
     fn send_current(&mut self) -> io::Result<()> {
-        if self.current.is_empty() {
+        if self.filled == 0 {
             return Ok(());
         }
-        let next = self.empty.recv().map_err(|_| broken())?;
-        let full = std::mem::replace(&mut self.current, next);
+        let mut next = self.empty.recv().map_err(|_| broken())?;
+        // A recycled buffer is full length already; only a new one is zeroed here.
+        next.resize(self.size, 0);
+        let mut full = std::mem::replace(&mut self.current, next);
+        full.truncate(self.filled);
+        self.filled = 0;
         self.full.send(Message::Data(full)).map_err(|_| broken())
     }
 
     /// Reads once from `reader` straight into the pipe's buffer (no copy); returns how many
     /// bytes that was, 0 at the reader's end.
     pub fn fill_from(&mut self, reader: &mut impl Read) -> io::Result<usize> {
-        if self.current.len() == self.size {
+        if self.filled == self.size {
             self.send_current()?;
         }
-        let start = self.current.len();
-        self.current.resize(self.size, 0);
-        let result = reader.read(&mut self.current[start..]);
-        let n = *result.as_ref().unwrap_or(&0);
-        self.current.truncate(start + n);
-        result
+        let n = reader.read(&mut self.current[self.filled..])?;
+        self.filled += n;
+        Ok(n)
     }
 
     /// Passes on what is buffered and tells the reader that the stream ended.
@@ -104,11 +110,12 @@ impl PipeWriter {
 
 impl Write for PipeWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.current.len() == self.size {
+        if self.filled == self.size {
             self.send_current()?;
         }
-        let n = buf.len().min(self.size - self.current.len());
-        self.current.extend_from_slice(&buf[..n]);
+        let n = buf.len().min(self.size - self.filled);
+        self.current[self.filled..self.filled + n].copy_from_slice(&buf[..n]);
+        self.filled += n;
         Ok(n)
     }
 
@@ -143,9 +150,9 @@ impl PipeReader {
         }
     }
 
-    /// Returns a buffer from [`PipeReader::next_buffer`] for reuse.
-    pub fn recycle(&mut self, mut buffer: Vec<u8>) {
-        buffer.clear();
+    /// Returns a buffer from [`PipeReader::next_buffer`] for reuse (as it is: the writer
+    /// overwrites it).
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
         let _ = self.empty.try_send(buffer);
     }
 }
