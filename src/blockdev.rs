@@ -355,6 +355,94 @@ impl std::ops::DerefMut for AlignedBuffer {
     }
 }
 
+/// A write or a zeroing of the target that failed: the error, which it was, and where.
+pub struct BlockFailure {
+    pub error: io::Error,
+    pub what: &'static str,
+    pub offset: u64,
+}
+
+/// Blocks of the image going onto the target at increasing offsets: each is written, but for
+/// blocks of zeros, whose runs become one [`Target::zero_range`] each. Both installs (the
+/// stream's [`ImageWriter`] and each chunk of a chunked image) write through one.
+pub struct BlockWriter<'a> {
+    target: &'a Target,
+    /// Zero blocks not yet zeroed: (offset, length).
+    zero_run: Option<(u64, u64)>,
+    touched: bool,
+}
+
+impl<'a> BlockWriter<'a> {
+    pub fn new(target: &'a Target) -> Self {
+        BlockWriter {
+            target,
+            zero_run: None,
+            touched: false,
+        }
+    }
+
+    /// Whether a write or a zeroing was issued (then a failure must wipe the target).
+    pub fn touched(&self) -> bool {
+        self.touched
+    }
+
+    /// Puts `block` at `offset`: written, or added to the run of zeros.
+    pub fn put(&mut self, block: &[u8], offset: u64) -> Result<(), BlockFailure> {
+        if is_zero(block) {
+            match &mut self.zero_run {
+                Some((start, length)) if *start + *length == offset => {
+                    *length += block.len() as u64
+                }
+                _ => {
+                    self.flush()?;
+                    self.zero_run = Some((offset, block.len() as u64));
+                }
+            }
+            return Ok(());
+        }
+        self.flush()?;
+        self.touched = true;
+        self.target
+            .write_at(block, offset)
+            .map_err(|error| BlockFailure {
+                error,
+                what: "writing to",
+                offset,
+            })
+    }
+
+    /// Zeroes the pending run of zero blocks.
+    pub fn flush(&mut self) -> Result<(), BlockFailure> {
+        if let Some((offset, length)) = self.zero_run.take() {
+            self.touched = true;
+            self.target
+                .zero_range(offset, length)
+                .map_err(|error| BlockFailure {
+                    error,
+                    what: "zeroing",
+                    offset,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Writes the held-back start of the image at offset 0, in `block_size` writes.
+    pub fn put_start(&mut self, held: &[u8], block_size: usize) -> Result<(), BlockFailure> {
+        for (i, block) in held.chunks(block_size).enumerate() {
+            let offset = (i * block_size) as u64;
+            self.touched = true;
+            self.target
+                .write_at(block, offset)
+                .map_err(|error| BlockFailure {
+                    error,
+                    what: "writing to",
+                    offset,
+                })?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes the decompressed image onto the target: in `block_size` writes, never past its end,
 /// holding the first [`HOLDBACK`] bytes back until [`ImageWriter::finish`]. Blocks of zeros are
 /// not written: runs of them become [`Target::zero_range`] calls.
@@ -367,9 +455,7 @@ pub struct ImageWriter<'a> {
     block_offset: u64,
     held: AlignedBuffer,
     accepted: u64,
-    /// Zero blocks not yet zeroed: (offset, length).
-    zero_run: Option<(u64, u64)>,
-    touched: bool,
+    blocks: BlockWriter<'a>,
     progress: Arc<Progress>,
 }
 
@@ -382,15 +468,14 @@ impl<'a> ImageWriter<'a> {
             block_offset: HOLDBACK as u64,
             held: AlignedBuffer::with_capacity(HOLDBACK),
             accepted: 0,
-            zero_run: None,
-            touched: false,
+            blocks: BlockWriter::new(target),
             progress,
         }
     }
 
     /// Whether anything reached the target yet (then a failure must wipe it).
     pub fn touched(&self) -> bool {
-        self.touched
+        self.blocks.touched()
     }
 
     /// How many bytes of the image were accepted (written, or buffered to be).
@@ -398,24 +483,16 @@ impl<'a> ImageWriter<'a> {
         self.accepted
     }
 
-    fn io_failure(&self, error: io::Error, what: &str, offset: u64) -> io::Error {
+    fn io_failure(&self, failure: BlockFailure) -> io::Error {
         io_error(
             Failure::Target,
-            anyhow!(error).context(format!(
-                "{what} {} at byte {offset}",
-                self.target.path.display()
+            anyhow!(failure.error).context(format!(
+                "{} {} at byte {}",
+                failure.what,
+                self.target.path.display(),
+                failure.offset
             )),
         )
-    }
-
-    fn flush_zero_run(&mut self) -> io::Result<()> {
-        if let Some((offset, length)) = self.zero_run.take() {
-            self.touched = true;
-            self.target
-                .zero_range(offset, length)
-                .map_err(|e| self.io_failure(e, "zeroing", offset))?;
-        }
-        Ok(())
     }
 
     /// Writes one block at the next block offset, or adds it to the run of zeros.
@@ -423,21 +500,9 @@ impl<'a> ImageWriter<'a> {
         let offset = self.block_offset;
         self.block_offset += data.len() as u64;
         self.progress.written(data.len() as u64);
-        if is_zero(data) {
-            match &mut self.zero_run {
-                Some((start, length)) if *start + *length == offset => *length += data.len() as u64,
-                _ => {
-                    self.flush_zero_run()?;
-                    self.zero_run = Some((offset, data.len() as u64));
-                }
-            }
-            return Ok(());
-        }
-        self.flush_zero_run()?;
-        self.touched = true;
-        self.target
-            .write_at(data, offset)
-            .map_err(|e| self.io_failure(e, "writing to", offset))
+        self.blocks
+            .put(data, offset)
+            .map_err(|f| self.io_failure(f))
     }
 
     fn emit_block(&mut self) -> io::Result<()> {
@@ -454,21 +519,16 @@ impl<'a> ImageWriter<'a> {
         if !self.block.is_empty() {
             self.emit_block()?;
         }
-        self.flush_zero_run()?;
+        self.blocks.flush().map_err(|f| self.io_failure(f))?;
         self.target
             .set_image_length(self.accepted)
             .with_context(|| format!("setting the length of {}", self.target.path.display()))
             .classify(Failure::Target)?;
         self.target.sync().context("flushing the image")?;
-        let held = std::mem::replace(&mut self.held, AlignedBuffer::with_capacity(0));
-        for (i, chunk) in held.chunks(self.block_size).enumerate() {
-            let offset = (i * self.block_size) as u64;
-            self.touched = true;
-            self.target
-                .write_at(chunk, offset)
-                .map_err(|e| self.io_failure(e, "writing to", offset))?;
-            self.progress.written(chunk.len() as u64);
-        }
+        self.blocks
+            .put_start(&self.held, self.block_size)
+            .map_err(|f| self.io_failure(f))?;
+        self.progress.written(self.held.len() as u64);
         self.target
             .sync()
             .context("flushing the image's first MiB")?;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::blockdev::{AlignedBuffer, HOLDBACK, Target};
+use crate::blockdev::{AlignedBuffer, BlockFailure, BlockWriter, HOLDBACK, Target};
 use crate::chunks::{Chunk, ChunkIndex, is_zero};
 use crate::decompress::{Compression, MemberInflater};
 use crate::digest::{Digest, Hasher};
@@ -241,12 +241,14 @@ impl Shared<'_> {
             .is_some()
     }
 
-    fn target_error(&self, error: io::Error, what: &str, offset: u64) -> anyhow::Error {
+    fn target_error(&self, failure: BlockFailure) -> anyhow::Error {
         classified(
             Failure::Target,
-            anyhow!(error).context(format!(
-                "{what} {} at byte {offset}",
-                self.target.path().display()
+            anyhow!(failure.error).context(format!(
+                "{} {} at byte {}",
+                failure.what,
+                self.target.path().display(),
+                failure.offset
             )),
         )
     }
@@ -265,7 +267,13 @@ impl Shared<'_> {
             self.touched.store(true, Ordering::Relaxed);
             self.target
                 .zero_range(start, end - start)
-                .map_err(|e| self.target_error(e, "zeroing", start))?;
+                .map_err(|error| {
+                    self.target_error(BlockFailure {
+                        error,
+                        what: "zeroing",
+                        offset: start,
+                    })
+                })?;
         }
         Ok(())
     }
@@ -289,27 +297,19 @@ impl Shared<'_> {
             offset += n as u64;
             rest = &rest[n..];
         }
-        let mut zero_run: Option<(u64, u64)> = None;
-        for block in rest.chunks(self.block_size) {
-            if is_zero(block) {
-                zero_run = match zero_run {
-                    Some((start, length)) => Some((start, length + block.len() as u64)),
-                    None => Some((offset, block.len() as u64)),
-                };
-            } else {
-                if let Some((start, length)) = zero_run.take() {
-                    self.zero_on_target(start, length)?;
-                }
-                self.touched.store(true, Ordering::Relaxed);
-                self.target
-                    .write_at(block, offset)
-                    .map_err(|e| self.target_error(e, "writing to", offset))?;
+        let mut blocks = BlockWriter::new(self.target);
+        let mut put = || -> Result<(), BlockFailure> {
+            for block in rest.chunks(self.block_size) {
+                blocks.put(block, offset)?;
+                offset += block.len() as u64;
             }
-            offset += block.len() as u64;
+            blocks.flush()
+        };
+        let result = put();
+        if blocks.touched() {
+            self.touched.store(true, Ordering::Relaxed);
         }
-        if let Some((start, length)) = zero_run {
-            self.zero_on_target(start, length)?;
-        }
+        result.map_err(|f| self.target_error(f))?;
         self.account(data.len() as u64);
         Ok(())
     }
@@ -762,12 +762,9 @@ fn finish(shared: &Shared) -> Result<()> {
     let target = shared.target;
     target.sync().context("flushing the image")?;
     let held = shared.held.lock().unwrap_or_else(|p| p.into_inner());
-    for (i, block) in held.chunks(shared.block_size).enumerate() {
-        let offset = (i * shared.block_size) as u64;
-        target
-            .write_at(block, offset)
-            .map_err(|e| shared.target_error(e, "writing to", offset))?;
-    }
+    BlockWriter::new(target)
+        .put_start(&held, shared.block_size)
+        .map_err(|f| shared.target_error(f))?;
     target.sync().context("flushing the image's first MiB")
 }
 
