@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
@@ -82,9 +82,20 @@ pub struct IndexUpdate {
 }
 
 pub fn run(options: &PushOptions) -> Result<Pushed> {
-    let file = File::open(&options.file)
+    check_level(options.compression, options.level)?;
+    let mut file = File::open(&options.file)
         .with_context(|| format!("opening {}", options.file.display()))
         .classify(Failure::Usage)?;
+    // Its size by seeking, which block devices answer too; an empty image is refused before
+    // anything is uploaded.
+    let size = file
+        .seek(SeekFrom::End(0))
+        .and_then(|size| file.rewind().map(|()| size))
+        .with_context(|| format!("reading {}", options.file.display()))
+        .classify(Failure::Usage)?;
+    if size == 0 {
+        fail!(Failure::Usage, "{} is empty", options.file.display());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -142,10 +153,6 @@ async fn push(options: &PushOptions, file: File) -> Result<Pushed> {
     let uploaded = uploaded
         .map_err(registry_error)
         .context("uploading the image")?;
-    if image.size == 0 {
-        fail!(Failure::Usage, "{} is empty", options.file.display());
-    }
-
     let config_digest = Digest::of(Algorithm::Sha256, EMPTY_CONFIG).to_string();
     client
         .push_blob(reference, EMPTY_CONFIG, &config_digest)
@@ -438,12 +445,9 @@ fn compress(
     output: ChannelWriter,
 ) -> Result<Image> {
     let mut encoder: Box<dyn FinishWrite> = match compression {
-        Compression::Gzip => Box::new(flate2::write::GzEncoder::new(
-            output,
-            flate2::Compression::new(level.unwrap_or(6).clamp(0, 9) as u32),
-        )),
+        Compression::Gzip => Box::new(flate2::write::GzEncoder::new(output, gzip_level(level))),
         Compression::Zstd => Box::new(
-            zstd::stream::write::Encoder::new(output, level.unwrap_or(3))
+            zstd::stream::write::Encoder::new(output, zstd_level(level))
                 .context("starting zstd")
                 .classify(Failure::Usage)?,
         ),
@@ -563,6 +567,36 @@ fn compress_chunks(
     })
 }
 
+/// The levels each compression takes: refused, not quietly changed, when out of range.
+fn check_level(compression: Compression, level: Option<i32>) -> Result<()> {
+    let Some(level) = level else { return Ok(()) };
+    let range = match compression {
+        Compression::Gzip => 1..=9,
+        Compression::Zstd => 1..=22,
+        Compression::None => fail!(
+            Failure::Usage,
+            "--level does not apply to --compression none"
+        ),
+    };
+    if !range.contains(&level) {
+        fail!(
+            Failure::Usage,
+            "--level {level} is not a {compression} level ({}-{})",
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(())
+}
+
+fn gzip_level(level: Option<i32>) -> flate2::Compression {
+    flate2::Compression::new(level.unwrap_or(6) as u32)
+}
+
+fn zstd_level(level: Option<i32>) -> i32 {
+    level.unwrap_or(3)
+}
+
 /// One chunk as a complete gzip member or zstd frame (with its checksum and size).
 fn compress_chunk(
     compression: Compression,
@@ -571,14 +605,15 @@ fn compress_chunk(
 ) -> io::Result<Vec<u8>> {
     match compression {
         Compression::Gzip => {
-            let level = flate2::Compression::new(level.unwrap_or(6).clamp(0, 9) as u32);
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2), level);
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(data.len() / 2),
+                gzip_level(level),
+            );
             encoder.write_all(data)?;
             encoder.finish()
         }
         Compression::Zstd => {
-            let mut compressor = zstd::bulk::Compressor::new(level.unwrap_or(3))?;
+            let mut compressor = zstd::bulk::Compressor::new(zstd_level(level))?;
             compressor.include_checksum(true)?;
             compressor.include_contentsize(true)?;
             compressor.compress(data)

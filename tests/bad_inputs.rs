@@ -397,3 +397,58 @@ fn image_larger_than_the_target_exits_5() {
     .assert_failed(5, "larger than");
     assert!(device.read(MIB).iter().all(|&b| b == 0));
 }
+
+#[test]
+fn push_bad_inputs_exit_2_and_push_nothing() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = write_file(dir.path(), "disk.raw", &image_bytes(MIB, 80));
+    let empty = write_file(dir.path(), "empty.raw", b"");
+    let missing = dir.path().join("missing.raw");
+    let reference = format!("{}/disks/pushed:v1", registry.host());
+    let push_run = |args: &[&str], file: &std::path::Path| {
+        Run::from(
+            ocidd()
+                .args(["push", "--plain-http"])
+                .args(args)
+                .arg(file)
+                .arg(&reference)
+                .output()
+                .unwrap(),
+        )
+    };
+    let cases: [(&[&str], &std::path::Path, &str); 5] = [
+        (&[], &missing, "opening"),
+        (&[], &empty, "is empty"),
+        (
+            &["--level", "15"],
+            &image,
+            "--level 15 is not a gzip level (1-9)",
+        ),
+        (
+            &["--compression", "zstd", "--level", "0"],
+            &image,
+            "--level 0 is not a zstd level (1-22)",
+        ),
+        (
+            &["--compression", "none", "--level", "3"],
+            &image,
+            "--level does not apply to --compression none",
+        ),
+    ];
+    for (args, file, message) in cases {
+        push_run(args, file).assert_failed(2, message);
+    }
+    // Flag values clap checks (its message comes with a usage hint).
+    for (args, message) in [
+        (["--chunk-size", "3k"], "\"3k\" is not a chunk size"),
+        (["--platform", "linux"], "\"linux\" is not a platform"),
+    ] {
+        let run = push_run(&args, &image);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains(message), "{}", run.stderr);
+    }
+    // Nothing reached the tag.
+    let target = write_file(dir.path(), "out.img", b"");
+    install_tag(&reference, &target, &[]).assert_failed(3, "MANIFEST_UNKNOWN");
+}
