@@ -38,7 +38,7 @@ fn main() {
     let mut out = vec![0u8; CHUNK];
 
     let start = Instant::now();
-    let mut inflater = ocidd::decompress::MemberInflater::new();
+    let mut inflater = ocidd::install::decompress::MemberInflater::new();
     for (member, chunk) in gzip_members.iter().zip(&chunks) {
         let (_, n) = inflater.inflate(member, &mut out).unwrap();
         assert_eq!(n, chunk.len());

@@ -10,10 +10,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ocidd::cmdline::{
     Params, RegistryOptions, parse_block_size, parse_retries, parse_seconds, parse_words,
 };
-use ocidd::decompress::Compression;
 use ocidd::error::{Failure, failure_of};
+use ocidd::install::decompress::Compression;
 use ocidd::reference::{ImageSource, Platform, parse_blob, parse_tag};
-use ocidd::{init, install, push};
+use ocidd::{boot, install, push};
 
 #[derive(Parser)]
 #[command(
@@ -166,8 +166,8 @@ impl InstallArgs {
 }
 
 fn main() -> ExitCode {
-    if init::is_init() {
-        init::run();
+    if boot::is_init() {
+        boot::run();
     }
     let cli = Cli::parse();
     let result = match cli.command {

@@ -122,7 +122,7 @@ fn missing_and_unusable_targets_exit_5() {
         "dd.of=/dev/ocidd-test-missing does not exist; disks here: ",
     );
     // The disks it names are this machine's, from /sys/block.
-    let listed = ocidd::blockdev::list_disks();
+    let listed = ocidd::install::target::list_disks();
     if let Some(disk) = listed.first() {
         assert!(run.stderr.contains(&disk.summary()), "{}", run.stderr);
     }

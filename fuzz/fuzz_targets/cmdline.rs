@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ocidd::cmdline::{parse_size, parse_words, split_kernel_cmdline};
-use ocidd::network::parse_ip_param;
+use ocidd::boot::network::parse_ip_param;
 
 fuzz_target!(|line: &str| {
     let words = split_kernel_cmdline(line);

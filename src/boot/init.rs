@@ -17,10 +17,10 @@ use anyhow::{Context, Result};
 use rustix::mount::{MountFlags, mount};
 use rustix::system::RebootCommand;
 
+use crate::boot::console::Mirror;
+use crate::boot::modules::{ModuleIndex, load_for_hardware};
+use crate::boot::network::{configure, parse_ip_param};
 use crate::cmdline::{After, parse_words, split_kernel_cmdline};
-use crate::console::Mirror;
-use crate::modules::{ModuleIndex, load_for_hardware};
-use crate::network::{configure, parse_ip_param};
 use crate::progress::Display;
 
 const PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin";

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use futures_util::future::select_ok;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
-use crate::dhcp::{self, Lease};
+use crate::boot::dhcp::{self, Lease};
 
 /// How the network is to be configured, from the kernel's `ip=` parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,15 +19,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::blockdev::{AlignedBuffer, BlockFailure, BlockWriter, HOLDBACK, Target};
 use crate::chunks::{Chunk, ChunkIndex, is_zero};
-use crate::decompress::{Compression, MemberInflater};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Classify, Failure, classified};
+use crate::install::decompress::{Compression, MemberInflater};
+use crate::install::target::{AlignedBuffer, BlockFailure, BlockWriter, HOLDBACK, Target};
 use crate::progress::Progress;
 use crate::registry::Registry;
+use crate::registry::blob::{Interruptions, interruption_reason};
 use crate::retry::Backoff;
-use crate::source::{Interruptions, interruption_reason};
 
 /// Compressed bytes per range request.
 const GROUP_BYTES: u64 = 4 << 20;

@@ -1,6 +1,13 @@
 //! The install: resolve the image, check the target, stream the blob through digest check and
 //! decompression onto the target, and commit it only once it verified.
 
+pub mod chunked;
+pub mod decompress;
+pub mod pipe;
+pub mod prompt;
+pub mod stream;
+pub mod target;
+
 use std::io::{self, IsTerminal, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,20 +15,19 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use indicatif::HumanBytes;
 
-use crate::blockdev::{ImageWriter, Target};
-use crate::chunked::{self, ChunkedSource};
 use crate::chunks::{ChunkIndex, MAX_INDEX_SIZE};
 use crate::cmdline::Params;
-use crate::decompress::Compression;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Classify, Failure, classified, failure_of};
 use crate::fail;
 use crate::progress::{Display, Progress, Reporter};
-use crate::prompt::{self, InstallOptions};
 use crate::reference::{ImageSource, Platform};
+use crate::registry::blob::BlobReader;
 use crate::registry::{self, ANNOTATION_IMAGE_SIZE, Registry};
-use crate::sequential;
-use crate::source::BlobReader;
+use chunked::ChunkedSource;
+use decompress::Compression;
+use prompt::InstallOptions;
+use target::{ImageWriter, Target};
 
 /// How much of a blob is read to tell its compression.
 const HEAD: usize = 512;
@@ -237,7 +243,7 @@ fn install_sequential(
     }
     let reporter = Reporter::start(Arc::clone(progress), display);
     let mut writer = ImageWriter::new(target, options.block_size, Arc::clone(progress));
-    let result = match sequential::install(blob, head, compression, image_size, &mut writer) {
+    let result = match stream::install(blob, head, compression, image_size, &mut writer) {
         Ok(()) => {
             let written = writer.written();
             writer.finish().map_err(|e| (e, Some(written)))

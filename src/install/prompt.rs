@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Result, anyhow};
 
-use crate::blockdev::list_disks;
 use crate::cmdline::{Params, RegistryOptions, parse_block_size};
 use crate::error::{Classify, Failure};
 use crate::fail;
+use crate::install::target::list_disks;
 use crate::reference::{ImageSource, parse_blob, parse_tag};
 
 /// The install's settings, complete.

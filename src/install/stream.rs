@@ -7,10 +7,10 @@ use std::thread;
 
 use anyhow::{Result, anyhow};
 
-use crate::blockdev::ImageWriter;
-use crate::decompress::{Compression, Decoder};
 use crate::error::{Failure, classified, failure_of};
-use crate::pipeline::{PipeReader, PipeWriter, is_broken, pipe};
+use crate::install::decompress::{Compression, Decoder};
+use crate::install::pipe::{PipeReader, PipeWriter, is_broken, pipe};
+use crate::install::target::ImageWriter;
 
 /// Buffers per pipe, and their size.
 const BUFFERS: usize = 4;

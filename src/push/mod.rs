@@ -26,10 +26,10 @@ use tokio::sync::mpsc;
 
 use crate::chunks::{Chunk, ChunkIndex, MEDIA_TYPE_CHUNK_INDEX, is_zero};
 use crate::cmdline::RegistryOptions;
-use crate::decompress::Compression;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Classify, Failure};
 use crate::fail;
+use crate::install::decompress::Compression;
 use crate::reference::Platform;
 use crate::registry::{
     ANNOTATION_IMAGE_DIGEST, ANNOTATION_IMAGE_SIZE, Credentials, entry_platform, lookup_credentials,

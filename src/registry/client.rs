@@ -24,10 +24,10 @@ use serde::Deserialize;
 
 use crate::chunks::MEDIA_TYPE_CHUNK_INDEX;
 use crate::cmdline::RegistryOptions;
-use crate::decompress::{Compression, MEDIA_TYPE_GZIP, MEDIA_TYPE_RAW, MEDIA_TYPE_ZSTD};
 use crate::digest::Digest;
 use crate::error::{Classify, Failure, classified};
 use crate::fail;
+use crate::install::decompress::{Compression, MEDIA_TYPE_GZIP, MEDIA_TYPE_RAW, MEDIA_TYPE_ZSTD};
 use crate::reference::Platform;
 use crate::retry::{Attempt, Backoff, Transient, parse_retry_after, with_retries};
 
