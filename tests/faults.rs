@@ -443,3 +443,76 @@ fn a_range_answered_from_elsewhere_is_aligned_or_refused() {
         );
     }
 }
+
+/// The first GET is cut halfway; the resumption is answered from byte 0 (Range ignored, as a
+/// cold pull-through cache does) and stalls before it reaches the cut; the GETs after it are
+/// served. `gets` counts the GETs of the blob this applies to.
+fn cut_then_from_the_start_and_stalled(n: usize, cut_at: u64) -> Action {
+    match n {
+        0 => cut(cut_at),
+        1 => Action::Forward(Forward {
+            strip_range: true,
+            stall_after: Some((cut_at / 2, Duration::from_secs(20))),
+            ..Forward::default()
+        }),
+        _ => Action::forward(),
+    }
+}
+
+#[test]
+fn a_resumption_from_the_start_that_stalls_is_resumed_again() {
+    for layout in LAYOUTS {
+        let setup = setup(layout);
+        let size = setup.blob_size;
+        let proxy = Proxy::start(
+            setup.registry.port,
+            on_blob_gets(&setup.layer, move |n, _| {
+                cut_then_from_the_start_and_stalled(n, size / 2)
+            }),
+        );
+        let run = setup.install_through(&proxy, &["oci.stall_timeout=2"]);
+        assert!(
+            run.stderr.contains("no data within oci.stall_timeout"),
+            "{}",
+            run.stderr
+        );
+        let ratio = report(
+            layout,
+            "cut, then Range ignored and a stall",
+            "completed",
+            &proxy,
+            size,
+        );
+        assert!(ratio < 2.1, "{ratio}");
+    }
+}
+
+#[test]
+fn a_chunk_index_download_that_breaks_is_resumed() {
+    let setup = setup(Layout::Chunked);
+    let layer = setup.layer.clone();
+    let index_gets = Arc::new(AtomicUsize::new(0));
+    // The chunk index is the one other blob an install fetches; it is about 2 KB.
+    let proxy = Proxy::start(setup.registry.port, move |request: &Request| {
+        if request.is_blob() && request.method == "GET" && !request.path.ends_with(&layer) {
+            let n = index_gets.fetch_add(1, Ordering::SeqCst);
+            cut_then_from_the_start_and_stalled(n, 400)
+        } else {
+            Action::forward()
+        }
+    });
+    let run = setup.install_through(&proxy, &["oci.stall_timeout=2"]);
+    assert_eq!(
+        run.stderr.matches("download interrupted at byte").count(),
+        2,
+        "{}",
+        run.stderr
+    );
+    report(
+        Layout::Chunked,
+        "chunk index: cut, then Range ignored and a stall",
+        "completed",
+        &proxy,
+        setup.blob_size,
+    );
+}

@@ -9,7 +9,7 @@
 //! while too many compressed bytes are in flight.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read};
+use std::io::Read;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -26,8 +26,7 @@ use crate::install::decompress::{Compression, MemberInflater};
 use crate::install::target::{AlignedBuffer, BlockFailure, BlockWriter, HOLDBACK, Target};
 use crate::progress::Progress;
 use crate::registry::Registry;
-use crate::registry::blob::{Interruptions, interruption_reason};
-use crate::retry::Backoff;
+use crate::registry::blob::BlobReader;
 
 /// Compressed bytes per range request.
 const GROUP_BYTES: u64 = 4 << 20;
@@ -50,7 +49,6 @@ pub struct ChunkedSource<'a> {
     pub blob_size: u64,
     pub index: &'a ChunkIndex,
     pub compression: Compression,
-    pub backoff: Backoff,
 }
 
 /// Consecutive chunks fetched with one range request.
@@ -184,7 +182,7 @@ struct Shared<'a> {
     source: &'a ChunkedSource<'a>,
     target: &'a Target,
     block_size: usize,
-    progress: &'a Progress,
+    progress: &'a Arc<Progress>,
     buffers: Buffers,
     /// Set on a failure that ends the install at once.
     stop: AtomicBool,
@@ -554,18 +552,22 @@ fn fetcher(
     next_span: &AtomicUsize,
     fetched: mpsc::Sender<(usize, Vec<u8>)>,
 ) {
+    let source = shared.source;
     loop {
         let first = next_span.fetch_add(SPAN, Ordering::SeqCst);
         if first >= groups.len() {
             return;
         }
         let span = first..(first + SPAN).min(groups.len());
-        let mut stream = RangeStream::new(shared, groups[span.end - 1].end);
+        let range = groups[span.start].start..groups[span.end - 1].end;
+        let mut reader = BlobReader::range(source.registry, source.digest, range, source.blob_size)
+            .counting(Arc::clone(shared.progress))
+            .stopping_on(&shared.stop);
         for g in span {
             let Some(buffer) = shared.buffers.acquire(g, &shared.stop) else {
                 return;
             };
-            match stream.read_group(&groups[g], buffer) {
+            match read_group(&mut reader, &groups[g], buffer) {
                 Ok(data) => {
                     if fetched.send((g, data)).is_err() {
                         return;
@@ -583,89 +585,25 @@ fn fetcher(
     }
 }
 
-/// One range request for consecutive groups, read group by group; when the download breaks,
-/// the rest of the range is asked for where it broke.
-struct RangeStream<'a> {
-    shared: &'a Shared<'a>,
-    body: Option<reqwest::blocking::Response>,
-    /// The next byte the body gives.
-    position: u64,
-    end: u64,
-    interruptions: Interruptions,
-}
-
-impl<'a> RangeStream<'a> {
-    fn new(shared: &'a Shared<'a>, end: u64) -> Self {
-        RangeStream {
-            shared,
-            body: None,
-            position: 0,
-            end,
-            interruptions: Interruptions::new(shared.source.backoff),
-        }
+/// Reads `group`'s bytes from `reader` into `data`.
+fn read_group(reader: &mut BlobReader, group: &Group, mut data: Vec<u8>) -> Result<Vec<u8>> {
+    let length = group.end - group.start;
+    data.clear();
+    reader
+        .take(length)
+        .read_to_end(&mut data)
+        .context("fetching the blob")
+        .classify(Failure::Registry)?;
+    if data.len() as u64 != length {
+        return Err(classified(
+            Failure::Registry,
+            anyhow!(
+                "fetching the blob: it ended at byte {}",
+                group.start + data.len() as u64
+            ),
+        ));
     }
-
-    /// Starts the request at `from`.
-    fn open(&mut self, from: u64) -> Result<()> {
-        let source = self.shared.source;
-        let response = source
-            .registry
-            .fetch_blob(source.digest, from, Some(self.end))?;
-        let mut body = response.body;
-        // A server that ignores the range (or starts it early) sends bytes we have.
-        let skip = response.skip;
-        let skipped = io::copy(&mut (&mut body).take(skip), &mut io::sink())?;
-        if skipped == skip {
-            self.body = Some(body);
-            self.position = from;
-        }
-        Ok(())
-    }
-
-    /// Reads `group` into `data`.
-    fn read_group(&mut self, group: &Group, mut data: Vec<u8>) -> Result<Vec<u8>> {
-        let length = (group.end - group.start) as usize;
-        data.clear();
-        while data.len() < length {
-            if self.shared.stop.load(Ordering::Relaxed) {
-                return Err(anyhow!("stopped"));
-            }
-            let from = group.start + data.len() as u64;
-            if self.body.is_none() || self.position != from {
-                self.body = None;
-                self.open(from)?;
-            }
-            let before = data.len();
-            let read = match &mut self.body {
-                Some(body) => body
-                    .take((length - before) as u64)
-                    .read_to_end(&mut data)
-                    .map(|_| ()),
-                None => Err(io::ErrorKind::UnexpectedEof.into()),
-            };
-            // Whatever arrived before a failure was kept.
-            let arrived = (data.len() - before) as u64;
-            self.position += arrived;
-            self.shared.progress.fetched(arrived);
-            if arrived > 0 {
-                self.interruptions.progressed();
-            }
-            if data.len() == length {
-                break;
-            }
-            self.body = None;
-            let reason = match read {
-                Ok(()) => "the connection ended early".to_string(),
-                Err(e) => interruption_reason(&e),
-            };
-            self.interruptions.wait(
-                group.start + data.len() as u64,
-                Some(self.shared.source.blob_size),
-                &reason,
-            )?;
-        }
-        Ok(data)
-    }
+    Ok(data)
 }
 
 fn worker(shared: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>) {

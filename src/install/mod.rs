@@ -22,7 +22,7 @@ use crate::error::{Classify, Failure, classified, failure_of};
 use crate::fail;
 use crate::progress::{Display, Progress, Reporter};
 use crate::reference::{ImageSource, Platform};
-use crate::registry::blob::BlobReader;
+use crate::registry::blob::{BlobReader, read_small_blob};
 use crate::registry::{self, ANNOTATION_IMAGE_SIZE, Registry};
 use chunked::ChunkedSource;
 use decompress::Compression;
@@ -105,14 +105,7 @@ fn plan(registry: &Registry, options: &InstallOptions) -> Result<Plan> {
     );
     let index = match &layer.chunk_index {
         Some((digest, size)) => {
-            if *size > MAX_INDEX_SIZE {
-                fail!(
-                    Failure::Verification,
-                    "the chunk index is larger than {MAX_INDEX_SIZE} bytes"
-                );
-            }
-            let data = registry
-                .fetch_small_blob(digest, MAX_INDEX_SIZE)
+            let data = read_small_blob(registry, digest, Some(*size), MAX_INDEX_SIZE)
                 .context("fetching the chunk index")?;
             let index = ChunkIndex::parse(&data, &layer.digest, layer.size)?;
             if layer
@@ -167,7 +160,6 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
                 blob_size,
                 index,
                 compression,
-                backoff: options.registry.backoff(),
             };
             let result = chunked::install(&source, &target, options.block_size, &progress);
             reporter.finish();
@@ -210,14 +202,10 @@ fn install_sequential(
     progress: &Arc<Progress>,
     display: Display,
 ) -> Result<Result<u64, (anyhow::Error, Option<u64>)>> {
-    let blob = BlobReader::open(
-        registry,
-        &plan.digest,
-        plan.blob_size,
-        options.registry.backoff(),
-        Arc::clone(progress),
-    )
-    .with_context(|| format!("fetching {}", options.source))?;
+    let mut blob =
+        BlobReader::whole(registry, &plan.digest, plan.blob_size).counting(Arc::clone(progress));
+    blob.connect()
+        .with_context(|| format!("fetching {}", options.source))?;
     let blob_size = blob.size();
     progress.set_total(blob_size);
     let mut blob = VerifyingReader::new(blob, plan.digest.clone(), blob_size);
@@ -262,7 +250,7 @@ fn after_failure(
     target: &Target,
     options: &InstallOptions,
 ) -> anyhow::Error {
-    let failure = failure_of(&error).unwrap_or(Failure::Target);
+    let failure = failure_of(&error);
     let path = target.path().display();
     let note = match written {
         None => format!("nothing was written to {path}"),
@@ -278,7 +266,13 @@ fn after_failure(
             ),
         },
     };
-    classified(failure, anyhow!("{error:#}; {note}"))
+    let error = anyhow!("{error:#}; {note}");
+    // What no stage tagged stays untagged (exit 1, a bug to fix): guessing "target" would
+    // send the operator to the disk for what may be the network.
+    match failure {
+        Some(failure) => classified(failure, error),
+        None => error,
+    }
 }
 
 /// Prints the final line of a successful install.

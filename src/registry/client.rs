@@ -347,36 +347,9 @@ impl Registry {
         }
     }
 
-    /// Fetches a small blob whole (at most `limit` bytes) and checks its digest.
-    pub fn fetch_small_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
-        let response = self.fetch_blob(digest, 0, None)?;
-        if response.total_size.is_some_and(|n| n > limit) {
-            fail!(
-                Failure::Verification,
-                "blob {digest} is larger than {limit} bytes"
-            );
-        }
-        let mut body = Vec::new();
-        response
-            .body
-            .take(limit + 1)
-            .read_to_end(&mut body)
-            .with_context(|| format!("reading blob {digest}"))
-            .classify(Failure::Registry)?;
-        if body.len() as u64 > limit {
-            fail!(
-                Failure::Verification,
-                "blob {digest} is larger than {limit} bytes"
-            );
-        }
-        let actual = Digest::of(digest.algorithm(), &body);
-        if actual != *digest {
-            fail!(
-                Failure::Verification,
-                "blob digest mismatch: expected {digest}, got {actual}"
-            );
-        }
-        Ok(body)
+    /// How failing requests and broken downloads are retried.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
     }
 
     /// Sends a GET, authenticating when the registry asks for it, and retrying connection
