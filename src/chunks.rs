@@ -15,8 +15,6 @@ use crate::digest::Digest;
 use crate::error::{Classify, Failure};
 use crate::fail;
 
-/// Media type of the chunk index layer.
-pub const MEDIA_TYPE_CHUNK_INDEX: &str = "application/vnd.ocidd.chunk-index.v1+json";
 /// Chunk size `ocidd push` uses unless told otherwise.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// Index layers larger than this are refused before they are read.

@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod chunks;
 pub mod cmdline;
+pub mod compression;
 pub mod digest;
 pub mod error;
 pub mod install;

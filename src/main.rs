@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ocidd::cmdline::{
     Params, RegistryOptions, parse_block_size, parse_retries, parse_seconds, parse_words,
 };
+use ocidd::compression::Compression;
 use ocidd::error::{Failure, failure_of};
-use ocidd::install::decompress::Compression;
 use ocidd::reference::{ImageSource, Platform, parse_blob, parse_tag};
 use ocidd::{boot, install, push};
 

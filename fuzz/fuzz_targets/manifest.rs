@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ocidd::reference::Platform;
-use ocidd::registry::interpret_manifest;
+use ocidd::registry::manifest::interpret_manifest;
 
 fuzz_target!(|data: &[u8]| {
     let platform = Platform::current();

@@ -20,9 +20,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 
 use crate::chunks::{Chunk, ChunkIndex, is_zero};
+use crate::compression::Compression;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Classify, Failure, classified};
-use crate::install::decompress::{Compression, MemberInflater};
+use crate::install::decompress::MemberInflater;
 use crate::install::target::{AlignedBuffer, BlockFailure, BlockWriter, HOLDBACK, Target};
 use crate::progress::Progress;
 use crate::registry::Registry;

@@ -1,77 +1,9 @@
-//! Compression formats of disk images, and the decoders that undo them.
+//! The decoders that undo a disk image's compression: streams (gzip members, zstd frames)
+//! and whole gzip members held in memory.
 
-use std::fmt;
 use std::io::{self, BufRead, Read};
 
-/// How a disk image blob is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// gzip, possibly several members back to back (as pigz and `ocidd push` write).
-    Gzip,
-    /// zstd, possibly several frames.
-    Zstd,
-    /// The raw image.
-    None,
-}
-
-pub const MEDIA_TYPE_GZIP: &str = "application/octet-stream+gzip";
-pub const MEDIA_TYPE_ZSTD: &str = "application/octet-stream+zstd";
-pub const MEDIA_TYPE_RAW: &str = "application/octet-stream";
-
-const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
-const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
-
-/// Formats we recognise only to refuse them clearly.
-const UNSUPPORTED_MAGIC: &[(&[u8], &str)] = &[
-    (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
-    (b"BZh", "bzip2"),
-    (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
-    (&[0x89, b'L', b'Z', b'O'], "lzo"),
-];
-
-impl Compression {
-    /// The layer media type an image compressed this way has.
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Compression::Gzip => MEDIA_TYPE_GZIP,
-            Compression::Zstd => MEDIA_TYPE_ZSTD,
-            Compression::None => MEDIA_TYPE_RAW,
-        }
-    }
-
-    /// The compression a disk-image layer media type stands for; `None` for other layers.
-    pub fn from_media_type(media_type: &str) -> Option<Compression> {
-        [Compression::Gzip, Compression::Zstd, Compression::None]
-            .into_iter()
-            .find(|c| c.media_type() == media_type)
-    }
-
-    /// Recognises the compression from the first bytes of a blob.
-    pub fn detect(head: &[u8]) -> Result<Compression, String> {
-        if head.starts_with(GZIP_MAGIC) {
-            return Ok(Compression::Gzip);
-        }
-        if head.starts_with(ZSTD_MAGIC) {
-            return Ok(Compression::Zstd);
-        }
-        if let Some((_, name)) = UNSUPPORTED_MAGIC.iter().find(|(m, _)| head.starts_with(m)) {
-            return Err(format!(
-                "the blob is {name}-compressed, which is not supported (use gzip, zstd or none)"
-            ));
-        }
-        Ok(Compression::None)
-    }
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-            Compression::None => "uncompressed",
-        })
-    }
-}
+use crate::compression::Compression;
 
 /// A reader of the decompressed image over a reader of the compressed blob.
 pub enum Decoder<R: BufRead> {
@@ -187,34 +119,6 @@ mod tests {
         let mut out = Vec::new();
         Decoder::new(compression, data)?.read_to_end(&mut out)?;
         Ok(out)
-    }
-
-    #[test]
-    fn detects_formats() {
-        assert_eq!(Compression::detect(&gzip(b"x")), Ok(Compression::Gzip));
-        let z = zstd::encode_all(&b"x"[..], 1).unwrap();
-        assert_eq!(Compression::detect(&z), Ok(Compression::Zstd));
-        assert_eq!(
-            Compression::detect(&[0xeb, 0x63, 0x90]),
-            Ok(Compression::None)
-        );
-        assert_eq!(Compression::detect(&[]), Ok(Compression::None));
-        assert!(
-            Compression::detect(b"\xfd7zXZ\0rest")
-                .unwrap_err()
-                .contains("xz")
-        );
-    }
-
-    #[test]
-    fn media_types_round_trip() {
-        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
-            assert_eq!(Compression::from_media_type(c.media_type()), Some(c));
-        }
-        assert_eq!(
-            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+gzip"),
-            None
-        );
     }
 
     #[test]

@@ -17,15 +17,16 @@ use indicatif::HumanBytes;
 
 use crate::chunks::{ChunkIndex, MAX_INDEX_SIZE};
 use crate::cmdline::Params;
+use crate::compression::Compression;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Classify, Failure, classified, failure_of};
 use crate::fail;
 use crate::progress::{Display, Progress, Reporter};
 use crate::reference::{ImageSource, Platform};
 use crate::registry::blob::{BlobReader, read_small_blob};
-use crate::registry::{self, ANNOTATION_IMAGE_SIZE, Registry};
+use crate::registry::manifest::ANNOTATION_IMAGE_SIZE;
+use crate::registry::{self, Registry};
 use chunked::ChunkedSource;
-use decompress::Compression;
 use prompt::InstallOptions;
 use target::{ImageWriter, Target};
 

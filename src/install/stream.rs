@@ -7,8 +7,9 @@ use std::thread;
 
 use anyhow::{Result, anyhow};
 
+use crate::compression::Compression;
 use crate::error::{Failure, classified, failure_of};
-use crate::install::decompress::{Compression, Decoder};
+use crate::install::decompress::Decoder;
 use crate::install::pipe::{PipeReader, PipeWriter, is_broken, pipe};
 use crate::install::target::ImageWriter;
 

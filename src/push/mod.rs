@@ -24,20 +24,20 @@ use oci_spec::image::{
 };
 use tokio::sync::mpsc;
 
-use crate::chunks::{Chunk, ChunkIndex, MEDIA_TYPE_CHUNK_INDEX, is_zero};
+use crate::chunks::{Chunk, ChunkIndex, is_zero};
 use crate::cmdline::RegistryOptions;
+use crate::compression::Compression;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Classify, Failure};
 use crate::fail;
-use crate::install::decompress::Compression;
 use crate::reference::Platform;
-use crate::registry::{
-    ANNOTATION_IMAGE_DIGEST, ANNOTATION_IMAGE_SIZE, Credentials, entry_platform, lookup_credentials,
+use crate::registry::auth::{Credentials, lookup_credentials};
+use crate::registry::manifest::media_type::{
+    CHUNK_INDEX, DISK_IMAGE_ARTIFACT, DOCKER_LIST, OCI_INDEX, OCI_MANIFEST,
 };
+use crate::registry::manifest::{ANNOTATION_IMAGE_DIGEST, ANNOTATION_IMAGE_SIZE, entry_platform};
 
 const EMPTY_CONFIG: &[u8] = b"{}";
-/// The artifact type of manifests `ocidd push` writes.
-pub const ARTIFACT_TYPE: &str = "application/vnd.ocidd.disk-image.v1";
 const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
 /// Size of the compressed pieces handed to the uploader.
 const UPLOAD_PIECE: usize = 1 << 20;
@@ -105,7 +105,7 @@ pub fn run(options: &PushOptions) -> Result<Pushed> {
 }
 
 async fn push(options: &PushOptions, file: File) -> Result<Pushed> {
-    crate::registry::install_crypto_provider();
+    crate::registry::client::install_crypto_provider();
     let reference = &options.reference;
     let client = Client::new(client_config(&options.registry)?);
     let auth = match lookup_credentials(reference.registry(), options.registry.auth.as_deref())? {
@@ -243,10 +243,6 @@ async fn push(options: &PushOptions, file: File) -> Result<Pushed> {
     })
 }
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
 async fn push_manifest(
     client: &Client,
     reference: &Reference,
@@ -291,7 +287,7 @@ fn platform_entry(digest: &str, size: u64, platform: &Platform) -> Result<Descri
         }
         DescriptorBuilder::default()
             .media_type(MediaType::ImageManifest)
-            .artifact_type(MediaType::Other(ARTIFACT_TYPE.to_string()))
+            .artifact_type(MediaType::Other(DISK_IMAGE_ARTIFACT.to_string()))
             .digest(oci_spec::image::Digest::try_from(digest)?)
             .size(size)
             .platform(oci_platform.build()?)
@@ -412,7 +408,7 @@ fn manifest(
         if let Some((digest, size)) = index {
             layers.push(
                 DescriptorBuilder::default()
-                    .media_type(MediaType::Other(MEDIA_TYPE_CHUNK_INDEX.to_string()))
+                    .media_type(MediaType::Other(CHUNK_INDEX.to_string()))
                     .digest(oci_spec::image::Digest::try_from(digest.as_str())?)
                     .size(*size)
                     .build()?,
@@ -421,7 +417,7 @@ fn manifest(
         ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
-            .artifact_type(MediaType::Other(ARTIFACT_TYPE.to_string()))
+            .artifact_type(MediaType::Other(DISK_IMAGE_ARTIFACT.to_string()))
             .config(config)
             .layers(layers)
             .build()

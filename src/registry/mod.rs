@@ -1,10 +1,10 @@
-//! Talking to an OCI registry: the pull protocol and the resumable blob reader.
+//! Talking to an OCI registry: the pull protocol ([`client`]), authentication ([`auth`]),
+//! what manifests say ([`manifest`]), and the resumable reader every blob fetch goes through
+//! ([`blob`]).
 
+pub mod auth;
 pub mod blob;
 pub mod client;
+pub mod manifest;
 
-pub use client::{
-    ANNOTATION_IMAGE_DIGEST, ANNOTATION_IMAGE_SIZE, BlobResponse, Registry, entry_platform,
-    http_client, install_crypto_provider, interpret_manifest, short_reason,
-};
-pub(crate) use client::{Credentials, lookup_credentials};
+pub use client::{Registry, http_client};

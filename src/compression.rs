@@ -1,0 +1,113 @@
+//! How a disk image is compressed: the formats, their layer media types, and how a blob's
+//! first bytes tell them. Push compresses in them (`push`), install undoes them
+//! (`install::decompress`).
+
+use std::fmt;
+
+use crate::registry::manifest::media_type;
+
+/// How a disk image blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip, possibly several members back to back (as pigz and `ocidd push` write).
+    Gzip,
+    /// zstd, possibly several frames.
+    Zstd,
+    /// The raw image.
+    None,
+}
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// Formats we recognise only to refuse them clearly.
+const UNSUPPORTED_MAGIC: &[(&[u8], &str)] = &[
+    (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
+    (b"BZh", "bzip2"),
+    (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
+    (&[0x89, b'L', b'Z', b'O'], "lzo"),
+];
+
+impl Compression {
+    /// The layer media type an image compressed this way has.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => media_type::LAYER_GZIP,
+            Compression::Zstd => media_type::LAYER_ZSTD,
+            Compression::None => media_type::LAYER_RAW,
+        }
+    }
+
+    /// The compression a disk-image layer media type stands for; `None` for other layers.
+    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+        [Compression::Gzip, Compression::Zstd, Compression::None]
+            .into_iter()
+            .find(|c| c.media_type() == media_type)
+    }
+
+    /// Recognises the compression from the first bytes of a blob.
+    pub fn detect(head: &[u8]) -> Result<Compression, String> {
+        if head.starts_with(GZIP_MAGIC) {
+            return Ok(Compression::Gzip);
+        }
+        if head.starts_with(ZSTD_MAGIC) {
+            return Ok(Compression::Zstd);
+        }
+        if let Some((_, name)) = UNSUPPORTED_MAGIC.iter().find(|(m, _)| head.starts_with(m)) {
+            return Err(format!(
+                "the blob is {name}-compressed, which is not supported (use gzip, zstd or none)"
+            ));
+        }
+        Ok(Compression::None)
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "uncompressed",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn detects_formats() {
+        assert_eq!(Compression::detect(&gzip(b"x")), Ok(Compression::Gzip));
+        let z = zstd::encode_all(&b"x"[..], 1).unwrap();
+        assert_eq!(Compression::detect(&z), Ok(Compression::Zstd));
+        assert_eq!(
+            Compression::detect(&[0xeb, 0x63, 0x90]),
+            Ok(Compression::None)
+        );
+        assert_eq!(Compression::detect(&[]), Ok(Compression::None));
+        assert!(
+            Compression::detect(b"\xfd7zXZ\0rest")
+                .unwrap_err()
+                .contains("xz")
+        );
+    }
+
+    #[test]
+    fn media_types_round_trip() {
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            assert_eq!(Compression::from_media_type(c.media_type()), Some(c));
+        }
+        assert_eq!(
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+gzip"),
+            None
+        );
+    }
+}
