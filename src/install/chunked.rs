@@ -24,7 +24,10 @@ use crate::compression::Compression;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Classify, Failure, classified};
 use crate::install::decompress::MemberInflater;
-use crate::install::target::{AlignedBuffer, BlockFailure, BlockWriter, HOLDBACK, Target};
+use crate::install::target::Target;
+use crate::install::writer::{
+    AlignedBuffer, BlockFailure, BlockWriter, HOLDBACK, HeldStart, WriteFailure,
+};
 use crate::progress::Progress;
 use crate::registry::Registry;
 use crate::registry::blob::BlobReader;
@@ -195,7 +198,7 @@ struct Shared<'a> {
     /// Image bytes written or zeroed.
     done: AtomicU64,
     /// The image's first [`HOLDBACK`] bytes, written last.
-    held: Mutex<AlignedBuffer>,
+    held: Mutex<HeldStart>,
     /// Per group: the chunks still to decompress, plus one until it is hashed. Its buffer
     /// is free again when this reaches zero.
     pending: Vec<AtomicUsize>,
@@ -240,18 +243,6 @@ impl Shared<'_> {
             .is_some()
     }
 
-    fn target_error(&self, failure: BlockFailure) -> anyhow::Error {
-        classified(
-            Failure::Target,
-            anyhow!(failure.error).context(format!(
-                "{} {} at byte {}",
-                failure.what,
-                self.target.path().display(),
-                failure.offset
-            )),
-        )
-    }
-
     fn account(&self, bytes: u64) {
         self.done.fetch_add(bytes, Ordering::Relaxed);
         self.progress.written(bytes);
@@ -267,11 +258,12 @@ impl Shared<'_> {
             self.target
                 .zero_range(start, end - start)
                 .map_err(|error| {
-                    self.target_error(BlockFailure {
+                    BlockFailure {
                         error,
                         what: "zeroing",
                         offset: start,
-                    })
+                    }
+                    .into_error(self.target)
                 })?;
         }
         Ok(())
@@ -287,15 +279,11 @@ impl Shared<'_> {
     /// Writes a decompressed chunk at `offset`: its held-back part into the held buffer, the
     /// rest in blocks, with runs of zero blocks zeroed instead of written.
     fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
-        let mut offset = offset;
-        let mut rest = data;
-        if offset < HOLDBACK as u64 {
-            let n = (HOLDBACK - offset as usize).min(rest.len());
-            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            held[offset as usize..offset as usize + n].copy_from_slice(&rest[..n]);
-            offset += n as u64;
-            rest = &rest[n..];
-        }
+        let (mut offset, rest) = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keep(offset, data);
         let mut blocks = BlockWriter::new(self.target);
         let mut put = || -> Result<(), BlockFailure> {
             for block in rest.chunks(self.block_size) {
@@ -308,21 +296,20 @@ impl Shared<'_> {
         if blocks.touched() {
             self.touched.store(true, Ordering::Relaxed);
         }
-        result.map_err(|f| self.target_error(f))?;
+        result.map_err(|f| f.into_error(self.target))?;
         self.account(data.len() as u64);
         Ok(())
     }
 }
 
 /// Installs the chunked image onto `target`, which already has the image's length if it is a
-/// file that grows (chunks land anywhere, zero chunks nowhere). Returns the image size; on
-/// failure, the error and how many image bytes reached the target (`None`: nothing did).
+/// file that grows (chunks land anywhere, zero chunks nowhere). Returns the image size.
 pub fn install(
     source: &ChunkedSource,
     target: &Target,
     block_size: usize,
     progress: &Arc<Progress>,
-) -> Result<u64, (anyhow::Error, Option<u64>)> {
+) -> Result<u64, WriteFailure> {
     let index = source.index;
     let groups = groups(index);
     let shared = Shared {
@@ -342,12 +329,7 @@ pub fn install(
         corruption: Mutex::new(None),
         touched: AtomicBool::new(false),
         done: AtomicU64::new(0),
-        held: Mutex::new({
-            let length = index.image_size.min(HOLDBACK as u64) as usize;
-            let mut held = AlignedBuffer::with_capacity(length);
-            held.set_len(length);
-            held
-        }),
+        held: Mutex::new(HeldStart::new(Some(index.image_size))),
         pending: groups
             .iter()
             .map(|g| {
@@ -407,9 +389,18 @@ pub fn install(
         (None, Ok(()), None) => Ok(()),
     };
     if let Err(error) = outcome {
-        return Err((error, written));
+        return Err(WriteFailure { error, written });
     }
-    finish(&shared).map_err(|e| (e, Some(index.image_size)))?;
+    // A target file that grows was given the image's length before the install began.
+    shared
+        .held
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .commit(target, block_size)
+        .map_err(|error| WriteFailure {
+            error,
+            written: Some(index.image_size),
+        })?;
     Ok(index.image_size)
 }
 
@@ -693,18 +684,6 @@ fn decompress(
         ));
     }
     Ok(())
-}
-
-/// After everything verified: a flush, the held-back start, a flush. (A target file that
-/// grows was given the image's length before the install began.)
-fn finish(shared: &Shared) -> Result<()> {
-    let target = shared.target;
-    target.sync().context("flushing the image")?;
-    let held = shared.held.lock().unwrap_or_else(|p| p.into_inner());
-    BlockWriter::new(target)
-        .put_start(&held, shared.block_size)
-        .map_err(|f| shared.target_error(f))?;
-    target.sync().context("flushing the image's first MiB")
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod pipe;
 pub mod prompt;
 pub mod stream;
 pub mod target;
+pub mod writer;
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::sync::Arc;
@@ -28,7 +29,8 @@ use crate::registry::manifest::ANNOTATION_IMAGE_SIZE;
 use crate::registry::{self, Registry};
 use chunked::ChunkedSource;
 use prompt::InstallOptions;
-use target::{ImageWriter, Target};
+use target::Target;
+use writer::{ImageWriter, WriteFailure};
 
 /// How much of a blob is read to tell its compression.
 const HEAD: usize = 512;
@@ -152,9 +154,6 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
     let progress = Arc::new(Progress::default());
     let result = match (&plan.index, plan.compression, plan.blob_size) {
         (Some(index), Some(compression), Some(blob_size)) => {
-            grow_target(&target, index.image_size)?;
-            progress.set_total(Some(blob_size));
-            let reporter = Reporter::start(Arc::clone(&progress), display);
             let source = ChunkedSource {
                 registry: &registry,
                 digest: &plan.digest,
@@ -162,11 +161,9 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
                 index,
                 compression,
             };
-            let result = chunked::install(&source, &target, options.block_size, &progress);
-            reporter.finish();
-            result
+            install_chunked(&source, &target, options, &progress, display)
         }
-        _ => install_sequential(&registry, &plan, &target, options, &progress, display)?,
+        _ => install_sequential(&registry, &plan, &target, options, &progress, display),
     };
     match result {
         Ok(bytes) => {
@@ -180,7 +177,7 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
                 digest: plan.digest,
             })
         }
-        Err((error, written)) => Err(after_failure(error, written, &target, options)),
+        Err(failure) => Err(after_failure(failure, &target, options)),
     }
 }
 
@@ -193,8 +190,23 @@ fn grow_target(target: &Target, size: u64) -> Result<()> {
         .classify(Failure::Target)
 }
 
-/// The image as one stream. The outer error is a failure before anything was written; the
-/// inner one, a failure of the stream (with how much reached the target).
+/// The image in chunks, in parallel.
+fn install_chunked(
+    source: &ChunkedSource,
+    target: &Target,
+    options: &InstallOptions,
+    progress: &Arc<Progress>,
+    display: Display,
+) -> Result<u64, WriteFailure> {
+    grow_target(target, source.index.image_size)?;
+    progress.set_total(Some(source.blob_size));
+    let reporter = Reporter::start(Arc::clone(progress), display);
+    let result = chunked::install(source, target, options.block_size, progress);
+    reporter.finish();
+    result
+}
+
+/// The image as one stream.
 fn install_sequential(
     registry: &Registry,
     plan: &Plan,
@@ -202,7 +214,7 @@ fn install_sequential(
     options: &InstallOptions,
     progress: &Arc<Progress>,
     display: Display,
-) -> Result<Result<u64, (anyhow::Error, Option<u64>)>> {
+) -> Result<u64, WriteFailure> {
     let mut blob =
         BlobReader::whole(registry, &plan.digest, plan.blob_size).counting(Arc::clone(progress));
     blob.connect()
@@ -235,19 +247,24 @@ fn install_sequential(
     let result = match stream::install(blob, head, compression, image_size, &mut writer) {
         Ok(()) => {
             let written = writer.written();
-            writer.finish().map_err(|e| (e, Some(written)))
+            writer.finish().map_err(|error| WriteFailure {
+                error,
+                written: Some(written),
+            })
         }
-        Err(e) => Err((e, writer.touched().then(|| writer.written()))),
+        Err(error) => Err(WriteFailure {
+            error,
+            written: writer.touched().then(|| writer.written()),
+        }),
     };
     reporter.finish();
-    Ok(result)
+    result
 }
 
-/// Makes the target unbootable if writing had begun (`written` is then how much of the image
-/// was), unless told to keep it, and says so in the error.
+/// Makes the target unbootable if writing had begun, unless told to keep it, and says so in
+/// the error.
 fn after_failure(
-    error: anyhow::Error,
-    written: Option<u64>,
+    WriteFailure { error, written }: WriteFailure,
     target: &Target,
     options: &InstallOptions,
 ) -> anyhow::Error {

@@ -11,7 +11,7 @@ use crate::compression::Compression;
 use crate::error::{Failure, classified, failure_of};
 use crate::install::decompress::Decoder;
 use crate::install::pipe::{PipeReader, PipeWriter, is_broken, pipe};
-use crate::install::target::ImageWriter;
+use crate::install::writer::ImageWriter;
 
 /// Buffers per pipe, and their size.
 const BUFFERS: usize = 4;

@@ -1,23 +1,17 @@
-//! The target: opening and checking it, writing the image onto it in `dd.bs` blocks with the
-//! first MiB held back until the image verified, wiping it when an install fails, and listing
-//! the machine's disks for the prompt.
+//! The target: opening and checking it (it exists, it is not in use, the image fits), the
+//! primitives the writer uses (aligned direct writes, zeroing ranges, flushing), wiping its
+//! start when an install fails, and listing the machine's disks.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 
-use crate::chunks::is_zero;
-use crate::error::{Classify, Failure, io_error};
+use super::writer::HOLDBACK;
+use crate::error::{Classify, Failure};
 use crate::fail;
-use crate::progress::Progress;
-
-/// The part of the image written last, once everything else is verified and on disk: it holds
-/// the partition tables, so a machine cannot boot a half-written image.
-pub const HOLDBACK: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -147,6 +141,11 @@ impl Target {
         &self.path
     }
 
+    /// How many bytes fit; `None` for an empty regular file, which grows to the image.
+    pub fn capacity(&self) -> Option<u64> {
+        self.capacity
+    }
+
     /// A one-line description for the operator: path, size, model.
     pub fn describe(&self) -> String {
         let size = self
@@ -260,11 +259,6 @@ impl Target {
         self.file.write_all_at(data, offset)
     }
 
-    /// The alignment at which writes go directly to the target.
-    pub fn alignment(&self) -> usize {
-        self.alignment
-    }
-
     /// Gives a target that grows the image's length (holes at its end included).
     pub fn set_image_length(&self, length: u64) -> io::Result<()> {
         if self.kind == Kind::RegularFile && self.capacity.is_none() {
@@ -297,282 +291,6 @@ impl Target {
         unsafe { rustix::ioctl::ioctl(&self.file, rustix::ioctl::NoArg::<BLKRRPART>::new()) }
             .map_err(io::Error::from)
             .with_context(|| format!("re-reading the partition table of {}", self.path.display()))
-    }
-}
-
-/// A byte buffer whose start is aligned for direct I/O (4096 bytes, which covers every
-/// logical block size). Over-allocates a plain `Vec` and uses an aligned window of it.
-pub struct AlignedBuffer {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-const BUFFER_ALIGNMENT: usize = 4096;
-
-impl AlignedBuffer {
-    /// A buffer of `capacity` bytes, empty.
-    pub fn with_capacity(capacity: usize) -> Self {
-        let storage = vec![0u8; capacity + BUFFER_ALIGNMENT];
-        let start = storage.as_ptr().align_offset(BUFFER_ALIGNMENT);
-        AlignedBuffer {
-            storage,
-            start,
-            len: 0,
-        }
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.storage.len() - BUFFER_ALIGNMENT
-    }
-
-    /// Sets the length (up to the capacity); new bytes are whatever was there.
-    pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(self.capacity());
-    }
-
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
-    pub fn extend_from_slice(&mut self, data: &[u8]) {
-        let end = self.len + data.len();
-        self.storage[self.start + self.len..self.start + end].copy_from_slice(data);
-        self.len = end;
-    }
-}
-
-impl std::ops::Deref for AlignedBuffer {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
-    }
-}
-
-impl std::ops::DerefMut for AlignedBuffer {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
-    }
-}
-
-/// A write or a zeroing of the target that failed: the error, which it was, and where.
-pub struct BlockFailure {
-    pub error: io::Error,
-    pub what: &'static str,
-    pub offset: u64,
-}
-
-/// Blocks of the image going onto the target at increasing offsets: each is written, but for
-/// blocks of zeros, whose runs become one [`Target::zero_range`] each. Both installs (the
-/// stream's [`ImageWriter`] and each chunk of a chunked image) write through one.
-pub struct BlockWriter<'a> {
-    target: &'a Target,
-    /// Zero blocks not yet zeroed: (offset, length).
-    zero_run: Option<(u64, u64)>,
-    touched: bool,
-}
-
-impl<'a> BlockWriter<'a> {
-    pub fn new(target: &'a Target) -> Self {
-        BlockWriter {
-            target,
-            zero_run: None,
-            touched: false,
-        }
-    }
-
-    /// Whether a write or a zeroing was issued (then a failure must wipe the target).
-    pub fn touched(&self) -> bool {
-        self.touched
-    }
-
-    /// Puts `block` at `offset`: written, or added to the run of zeros.
-    pub fn put(&mut self, block: &[u8], offset: u64) -> Result<(), BlockFailure> {
-        if is_zero(block) {
-            match &mut self.zero_run {
-                Some((start, length)) if *start + *length == offset => {
-                    *length += block.len() as u64
-                }
-                _ => {
-                    self.flush()?;
-                    self.zero_run = Some((offset, block.len() as u64));
-                }
-            }
-            return Ok(());
-        }
-        self.flush()?;
-        self.touched = true;
-        self.target
-            .write_at(block, offset)
-            .map_err(|error| BlockFailure {
-                error,
-                what: "writing to",
-                offset,
-            })
-    }
-
-    /// Zeroes the pending run of zero blocks.
-    pub fn flush(&mut self) -> Result<(), BlockFailure> {
-        if let Some((offset, length)) = self.zero_run.take() {
-            self.touched = true;
-            self.target
-                .zero_range(offset, length)
-                .map_err(|error| BlockFailure {
-                    error,
-                    what: "zeroing",
-                    offset,
-                })?;
-        }
-        Ok(())
-    }
-
-    /// Writes the held-back start of the image at offset 0, in `block_size` writes.
-    pub fn put_start(&mut self, held: &[u8], block_size: usize) -> Result<(), BlockFailure> {
-        for (i, block) in held.chunks(block_size).enumerate() {
-            let offset = (i * block_size) as u64;
-            self.touched = true;
-            self.target
-                .write_at(block, offset)
-                .map_err(|error| BlockFailure {
-                    error,
-                    what: "writing to",
-                    offset,
-                })?;
-        }
-        Ok(())
-    }
-}
-
-/// Writes the decompressed image onto the target: in `block_size` writes, never past its end,
-/// holding the first [`HOLDBACK`] bytes back until [`ImageWriter::finish`]. Blocks of zeros are
-/// not written: runs of them become [`Target::zero_range`] calls.
-pub struct ImageWriter<'a> {
-    target: &'a Target,
-    block_size: usize,
-    /// The block being filled (aligned, so that it can be written directly).
-    block: AlignedBuffer,
-    /// Where on the target the next block goes.
-    block_offset: u64,
-    held: AlignedBuffer,
-    accepted: u64,
-    blocks: BlockWriter<'a>,
-    progress: Arc<Progress>,
-}
-
-impl<'a> ImageWriter<'a> {
-    pub fn new(target: &'a Target, block_size: usize, progress: Arc<Progress>) -> Self {
-        ImageWriter {
-            target,
-            block_size,
-            block: AlignedBuffer::with_capacity(block_size),
-            block_offset: HOLDBACK as u64,
-            held: AlignedBuffer::with_capacity(HOLDBACK),
-            accepted: 0,
-            blocks: BlockWriter::new(target),
-            progress,
-        }
-    }
-
-    /// Whether anything reached the target yet (then a failure must wipe it).
-    pub fn touched(&self) -> bool {
-        self.blocks.touched()
-    }
-
-    /// How many bytes of the image were accepted (written, or buffered to be).
-    pub fn written(&self) -> u64 {
-        self.accepted
-    }
-
-    fn io_failure(&self, failure: BlockFailure) -> io::Error {
-        io_error(
-            Failure::Target,
-            anyhow!(failure.error).context(format!(
-                "{} {} at byte {}",
-                failure.what,
-                self.target.path.display(),
-                failure.offset
-            )),
-        )
-    }
-
-    /// Writes one block at the next block offset, or adds it to the run of zeros.
-    fn emit(&mut self, data: &[u8]) -> io::Result<()> {
-        let offset = self.block_offset;
-        self.block_offset += data.len() as u64;
-        self.progress.written(data.len() as u64);
-        self.blocks
-            .put(data, offset)
-            .map_err(|f| self.io_failure(f))
-    }
-
-    fn emit_block(&mut self) -> io::Result<()> {
-        let block = std::mem::replace(&mut self.block, AlignedBuffer::with_capacity(0));
-        let result = self.emit(&block);
-        self.block = block;
-        self.block.clear();
-        result
-    }
-
-    /// Writes what is still buffered, flushes it to stable storage, then writes the held-back
-    /// start and flushes again. Call only once the image verified. Returns the image size.
-    pub fn finish(mut self) -> Result<u64> {
-        if !self.block.is_empty() {
-            self.emit_block()?;
-        }
-        self.blocks.flush().map_err(|f| self.io_failure(f))?;
-        self.target
-            .set_image_length(self.accepted)
-            .with_context(|| format!("setting the length of {}", self.target.path.display()))
-            .classify(Failure::Target)?;
-        self.target.sync().context("flushing the image")?;
-        self.blocks
-            .put_start(&self.held, self.block_size)
-            .map_err(|f| self.io_failure(f))?;
-        self.progress.written(self.held.len() as u64);
-        self.target
-            .sync()
-            .context("flushing the image's first MiB")?;
-        Ok(self.accepted)
-    }
-}
-
-impl Write for ImageWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let end = self.accepted + buf.len() as u64;
-        if let Some(capacity) = self.target.capacity
-            && end > capacity
-        {
-            return Err(io_error(
-                Failure::Target,
-                anyhow!(
-                    "the image is larger than dd.of={} ({capacity} bytes); nothing was written past its end",
-                    self.target.path.display()
-                ),
-            ));
-        }
-        let mut rest = buf;
-        if self.held.len() < HOLDBACK {
-            let take = (HOLDBACK - self.held.len()).min(rest.len());
-            self.held.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-        }
-        // Blocks are copied into the aligned block buffer: a copy in memory is cheap next to
-        // what direct writes save.
-        while !rest.is_empty() {
-            let take = (self.block_size - self.block.len()).min(rest.len());
-            self.block.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.block.len() == self.block_size {
-                self.emit_block()?;
-            }
-        }
-        self.accepted = end;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        // Buffered blocks are written by `finish`, once the image verified.
-        Ok(())
     }
 }
 
@@ -727,93 +445,6 @@ fn list_disks_in(sys_block: &Path) -> Vec<Disk> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-
-    fn file_target(size: u64) -> (tempfile::NamedTempFile, Target) {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        file.as_file().set_len(size).unwrap();
-        let target = Target::open(file.path()).unwrap();
-        (file, target)
-    }
-
-    fn contents(path: &Path) -> Vec<u8> {
-        let mut data = Vec::new();
-        File::open(path).unwrap().read_to_end(&mut data).unwrap();
-        data
-    }
-
-    #[test]
-    fn holds_back_the_first_mib_until_finish() {
-        let (file, target) = file_target(4 << 20);
-        let image: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8 + 1).collect();
-        let mut writer = ImageWriter::new(&target, 4096, Arc::new(Progress::default()));
-        for chunk in image.chunks(10_007) {
-            writer.write_all(chunk).unwrap();
-        }
-        assert!(writer.touched());
-        let on_disk = contents(file.path());
-        assert!(
-            on_disk[..HOLDBACK].iter().all(|&b| b == 0),
-            "start written early"
-        );
-        assert_eq!(writer.finish().unwrap(), image.len() as u64);
-        let on_disk = contents(file.path());
-        assert_eq!(on_disk.len(), 4 << 20, "a sized file keeps its size");
-        assert_eq!(&on_disk[..image.len()], &image[..]);
-    }
-
-    #[test]
-    fn zero_blocks_become_holes() {
-        use std::os::unix::fs::MetadataExt;
-        // A sized file full of old data: zero blocks must read as zeros afterwards.
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), vec![0xAAu8; 8 << 20]).unwrap();
-        let target = Target::open(file.path()).unwrap();
-        let mut image = vec![0u8; 6 << 20];
-        image[..10].copy_from_slice(b"first meg.");
-        image[(5 << 20) + 7] = 1;
-        let mut writer = ImageWriter::new(&target, 65536, Arc::new(Progress::default()));
-        writer.write_all(&image).unwrap();
-        writer.finish().unwrap();
-        assert!(contents(file.path())[..image.len()] == image[..]);
-        // Four zero MiB were punched, not written.
-        assert!(
-            std::fs::metadata(file.path()).unwrap().blocks() * 512 <= (8 << 20) - (3 << 20),
-            "no holes"
-        );
-
-        // A file that grows ends sparse, at the image's length, zeros at the end included.
-        let (file, target) = file_target(0);
-        let mut image = vec![0u8; 5 << 20];
-        image[0] = 1;
-        let mut writer = ImageWriter::new(&target, 4096, Arc::new(Progress::default()));
-        writer.write_all(&image).unwrap();
-        writer.finish().unwrap();
-        assert!(contents(file.path()) == image);
-        assert!(std::fs::metadata(file.path()).unwrap().blocks() * 512 <= 2 << 20);
-    }
-
-    #[test]
-    fn an_empty_file_grows_to_the_image() {
-        let (file, target) = file_target(0);
-        assert_eq!(target.capacity, None);
-        let mut writer = ImageWriter::new(&target, 1000, Arc::new(Progress::default()));
-        writer.write_all(&[9u8; 1_500_000]).unwrap();
-        writer.finish().unwrap();
-        assert_eq!(contents(file.path()), vec![9u8; 1_500_000]);
-    }
-
-    #[test]
-    fn refuses_to_write_past_the_end() {
-        let (file, target) = file_target(2 << 20);
-        let mut writer = ImageWriter::new(&target, 65536, Arc::new(Progress::default()));
-        writer.write_all(&[1u8; 2 << 20]).unwrap();
-        let e = writer.write_all(&[1u8]).unwrap_err();
-        assert!(e.to_string().contains("larger than dd.of="), "{e}");
-        assert!(target.check_fits((2 << 20) + 1).is_err());
-        target.wipe_start().unwrap();
-        assert!(contents(file.path())[..HOLDBACK].iter().all(|&b| b == 0));
-    }
 
     #[test]
     fn refuses_missing_and_odd_targets() {
