@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use oci_spec::distribution::Reference;
+use oci_spec::image::Descriptor;
 
 use crate::digest::Digest;
 
@@ -101,6 +102,28 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// Whether `entry` of an image index is for this platform: the same OS and architecture,
+    /// and the same variant unless this platform names none. This one rule decides both what
+    /// an install selects and what `ocidd push --platform` replaces. An arm64 entry without a
+    /// variant is arm64/v8, its only variant (containerd reads it the same way).
+    pub fn selects(&self, entry: &Descriptor) -> bool {
+        let Some(theirs) = entry.platform() else {
+            return false;
+        };
+        let architecture = theirs.architecture().to_string();
+        let variant = |architecture: &str, variant: Option<&str>| match (architecture, variant) {
+            ("arm64", None) => Some("v8".to_string()),
+            (_, variant) => variant.map(str::to_string),
+        };
+        theirs.os().to_string() == self.os
+            && architecture == self.architecture
+            && (self.variant.is_none()
+                || variant(&architecture, theirs.variant().as_deref())
+                    == variant(&self.architecture, self.variant.as_deref()))
+    }
+}
+
 impl FromStr for Platform {
     type Err = String;
 
@@ -186,5 +209,43 @@ mod tests {
         assert!("linux//".parse::<Platform>().is_err());
         assert!("Linux/AMD64".parse::<Platform>().is_err());
         assert_eq!(Platform::current().os, "linux");
+    }
+
+    #[test]
+    fn one_rule_selects_index_entries() {
+        let entry = |platform: &str| -> Descriptor {
+            let mut parts = platform.split('/');
+            let (os, arch, variant) = (parts.next().unwrap(), parts.next().unwrap(), parts.next());
+            let variant = variant
+                .map(|v| format!(r#","variant":"{v}""#))
+                .unwrap_or_default();
+            serde_json::from_str(&format!(
+                r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{HEX}","size":1,"platform":{{"os":"{os}","architecture":"{arch}"{variant}}}}}"#
+            ))
+            .unwrap()
+        };
+        let wants = |wanted: &str, entry_platform: &str| {
+            wanted
+                .parse::<Platform>()
+                .unwrap()
+                .selects(&entry(entry_platform))
+        };
+        assert!(wants("linux/amd64", "linux/amd64"));
+        assert!(!wants("linux/amd64", "linux/arm64"));
+        assert!(!wants("linux/amd64", "windows/amd64"));
+        // No variant asked for: any variant serves.
+        assert!(wants("linux/arm", "linux/arm/v7"));
+        // A variant asked for: the entry must have it...
+        assert!(wants("linux/arm/v7", "linux/arm/v7"));
+        assert!(!wants("linux/arm/v7", "linux/arm/v6"));
+        assert!(!wants("linux/arm/v7", "linux/arm"));
+        // ...where arm64 without one is v8.
+        assert!(wants("linux/arm64/v8", "linux/arm64"));
+        assert!(!wants("linux/arm64/v9", "linux/arm64"));
+        let without_platform: Descriptor = serde_json::from_str(&format!(
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{HEX}","size":1}}"#
+        ))
+        .unwrap();
+        assert!(!Platform::current().selects(&without_platform));
     }
 }

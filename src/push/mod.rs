@@ -298,19 +298,6 @@ fn platform_entry(digest: &str, size: u64, platform: &Platform) -> Result<Descri
         .classify(Failure::Registry)
 }
 
-/// Whether an index entry is for `platform` as an install would select it: the same OS and
-/// architecture, and the same variant unless one of them names none.
-fn same_platform(entry: &Descriptor, platform: &Platform) -> bool {
-    entry.platform().as_ref().is_some_and(|p| {
-        p.os().to_string() == platform.os
-            && p.architecture().to_string() == platform.architecture
-            && match (p.variant(), &platform.variant) {
-                (Some(theirs), Some(ours)) => theirs == ours,
-                _ => true,
-            }
-    })
-}
-
 /// The index to push: `existing` (the tag's manifest and its digest, if it has one) with
 /// `entry` in place of whatever it had for `platform`. A tag that holds a single image gets an
 /// index with only `entry`; the image stays in the repository under its digest.
@@ -351,10 +338,10 @@ fn merge_into_index(
     // Entries are OCI or Docker manifests; the index itself is OCI's, whatever it was.
     index.set_media_type(Some(MediaType::ImageIndex));
     let mut manifests = index.manifests().clone();
-    if let Some(old) = manifests.iter().find(|d| same_platform(d, platform)) {
+    if let Some(old) = manifests.iter().find(|d| platform.selects(d)) {
         replaced = Some(format!("the {platform} entry {}", old.digest()));
     }
-    manifests.retain(|d| !same_platform(d, platform));
+    manifests.retain(|d| !platform.selects(d));
     manifests.push(entry);
     let platforms = manifests.iter().map(entry_platform).collect();
     index.set_manifests(manifests);

@@ -150,14 +150,7 @@ pub fn entry_platform(entry: &Descriptor) -> String {
 }
 
 fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> Result<&'a Descriptor> {
-    let matches = |d: &&Descriptor| {
-        d.platform().as_ref().is_some_and(|p| {
-            p.os().to_string() == wanted.os
-                && p.architecture().to_string() == wanted.architecture
-                && (wanted.variant.is_none() || p.variant() == &wanted.variant)
-        })
-    };
-    if let Some(entry) = index.manifests().iter().find(matches) {
+    if let Some(entry) = index.manifests().iter().find(|d| wanted.selects(d)) {
         return Ok(entry);
     }
     let available: Vec<String> = index.manifests().iter().map(entry_platform).collect();
