@@ -15,6 +15,12 @@ fn bad_parameters_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let target = target_file(dir.path(), "t.img", MIB);
     let of = format!("dd.of={}", target.display());
+    let not_pem = write_file(dir.path(), "not-a-ca.pem", b"not a certificate\n");
+    let not_pem_word = format!("oci.ca={}", not_pem.display());
+    let not_pem_message = format!(
+        "the CA file {} holds no PEM certificates",
+        not_pem.display()
+    );
     let cases: &[(&[&str], &str)] = &[
         (
             &[
@@ -92,7 +98,11 @@ fn bad_parameters_exit_2() {
                 "dd.bs=1M",
                 "oci.ca=/nonexistent/ca.pem",
             ],
-            "oci.ca=/nonexistent/ca.pem",
+            "reading the CA file /nonexistent/ca.pem",
+        ),
+        (
+            &["oci.tag=r.example/d:v1", &of, "dd.bs=1M", &not_pem_word],
+            &not_pem_message,
         ),
         (
             &["oci.tag=r.example/d:v1", &of, "dd.bs=1M", "wait"],
@@ -417,8 +427,18 @@ fn push_bad_inputs_exit_2_and_push_nothing() {
                 .unwrap(),
         )
     };
-    let cases: [(&[&str], &std::path::Path, &str); 5] = [
+    let not_pem = write_file(dir.path(), "not-a-ca.pem", b"not a certificate\n");
+    let not_pem_message = format!(
+        "the CA file {} holds no PEM certificates",
+        not_pem.display()
+    );
+    let cases: [(&[&str], &std::path::Path, &str); 6] = [
         (&[], &missing, "opening"),
+        (
+            &["--ca", &not_pem.display().to_string()],
+            &image,
+            &not_pem_message,
+        ),
         (&[], &empty, "is empty"),
         (
             &["--level", "15"],

@@ -92,6 +92,16 @@ fn certificates_are_verified_and_an_extra_ca_is_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, certificate, key) = certificates(dir.path());
     let registry = Registry::start_tls(&certificate, &key);
+    // A bundle: every certificate in it is trusted, not only the first.
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = certificates(other.path());
+    let bundle = dir.path().join("bundle.pem");
+    fs::write(
+        &bundle,
+        [fs::read(&other_ca).unwrap(), fs::read(&ca).unwrap()].concat(),
+    )
+    .unwrap();
+    let ca = bundle;
     let image = image_bytes(2 * MIB, 80);
     let source = write_file(dir.path(), "disk.raw", &image);
     let reference = format!("{}/disks/tls:v1", registry.host());

@@ -32,6 +32,7 @@ use crate::error::{Classify, Failure};
 use crate::fail;
 use crate::reference::Platform;
 use crate::registry::auth::{Credentials, lookup_credentials};
+use crate::registry::client::extra_certificates;
 use crate::registry::manifest::media_type::{
     CHUNK_INDEX, DISK_IMAGE_ARTIFACT, DOCKER_LIST, OCI_INDEX, OCI_MANIFEST,
 };
@@ -674,13 +675,13 @@ fn client_config(options: &RegistryOptions) -> Result<ClientConfig> {
         ..Default::default()
     };
     if let Some(path) = &options.ca {
-        let data = std::fs::read(path)
-            .with_context(|| format!("reading --ca {}", path.display()))
-            .classify(Failure::Usage)?;
-        config.extra_root_certificates.push(Certificate {
-            encoding: CertificateEncoding::Pem,
-            data,
-        });
+        config.extra_root_certificates = extra_certificates(path)?
+            .into_iter()
+            .map(|data| Certificate {
+                encoding: CertificateEncoding::Der,
+                data,
+            })
+            .collect();
     }
     Ok(config)
 }

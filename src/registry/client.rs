@@ -7,6 +7,7 @@
 //! oci-client is still used for pushing (see `push`).
 
 use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -73,13 +74,11 @@ pub fn http_client(options: &RegistryOptions) -> Result<Client> {
         // Without oci.allow_no_tls even a redirect must not downgrade to plain HTTP.
         .https_only(!options.allow_no_tls);
     if let Some(path) = &options.ca {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("reading oci.ca={}", path.display()))
-            .classify(Failure::Usage)?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-            .ok()
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| anyhow!("oci.ca={}: no PEM certificates in the file", path.display()))
+        let certificates = extra_certificates(path)?
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("the CA file {}", path.display()))
             .classify(Failure::Usage)?;
         builder = builder.tls_certs_merge(certificates);
     }
@@ -87,6 +86,29 @@ pub fn http_client(options: &RegistryOptions) -> Result<Client> {
         .build()
         .context("setting up HTTP client")
         .classify(Failure::Usage)
+}
+
+/// The certificates of a CA file (PEM) to trust besides the system's, DER-encoded, for the
+/// pull client and for push's; a file without any is refused.
+pub fn extra_certificates(path: &Path) -> Result<Vec<Vec<u8>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading the CA file {}", path.display()))
+        .classify(Failure::Usage)?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .map(|certificate| certificate.map(|der| der.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("the CA file {} is not valid PEM: {e}", path.display()))
+        .classify(Failure::Usage)?;
+    if certificates.is_empty() {
+        fail!(
+            Failure::Usage,
+            "the CA file {} holds no PEM certificates",
+            path.display()
+        );
+    }
+    Ok(certificates)
 }
 
 /// Selects ring as rustls's cryptography once per process.
