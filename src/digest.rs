@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use anyhow::anyhow;
 use sha2::Digest as _;
 
-use crate::error::{Failure, io_error};
+use crate::error::{Failure, classified, io_error};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -87,6 +87,17 @@ impl fmt::Display for Digest {
 impl Digest {
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
+    }
+
+    /// Checks that `actual`, computed over `what` ("blob", "manifest"), is this digest.
+    pub fn check(&self, actual: &Digest, what: &str) -> anyhow::Result<()> {
+        if actual == self {
+            return Ok(());
+        }
+        Err(classified(
+            Failure::Verification,
+            anyhow!("{what} digest mismatch: expected {self}, got {actual}"),
+        ))
     }
 
     /// The digest of `data` computed with `algorithm`.
@@ -175,17 +186,9 @@ impl<R: Read> VerifyingReader<R> {
                 ),
             ));
         }
-        let actual = hasher.finish();
-        if actual != self.expected {
-            return Err(io_error(
-                Failure::Verification,
-                anyhow!(
-                    "blob digest mismatch: expected {}, got {actual}",
-                    self.expected
-                ),
-            ));
-        }
-        Ok(())
+        self.expected
+            .check(&hasher.finish(), "blob")
+            .map_err(|e| io_error(Failure::Verification, e))
     }
 }
 

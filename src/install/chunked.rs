@@ -473,17 +473,7 @@ fn sequence(
         }
     }
     drop(jobs);
-    let actual = hasher.finish();
-    if actual != *source.digest {
-        return Err(classified(
-            Failure::Verification,
-            anyhow!(
-                "blob digest mismatch: expected {}, got {actual}",
-                source.digest
-            ),
-        ));
-    }
-    Ok(())
+    source.digest.check(&hasher.finish(), "blob")
 }
 
 /// What a zero chunk's compressed form must say: a gzip trailer of the CRC-32 and size of that

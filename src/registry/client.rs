@@ -199,13 +199,7 @@ impl Registry {
             );
         }
         if let Some(expected) = pinned {
-            let digest = Digest::of(expected.algorithm(), &body);
-            if digest != *expected {
-                fail!(
-                    Failure::Verification,
-                    "manifest digest mismatch: expected {expected}, the registry sent {digest}"
-                );
-            }
+            expected.check(&Digest::of(expected.algorithm(), &body), "manifest")?;
         }
         Ok((body, media_type))
     }
