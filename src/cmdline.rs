@@ -1,5 +1,6 @@
 //! The parameters, as the words of a kernel command line carry them (`oci.tag=…`, `dd.of=…`,
-//! `wait`), and the value parsers shared with the command-line flags.
+//! `wait`): the install's, and those only `/init` reads (`ocidd.after=`, `ip=`); and the value
+//! parsers shared with the command-line flags.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,10 +56,22 @@ pub struct Params {
     pub wait: bool,
     /// Leave the target as it is when an install fails after writing began.
     pub keep_on_error: bool,
-    /// What `/init` does after a successful install (`ocidd.after=`).
+}
+
+/// What only `/init` reads from the command line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BootParams {
+    /// What to do after a successful install (`ocidd.after=`).
     pub after: Option<After>,
-    /// The kernel's `ip=` parameter, read by `/init` to configure the network.
+    /// The kernel's `ip=` parameter, to configure the network.
     pub ip: Option<String>,
+}
+
+/// The words of a command line, read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Words {
+    pub install: Params,
+    pub boot: BootParams,
 }
 
 /// What `/init` does once the install succeeded.
@@ -116,8 +129,9 @@ pub fn split_kernel_cmdline(line: &str) -> Vec<String> {
 /// Parses the words of a kernel command line (or the same words given as arguments).
 /// Words that are not ours (`console=`, `BOOT_IMAGE=`, `quiet`) are ignored; an unknown word in
 /// our namespaces (`oci.`, `dd.`, `ocidd.`) is an error, since it is most likely a typo.
-pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Params> {
+pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
     let mut params = Params::default();
+    let mut boot = BootParams::default();
     let mut tag = None;
     let mut blob = None;
     for word in words {
@@ -183,9 +197,9 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Params> {
                 let v = value_of("reboot|poweroff|shell")?
                     .parse()
                     .map_err(invalid)?;
-                set_once(&mut params.after, v, raw_name)?;
+                set_once(&mut boot.after, v, raw_name)?;
             }
-            "ip" => params.ip = value.map(str::to_string),
+            "ip" => boot.ip = value.map(str::to_string),
             _ if ["oci.", "dd.", "ocidd."]
                 .iter()
                 .any(|p| name.starts_with(p)) =>
@@ -202,7 +216,10 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Params> {
         ),
         (tag, blob) => tag.or(blob),
     };
-    Ok(params)
+    Ok(Words {
+        install: params,
+        boot,
+    })
 }
 
 /// Removes one pair of double quotes around a value, as left by a shell's word splitting of
@@ -306,7 +323,7 @@ mod tests {
     use crate::error::failure_of;
 
     fn parse(line: &str) -> Result<Params> {
-        parse_words(&split_kernel_cmdline(line))
+        parse_words(&split_kernel_cmdline(line)).map(|words| words.install)
     }
 
     fn error(line: &str) -> String {
@@ -337,7 +354,11 @@ mod tests {
         assert_eq!(p.block_size, Some(65536));
         assert!(p.wait);
         assert!(!p.keep_on_error);
-        assert_eq!(p.ip.as_deref(), Some("dhcp"));
+        let boot = parse_words(&["ip=dhcp", "ocidd.after=poweroff"])
+            .unwrap()
+            .boot;
+        assert_eq!(boot.ip.as_deref(), Some("dhcp"));
+        assert_eq!(boot.after, Some(After::Poweroff));
     }
 
     #[test]
@@ -353,7 +374,8 @@ mod tests {
             "dd.of=\"/dev/sda\"",
             "oci.keep-on-error",
         ])
-        .unwrap();
+        .unwrap()
+        .install;
         assert!(p.registry.allow_no_tls);
         assert!(p.keep_on_error);
         assert_eq!(p.target, Some(PathBuf::from("/dev/sda")));

@@ -160,7 +160,6 @@ impl InstallArgs {
             registry: self.registry.options(self.platform),
             wait: self.confirm,
             keep_on_error: self.keep_on_error,
-            ..Params::default()
         }
     }
 }
@@ -173,7 +172,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Install(args)) => install(args.params()),
         Some(Command::Push(args)) => push(*args),
-        None => parse_words(&cli.words).and_then(install),
+        None => parse_words(&cli.words).and_then(|words| install(words.install)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

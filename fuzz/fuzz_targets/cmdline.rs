@@ -8,7 +8,7 @@ use ocidd::boot::network::parse_ip_param;
 fuzz_target!(|line: &str| {
     let words = split_kernel_cmdline(line);
     if let Ok(params) = parse_words(&words) {
-        let _ = parse_ip_param(params.ip.as_deref());
+        let _ = parse_ip_param(params.boot.ip.as_deref());
     }
     let _ = parse_size(line);
 });

@@ -20,7 +20,7 @@ use rustix::system::RebootCommand;
 use crate::boot::console::Mirror;
 use crate::boot::modules::{ModuleIndex, load_for_hardware};
 use crate::boot::network::{configure, parse_ip_param};
-use crate::cmdline::{After, parse_words, split_kernel_cmdline};
+use crate::cmdline::{After, Words, parse_words, split_kernel_cmdline};
 use crate::progress::Display;
 
 const PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin";
@@ -75,9 +75,12 @@ fn boot() -> Result<After> {
         env!("CARGO_PKG_VERSION")
     );
     let cmdline = fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
-    let params = parse_words(&split_kernel_cmdline(&cmdline))?;
-    let ip = parse_ip_param(params.ip.as_deref()).map_err(anyhow::Error::msg)?;
-    let after = params.after.unwrap_or(After::Reboot);
+    let Words {
+        install: params,
+        boot,
+    } = parse_words(&split_kernel_cmdline(&cmdline))?;
+    let ip = parse_ip_param(boot.ip.as_deref()).map_err(anyhow::Error::msg)?;
+    let after = boot.after.unwrap_or(After::Reboot);
 
     let modules = Path::new("/lib/modules").join(&release);
     match ModuleIndex::read(&modules) {
