@@ -112,7 +112,8 @@ fn credentials_from_a_docker_config_reach_the_token_server() {
     let target = write_file(dir.path(), "out.img", b"");
 
     // Without credentials the token server refuses: a registry failure naming oci.auth.
-    install_tag(&reference, &target, &[]).assert_failed(3, "oci.auth=");
+    install_tag(&reference, &target, &[])
+        .assert_failed(3, "credentials are given with oci.auth= or --auth");
 
     let config = write_file(
         dir.path(),
@@ -155,5 +156,5 @@ fn credentials_from_a_docker_config_reach_the_token_server() {
         &target,
         &[&format!("oci.auth={}", broken.display())],
     )
-    .assert_failed(2, "oci.auth=");
+    .assert_failed(2, "the credentials file");
 }

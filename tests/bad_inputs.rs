@@ -66,9 +66,15 @@ fn bad_parameters_exit_2() {
             &["oci.tag=r.example/d:v1", &of, "dd.bs=1T"],
             "invalid dd.bs",
         ),
-        (&["oci.tag=r.example/d:v1", &of], "missing dd.bs"),
-        (&["oci.tag=r.example/d:v1", "dd.bs=1M"], "missing dd.of"),
-        (&[&of, "dd.bs=1M"], "missing oci.tag (or oci.blob)"),
+        (&["oci.tag=r.example/d:v1", &of], "missing dd.bs (--bs)"),
+        (
+            &["oci.tag=r.example/d:v1", "dd.bs=1M"],
+            "missing dd.of (--target)",
+        ),
+        (
+            &[&of, "dd.bs=1M"],
+            "missing oci.tag or oci.blob (--tag or --blob)",
+        ),
         (
             &["oci.tga=r.example/d:v1", &of, "dd.bs=1M"],
             "unknown parameter oci.tga",
@@ -119,6 +125,55 @@ fn bad_parameters_exit_2() {
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
 
+/// Under `ocidd install` flags, messages do not send the operator to kernel words alone.
+#[test]
+fn messages_under_flags_name_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = write_file(dir.path(), "broken.json", b"{not json");
+    let target = target_file(dir.path(), "t.img", MIB);
+    let target = target.display().to_string();
+    let install = |args: &[&str]| Run::from(ocidd().arg("install").args(args).output().unwrap());
+    let cases: [(&[&str], i32, &str); 3] = [
+        (
+            &[
+                "--tag",
+                "r.example/d:v1",
+                "--target",
+                "/dev/ocidd-test-missing",
+                "--bs",
+                "1M",
+            ],
+            5,
+            "the target /dev/ocidd-test-missing does not exist",
+        ),
+        (
+            &["--tag", "r.example/d:v1", "--target", "/dev/null"],
+            2,
+            "missing dd.bs (--bs)",
+        ),
+        (
+            &[
+                "--tag",
+                "r.example/d:v1",
+                "--target",
+                &target,
+                "--bs",
+                "1M",
+                "--auth",
+                &broken.display().to_string(),
+            ],
+            2,
+            "the credentials file",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let run = install(args);
+        run.assert_failed(code, message);
+        assert!(!run.stderr.contains("dd.of="), "{}", run.stderr);
+        assert!(!run.stderr.contains("oci.auth="), "{}", run.stderr);
+    }
+}
+
 #[test]
 fn missing_and_unusable_targets_exit_5() {
     let dir = tempfile::tempdir().unwrap();
@@ -129,7 +184,7 @@ fn missing_and_unusable_targets_exit_5() {
     ]);
     run.assert_failed(
         5,
-        "dd.of=/dev/ocidd-test-missing does not exist; disks here: ",
+        "the target /dev/ocidd-test-missing does not exist; disks here: ",
     );
     // The disks it names are this machine's, from /sys/block.
     let listed = ocidd::install::target::list_disks();
@@ -387,7 +442,7 @@ fn image_larger_than_the_target_exits_5() {
 
     // The manifest says how large the image is: refused before writing.
     let target = target_file(dir.path(), "small.img", 2 * MIB);
-    install_tag(&reference, &target, &[]).assert_failed(5, "is larger than dd.of=");
+    install_tag(&reference, &target, &[]).assert_failed(5, "is larger than the target");
     assert_untouched(&target);
 
     // By blob digest the size shows only while writing: stopped at the end, then wiped.

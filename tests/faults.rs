@@ -187,7 +187,7 @@ fn a_stalled_stream_is_resumed() {
         let started = Instant::now();
         let run = setup.install_through(&proxy, &["oci.stall_timeout=2"]);
         assert!(
-            run.stderr.contains("no data within oci.stall_timeout"),
+            run.stderr.contains("no data within the stall timeout"),
             "{}",
             run.stderr
         );
@@ -472,7 +472,7 @@ fn a_resumption_from_the_start_that_stalls_is_resumed_again() {
         );
         let run = setup.install_through(&proxy, &["oci.stall_timeout=2"]);
         assert!(
-            run.stderr.contains("no data within oci.stall_timeout"),
+            run.stderr.contains("no data within the stall timeout"),
             "{}",
             run.stderr
         );

@@ -273,7 +273,7 @@ fn after_failure(
     let note = match written {
         None => format!("nothing was written to {path}"),
         Some(bytes) if options.keep_on_error => format!(
-            "{bytes} bytes of the image were written; {path} holds a partial image (left as it is: oci.keep_on_error)"
+            "{bytes} bytes of the image were written; {path} holds a partial image (left as it is, as asked: keep on error)"
         ),
         Some(bytes) => match target.wipe_start() {
             Ok(()) => format!(

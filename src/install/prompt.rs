@@ -29,18 +29,18 @@ pub fn complete(params: Params) -> Result<InstallOptions> {
     if !interactive {
         let mut missing = Vec::new();
         if params.source.is_none() {
-            missing.push("oci.tag (or oci.blob)");
+            missing.push("oci.tag or oci.blob (--tag or --blob)");
         }
         if params.target.is_none() {
-            missing.push("dd.of");
+            missing.push("dd.of (--target)");
         }
         if params.block_size.is_none() {
-            missing.push("dd.bs");
+            missing.push("dd.bs (--bs)");
         }
         if params.wait {
             fail!(
                 Failure::Usage,
-                "wait: confirmation is required but there is no terminal to ask on"
+                "confirmation (wait, --confirm) is required but there is no terminal to ask on"
             );
         }
         if !missing.is_empty() {
@@ -80,7 +80,7 @@ pub fn confirm(what: &str) -> Result<()> {
     if !io::stdin().is_terminal() {
         fail!(
             Failure::Usage,
-            "wait: confirmation is required but there is no terminal to ask on"
+            "confirmation (wait, --confirm) is required but there is no terminal to ask on"
         );
     }
     let answer = read_answer(&format!(

@@ -50,7 +50,7 @@ impl Target {
                 let disks: Vec<String> = list_disks().iter().map(Disk::summary).collect();
                 fail!(
                     Failure::Target,
-                    "dd.of={shown} does not exist; disks here: {}",
+                    "the target {shown} does not exist; disks here: {}",
                     if disks.is_empty() {
                         "none".to_string()
                     } else {
@@ -59,11 +59,11 @@ impl Target {
                 )
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fail!(Failure::Target, "dd.of={shown} does not exist")
+                fail!(Failure::Target, "the target {shown} does not exist")
             }
             Err(e) => {
                 return Err(e)
-                    .with_context(|| format!("dd.of={shown}"))
+                    .with_context(|| format!("the target {shown}"))
                     .classify(Failure::Target);
             }
         };
@@ -74,7 +74,7 @@ impl Target {
         } else {
             fail!(
                 Failure::Target,
-                "dd.of={shown} is neither a block device nor a regular file"
+                "the target {shown} is neither a block device nor a regular file"
             )
         };
         let device = (kind == Kind::BlockDevice).then(|| {
@@ -96,18 +96,18 @@ impl Target {
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
                 fail!(
                     Failure::Target,
-                    "dd.of={shown} is in use by the system (busy)"
+                    "the target {shown} is in use by the system (busy)"
                 )
             }
             Err(e) => {
                 return Err(e)
-                    .with_context(|| format!("opening dd.of={shown} for writing"))
+                    .with_context(|| format!("opening the target {shown} for writing"))
                     .classify(Failure::Target);
             }
         };
         let size = file
             .seek(SeekFrom::End(0))
-            .with_context(|| format!("finding the size of dd.of={shown}"))
+            .with_context(|| format!("finding the size of the target {shown}"))
             .classify(Failure::Target)?;
         let capacity = match kind {
             Kind::RegularFile if size == 0 => None,
@@ -170,7 +170,7 @@ impl Target {
         match self.capacity {
             Some(capacity) if image_size > capacity => fail!(
                 Failure::Target,
-                "the image ({image_size} bytes) is larger than dd.of={} ({capacity} bytes)",
+                "the image ({image_size} bytes) is larger than the target {} ({capacity} bytes)",
                 self.path.display()
             ),
             _ => Ok(()),
@@ -323,7 +323,7 @@ fn check_not_in_use(path: &Path, device: (u32, u32)) -> Result<()> {
         if let Some((_, name)) = devices.iter().find(|(d, _)| *d == dev) {
             fail!(
                 Failure::Target,
-                "dd.of={shown} is in use: {name} is mounted on {}",
+                "the target {shown} is in use: {name} is mounted on {}",
                 mount_point.replace("\\040", " ")
             );
         }
@@ -344,7 +344,7 @@ fn check_not_in_use(path: &Path, device: (u32, u32)) -> Result<()> {
         if metadata.file_type().is_block_device() && devices.iter().any(|(d, _)| *d == dev) {
             fail!(
                 Failure::Target,
-                "dd.of={shown} is in use: {swap} is swap space"
+                "the target {shown} is in use: {swap} is swap space"
             );
         }
     }
@@ -357,7 +357,7 @@ fn check_not_in_use(path: &Path, device: (u32, u32)) -> Result<()> {
         {
             fail!(
                 Failure::Target,
-                "dd.of={shown} is in use: {name} is held by {} (device-mapper, LVM or RAID)",
+                "the target {shown} is in use: {name} is held by {} (device-mapper, LVM or RAID)",
                 holder.file_name().to_string_lossy()
             );
         }

@@ -325,7 +325,7 @@ impl Write for ImageWriter<'_> {
             return Err(io_error(
                 Failure::Target,
                 anyhow!(
-                    "the image is larger than dd.of={} ({capacity} bytes); nothing was written past its end",
+                    "the image is larger than the target {} ({capacity} bytes); nothing was written past its end",
                     self.target.path().display()
                 ),
             ));
@@ -438,7 +438,7 @@ mod tests {
         let mut writer = ImageWriter::new(&target, 65536, Arc::new(Progress::default()));
         writer.write_all(&[1u8; 2 << 20]).unwrap();
         let e = writer.write_all(&[1u8]).unwrap_err();
-        assert!(e.to_string().contains("larger than dd.of="), "{e}");
+        assert!(e.to_string().contains("larger than the target"), "{e}");
         assert!(target.check_fits((2 << 20) + 1).is_err());
         target.wipe_start().unwrap();
         assert!(contents(file.path())[..HOLDBACK].iter().all(|&b| b == 0));

@@ -178,7 +178,7 @@ impl Auth {
     }
 }
 
-/// Finds credentials for `registry` in `auth_file` (oci.auth=), or in the docker config of the
+/// Finds credentials for `registry` in `auth_file` (`oci.auth=`, `--auth`), or in the docker config of the
 /// environment (`DOCKER_CONFIG`, `~/.docker/config.json`), with its credential helpers.
 pub(crate) fn lookup_credentials(
     registry: &str,
@@ -199,7 +199,7 @@ pub(crate) fn lookup_credentials(
         let found = match auth_file {
             Some(path) => {
                 let file = std::fs::File::open(path)
-                    .with_context(|| format!("reading oci.auth={}", path.display()))
+                    .with_context(|| format!("reading the credentials file {}", path.display()))
                     .classify(Failure::Usage)?;
                 docker_credential::get_credential_from_reader(file, key)
             }
@@ -217,7 +217,7 @@ pub(crate) fn lookup_credentials(
             Err(_) if auth_file.is_none() => continue,
             Err(e) => fail!(
                 Failure::Usage,
-                "oci.auth={}: cannot read credentials for {registry}: {e:?}",
+                "the credentials file {}: cannot read credentials for {registry}: {e:?}",
                 auth_file
                     .map(Path::display)
                     .map(|d| d.to_string())

@@ -289,7 +289,7 @@ fn interruption_reason(error: &io::Error) -> String {
         None => error.to_string(),
     };
     if error.kind() == io::ErrorKind::TimedOut || reason.contains("timed out") {
-        "no data within oci.stall_timeout".to_string()
+        "no data within the stall timeout".to_string()
     } else {
         reason
     }

@@ -356,12 +356,15 @@ pub fn short_reason(error: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     let text = cause.to_string();
-    if text.contains("InvalidContentType") {
-        return "the registry does not speak TLS (for a plain-HTTP registry, add oci.allow_no_tls)"
-            .into();
+    if text.contains(NOT_TLS_CAUSE) {
+        return NOT_TLS.into();
     }
     text
 }
+
+/// rustls's complaint when a plain-HTTP server answers a TLS handshake, and what it means.
+const NOT_TLS_CAUSE: &str = "InvalidContentType";
+const NOT_TLS: &str = "the registry does not speak TLS (a plain-HTTP registry is allowed with oci.allow_no_tls or --plain-http)";
 
 /// Passes on a response, unless its status says trying again may help (408, 429, 5xx).
 pub(super) fn check_transient(response: Response) -> Result<Response, Attempt> {
@@ -391,11 +394,8 @@ pub(super) fn check_transient(response: Response) -> Result<Response, Attempt> {
 /// redirect target's signed query).
 pub fn network_error(error: reqwest::Error) -> anyhow::Error {
     let error = anyhow::Error::from(error.without_url());
-    // rustls's complaint when a plain-HTTP server answers a TLS handshake.
-    let error = if format!("{error:#}").contains("InvalidContentType") {
-        error.context(
-            "the registry does not speak TLS (for a plain-HTTP registry, add oci.allow_no_tls)",
-        )
+    let error = if format!("{error:#}").contains(NOT_TLS_CAUSE) {
+        error.context(NOT_TLS)
     } else {
         error
     };
@@ -437,7 +437,7 @@ pub(super) fn registry_error(response: Response) -> anyhow::Error {
         None => format!("registry answered {}", status_text.trim()),
     };
     let message = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        format!("{message} (credentials can be given with oci.auth=)")
+        format!("{message} (credentials are given with oci.auth= or --auth)")
     } else {
         message
     };

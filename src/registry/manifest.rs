@@ -156,7 +156,7 @@ fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> Result<&'a D
     let available: Vec<String> = index.manifests().iter().map(entry_platform).collect();
     fail!(
         Failure::Verification,
-        "the image index has no entry for {wanted}; it has: {} (choose one with oci.platform=)",
+        "the image index has no entry for {wanted}; it has: {} (choose one with oci.platform= or --platform)",
         if available.is_empty() {
             "nothing".to_string()
         } else {
