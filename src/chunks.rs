@@ -17,6 +17,9 @@ use crate::fail;
 
 /// Chunk size `ocidd push` uses unless told otherwise.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
+/// The smallest chunk `ocidd push --chunk-size` makes: smaller ones cost more in range
+/// requests and index size than they gain.
+pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
 /// Index layers larger than this are refused before they are read.
 pub const MAX_INDEX_SIZE: u64 = 16 << 20;
 /// The largest chunk an install accepts (and `ocidd push --chunk-size` makes): workers hold a

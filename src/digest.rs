@@ -165,12 +165,6 @@ impl<R: Read> VerifyingReader<R> {
         self.hasher.is_none()
     }
 
-    /// Reads what is left of the blob, so that its digest is checked even when the reader
-    /// downstream stopped early; returns how many bytes that was.
-    pub fn read_to_end_and_verify(&mut self) -> io::Result<u64> {
-        io::copy(self, &mut io::sink())
-    }
-
     fn check(&mut self) -> io::Result<()> {
         let Some(hasher) = self.hasher.take() else {
             return Ok(());

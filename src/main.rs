@@ -7,12 +7,16 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use ocidd::chunks::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use ocidd::cmdline::{
-    Params, RegistryOptions, parse_block_size, parse_retries, parse_seconds, parse_words,
+    DEFAULT_STALL_TIMEOUT, Params, RegistryOptions, parse_block_size, parse_retries, parse_seconds,
+    parse_words,
 };
 use ocidd::compression::Compression;
 use ocidd::error::{Failure, failure_of};
+use ocidd::push::{DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, GZIP_LEVELS, ZSTD_LEVELS};
 use ocidd::reference::{ImageSource, Platform, parse_blob, parse_tag};
+use ocidd::retry::DEFAULT_RETRIES;
 use ocidd::{boot, install, push};
 
 #[derive(Parser)]
@@ -54,11 +58,14 @@ struct RegistryArgs {
     /// Docker config.json with credentials (oci.auth); default: $DOCKER_CONFIG or ~/.docker
     #[arg(long, value_name = "PATH")]
     auth: Option<PathBuf>,
-    /// Retries of a failing request or download, with backoff (oci.retries) [default: 12]
-    #[arg(long, value_name = "COUNT", value_parser = parse_retries)]
+    #[arg(long, value_name = "COUNT", value_parser = parse_retries, help = format!(
+        "Retries of a failing request or download, with backoff (oci.retries) [default: {DEFAULT_RETRIES}]"
+    ))]
     retries: Option<u32>,
-    /// Seconds without data before a download is resumed (oci.stall_timeout) [default: 30]
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help = format!(
+        "Seconds without data before a download is resumed (oci.stall_timeout) [default: {}]",
+        DEFAULT_STALL_TIMEOUT.as_secs()
+    ))]
     stall_timeout: Option<Duration>,
 }
 
@@ -102,12 +109,15 @@ struct PushArgs {
     /// Compression of the pushed layer
     #[arg(long, value_enum, default_value = "gzip")]
     compression: CompressionArg,
-    /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3)
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Compression level (gzip {}-{}, default {DEFAULT_GZIP_LEVEL}; zstd {}-{}, default {DEFAULT_ZSTD_LEVEL})",
+        GZIP_LEVELS.start(), GZIP_LEVELS.end(), ZSTD_LEVELS.start(), ZSTD_LEVELS.end()
+    ))]
     level: Option<i32>,
     /// Compress in independent chunks of this size, on all cores, with a chunk index layer
     /// that lets installs decompress in parallel and skip zero chunks; 0 for one plain stream
-    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_chunk_size)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_chunk_size,
+        default_value_t = ChunkSize(Some(DEFAULT_CHUNK_SIZE)))]
     chunk_size: ChunkSize,
     /// Push as this platform's image (OS/ARCH[/VARIANT], e.g. linux/arm64) in an image index
     /// at the tag, keeping the entries for other platforms
@@ -126,14 +136,27 @@ struct PushArgs {
 #[derive(Clone, Copy)]
 struct ChunkSize(Option<u64>);
 
+/// As `--chunk-size` takes it back.
+impl std::fmt::Display for ChunkSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => write!(f, "0"),
+            Some(n) if n.is_multiple_of(1 << 20) => write!(f, "{}M", n >> 20),
+            Some(n) => write!(f, "{}k", n >> 10),
+        }
+    }
+}
+
 fn parse_chunk_size(text: &str) -> Result<ChunkSize, String> {
     match ocidd::cmdline::parse_size(text)? {
         0 => Ok(ChunkSize(None)),
-        n if (64 << 10..=ocidd::chunks::MAX_CHUNK_SIZE).contains(&n) && n.is_multiple_of(4096) => {
+        n if (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&n) && n.is_multiple_of(4096) => {
             Ok(ChunkSize(Some(n)))
         }
         _ => Err(format!(
-            "{text:?} is not a chunk size: 0, or a multiple of 4k from 64k to 64M"
+            "{text:?} is not a chunk size: 0, or a multiple of 4k from {}k to {}M",
+            MIN_CHUNK_SIZE >> 10,
+            MAX_CHUNK_SIZE >> 20
         )),
     }
 }

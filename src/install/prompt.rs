@@ -11,6 +11,9 @@ use crate::fail;
 use crate::install::target::list_disks;
 use crate::reference::{ImageSource, parse_blob, parse_tag};
 
+/// The block size offered when asking for one.
+const DEFAULT_BLOCK_SIZE: &str = "1M";
+
 /// The install's settings, complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallOptions {
@@ -61,9 +64,16 @@ pub fn complete(params: Params) -> Result<InstallOptions> {
     };
     let block_size = match params.block_size {
         Some(block_size) => block_size,
-        None => ask("Block size (dd.bs) [1M]: ", |answer| {
-            parse_block_size(if answer.is_empty() { "1M" } else { answer })
-        })?,
+        None => ask(
+            &format!("Block size (dd.bs) [{DEFAULT_BLOCK_SIZE}]: "),
+            |answer| {
+                parse_block_size(if answer.is_empty() {
+                    DEFAULT_BLOCK_SIZE
+                } else {
+                    answer
+                })
+            },
+        )?,
     };
     Ok(InstallOptions {
         source,

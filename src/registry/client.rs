@@ -392,7 +392,7 @@ pub(super) fn check_transient(response: Response) -> Result<Response, Attempt> {
 
 /// Turns a transport error into a registry failure, without the URL (which can carry a
 /// redirect target's signed query).
-pub fn network_error(error: reqwest::Error) -> anyhow::Error {
+fn network_error(error: reqwest::Error) -> anyhow::Error {
     let error = anyhow::Error::from(error.without_url());
     let error = if format!("{error:#}").contains(NOT_TLS_CAUSE) {
         error.context(NOT_TLS)
