@@ -199,19 +199,19 @@ pub fn read_small_blob(
     size: Option<u64>,
     limit: u64,
 ) -> Result<Vec<u8>> {
-    if size.is_some_and(|n| n > limit) {
-        fail!(
+    let too_large = || {
+        classified(
             Failure::Verification,
-            "blob {digest} is larger than {limit} bytes"
-        );
+            anyhow!("blob {digest} is larger than {limit} bytes"),
+        )
+    };
+    if size.is_some_and(|n| n > limit) {
+        return Err(too_large());
     }
     let mut reader = BlobReader::whole(registry, digest, size);
     reader.connect()?;
     if reader.size().is_some_and(|n| n > limit) {
-        fail!(
-            Failure::Verification,
-            "blob {digest} is larger than {limit} bytes"
-        );
+        return Err(too_large());
     }
     let mut body = Vec::new();
     VerifyingReader::new(reader, digest.clone(), size)
@@ -220,10 +220,7 @@ pub fn read_small_blob(
         .with_context(|| format!("reading blob {digest}"))
         .classify(Failure::Registry)?;
     if body.len() as u64 > limit {
-        fail!(
-            Failure::Verification,
-            "blob {digest} is larger than {limit} bytes"
-        );
+        return Err(too_large());
     }
     Ok(body)
 }
