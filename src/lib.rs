@@ -1,5 +1,36 @@
 //! ocidd: install a machine by streaming a verified raw disk image from an OCI registry onto
 //! its disk. Also the `/init` of the PXE initramfs.
+//!
+//! # From the registry to the disk
+//!
+//! 1. [`cmdline`] reads kernel words (`oci.tag=`, `dd.of=`, …) into the install's
+//!    [`cmdline::Params`] and /init's [`cmdline::BootParams`]; `ocidd install`'s flags fill the
+//!    same `Params`. [`install::prompt`] asks for what is missing.
+//! 2. [`install`] plans: [`registry::client`] fetches the manifest, [`registry::manifest`]
+//!    reads it (an image index entry is chosen by [`reference::Platform::selects`]), and
+//!    [`registry::auth`] answers the registry's challenges. A chunked image's index
+//!    ([`chunks`]) comes through [`registry::blob::read_small_blob`].
+//! 3. [`install::target`] opens the disk or file and refuses one in use or too small.
+//! 4. Every blob byte comes through [`registry::blob::BlobReader`], which resumes broken
+//!    downloads with Range requests. Then either
+//!    - [`install::stream`]: one stream, in threads joined by [`install::pipe`]: fetch with
+//!      the [`digest`] check, decompress ([`install::decompress`]), write; or
+//!    - [`install::chunked`]: range fetchers, an in-order hash of the blob, and workers that
+//!      decompress chunks and write each in place.
+//!
+//!    Both write through [`install::writer`]: aligned blocks, runs of zeros zeroed, and the
+//!    image's first MiB held back ([`install::writer::HeldStart`]) and written last, once
+//!    the image verified. A failure after writing began zeroes it.
+//! 5. [`error`] tags each failure with its exit status, [`retry`] waits out transient ones,
+//!    [`progress`] shows how far it got.
+//!
+//! # The other paths
+//!
+//! - [`push`]: compress the raw image on all cores while uploading it, upload the chunk index,
+//!   push the manifest, or merge it into the image index at the tag.
+//! - [`boot`]: `/init`: mount the kernel's file systems, copy output to every console, load
+//!   modules, bring the network up (DHCP or `ip=`), install, then reboot.
+//! - [`compression`] and [`registry::manifest::media_type`] are shared by push and install.
 
 pub mod boot;
 pub mod chunks;
