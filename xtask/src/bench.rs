@@ -27,6 +27,8 @@ pub struct Options {
     /// Size of the random-data image in MiB.
     pub random_mib: u64,
     pub rounds: usize,
+    /// An earlier ocidd binary whose installs are timed beside this one's.
+    pub baseline: Option<PathBuf>,
 }
 
 const PACKAGES: &[&str] = &[
@@ -217,6 +219,21 @@ fn bench_images(
             ),
             ("ocidd zstd → loop".into(), install("zstd", loop_device)),
         ];
+        // The baseline binary's twin of every ocidd case, timed in the same rounds.
+        let mut cases = cases;
+        if let Some(baseline) = &options.baseline {
+            let twins: Vec<(String, String)> = cases
+                .iter()
+                .filter(|(label, _)| label.starts_with("ocidd "))
+                .map(|(label, script)| {
+                    (
+                        label.replacen("ocidd ", "baseline ", 1),
+                        script.replacen(&ocidd.to_string(), &baseline.display().to_string(), 1),
+                    )
+                })
+                .collect();
+            cases.extend(twins);
+        }
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
         let mut rss: Vec<u64> = vec![0; cases.len()];
         for round in 0..options.rounds {
@@ -252,6 +269,22 @@ fn bench_images(
                 medians[i] / limit,
                 rss[i] as f64 / 1024.0
             );
+        }
+        if options.baseline.is_some() {
+            println!();
+            println!("| case | this build s | baseline s | this / baseline |");
+            println!("| --- | --- | --- | --- |");
+            for (i, (label, _)) in cases.iter().enumerate() {
+                let twin = label.replacen("ocidd ", "baseline ", 1);
+                if let Some(j) = cases.iter().position(|(l, _)| *l == twin && twin != *label) {
+                    println!(
+                        "| {label} | {:.2} | {:.2} | {:.3} |",
+                        medians[i],
+                        medians[j],
+                        medians[i] / medians[j]
+                    );
+                }
+            }
         }
     }
     Ok(())

@@ -64,6 +64,10 @@ enum Task {
         /// Interleaved rounds per case
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Another ocidd binary (an earlier build) to time in the same rounds, case by case,
+        /// so that a change's speed is compared within one run
+        #[arg(long, value_name = "BINARY")]
+        baseline: Option<PathBuf>,
     },
 }
 
@@ -97,10 +101,12 @@ fn main() -> Result<()> {
             size,
             random,
             rounds,
+            baseline,
         } => bench::run(&bench::Options {
             size_mib: size,
             random_mib: random,
             rounds,
+            baseline,
         }),
         Task::Test => {
             deps::install()?;
