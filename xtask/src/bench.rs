@@ -29,6 +29,8 @@ pub struct Options {
     pub rounds: usize,
     /// An earlier ocidd binary whose installs are timed beside this one's.
     pub baseline: Option<PathBuf>,
+    /// Only the ocidd cases whose label contains this.
+    pub only: Option<String>,
 }
 
 const PACKAGES: &[&str] = &[
@@ -219,8 +221,16 @@ fn bench_images(
             ),
             ("ocidd zstd → loop".into(), install("zstd", loop_device)),
         ];
+        // Only the ocidd cases asked for (the two references stay: the ratios need them).
+        let mut cases: Vec<(String, String)> = cases
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (label, _))| {
+                *i < 2 || options.only.as_ref().is_none_or(|only| label.contains(only.as_str()))
+            })
+            .map(|(_, case)| case)
+            .collect();
         // The baseline binary's twin of every ocidd case, timed in the same rounds.
-        let mut cases = cases;
         if let Some(baseline) = &options.baseline {
             let twins: Vec<(String, String)> = cases
                 .iter()

@@ -68,6 +68,9 @@ enum Task {
         /// so that a change's speed is compared within one run
         #[arg(long, value_name = "BINARY")]
         baseline: Option<PathBuf>,
+        /// Only the ocidd cases whose label contains this ("chunked → file", "zstd")
+        #[arg(long, value_name = "TEXT")]
+        only: Option<String>,
     },
 }
 
@@ -102,11 +105,13 @@ fn main() -> Result<()> {
             random,
             rounds,
             baseline,
+            only,
         } => bench::run(&bench::Options {
             size_mib: size,
             random_mib: random,
             rounds,
             baseline,
+            only,
         }),
         Task::Test => {
             deps::install()?;
