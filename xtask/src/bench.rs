@@ -226,7 +226,11 @@ fn bench_images(
             .into_iter()
             .enumerate()
             .filter(|(i, (label, _))| {
-                *i < 2 || options.only.as_ref().is_none_or(|only| label.contains(only.as_str()))
+                *i < 2
+                    || options
+                        .only
+                        .as_ref()
+                        .is_none_or(|only| label.contains(only.as_str()))
             })
             .map(|(_, case)| case)
             .collect();
