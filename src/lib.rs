@@ -39,6 +39,7 @@ pub mod compression;
 pub mod digest;
 pub mod error;
 pub mod install;
+pub mod output;
 pub mod progress;
 pub mod push;
 pub mod reference;

@@ -18,6 +18,7 @@ use ocidd::push::{DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, GZIP_LEVELS, ZSTD_LEVE
 use ocidd::reference::{ImageSource, Platform, parse_blob, parse_tag};
 use ocidd::retry::DEFAULT_RETRIES;
 use ocidd::{boot, install, push};
+use ocidd::{out, say};
 
 #[derive(Parser)]
 #[command(
@@ -200,7 +201,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ocidd: error: {e:#}");
+            say!("ocidd: error: {e:#}");
             ExitCode::from(failure_of(&e).map_or(1, Failure::exit_code))
         }
     }
@@ -227,7 +228,7 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
         registry: args.registry.options(None),
     };
     let pushed = push::run(&options)?;
-    eprintln!(
+    say!(
         "ocidd: pushed {} ({} image, {} bytes; {} layer, {} bytes)",
         options.reference,
         pushed.image_digest,
@@ -235,21 +236,21 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
         options.compression,
         pushed.layer_size
     );
-    println!("manifest {}", pushed.manifest_digest);
-    println!("layer {}", pushed.layer_digest);
+    out!("manifest {}", pushed.manifest_digest);
+    out!("layer {}", pushed.layer_digest);
     if let Some(index) = &pushed.index_digest {
-        println!("chunk-index {index}");
+        out!("chunk-index {index}");
     }
     if let Some(update) = &pushed.image_index {
         if let Some(replaced) = &update.replaced {
-            eprintln!("ocidd: replaced {replaced} at {}", options.reference);
+            say!("ocidd: replaced {replaced} at {}", options.reference);
         }
-        eprintln!(
+        say!(
             "ocidd: {} now holds an image index for {}",
             options.reference,
             update.platforms.join(", ")
         );
-        println!("index {}", update.digest);
+        out!("index {}", update.digest);
     }
     Ok(())
 }

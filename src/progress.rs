@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::say;
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Counters shared by the stages of the stream.
@@ -160,7 +161,7 @@ fn report(progress: &Progress, display: Display, stop: &(Mutex<bool>, Condvar)) 
                 bar.set_position(progress.fetched_bytes());
                 bar.set_message(format!("wrote {}", HumanBytes(progress.written_bytes())));
             }
-            None => eprintln!("ocidd: {}", progress.line()),
+            None => say!("ocidd: {}", progress.line()),
         }
     }
     if let Some(bar) = bar {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 
 use crate::error::{Failure, classified};
+use crate::say;
 
 /// Retries by default: with the delays below, enough to ride out a registry or network
 /// outage of over a minute even with the shortest jitter (72 s to 144 s in all).
@@ -100,7 +101,7 @@ pub fn with_retries<T>(
                     ));
                 }
                 let delay = wait_time(backoff, attempt, &transient);
-                eprintln!(
+                say!(
                     "ocidd: retrying in {} s: {} ({what}; retry {} of {})",
                     delay.as_secs_f64().ceil(),
                     transient.reason,

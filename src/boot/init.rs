@@ -22,6 +22,7 @@ use crate::boot::modules::{ModuleIndex, load_for_hardware};
 use crate::boot::network::{configure, parse_ip_param};
 use crate::cmdline::{After, Words, parse_words, split_kernel_cmdline};
 use crate::progress::Display;
+use crate::{say, say_inline};
 
 const PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin";
 const SHELL: &str = "/bin/sh";
@@ -41,7 +42,7 @@ pub fn is_init() -> bool {
 /// Runs the install as init. Never returns.
 pub fn run() -> ! {
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("ocidd: internal error: {info}");
+        say!("ocidd: internal error: {info}");
     }));
     mount_kernel_filesystems();
     // Only as the real PID 1: a test that runs us as `init` must not write to the host's
@@ -52,13 +53,13 @@ pub fn run() -> ! {
                 let _ = MIRROR.set(mirror);
             }
             Ok(None) => {}
-            Err(e) => eprintln!("ocidd: writing to /dev/console only: {e:#}"),
+            Err(e) => say!("ocidd: writing to /dev/console only: {e:#}"),
         }
     }
     match std::panic::catch_unwind(boot) {
         Ok(Ok(after)) => finish(after),
         Ok(Err(e)) => {
-            eprintln!("ocidd: error: {e:#}");
+            say!("ocidd: error: {e:#}");
             emergency_shell()
         }
         Err(_) => emergency_shell(),
@@ -70,7 +71,7 @@ fn boot() -> Result<After> {
         .release()
         .to_string_lossy()
         .into_owned();
-    eprintln!(
+    say!(
         "ocidd {} (init, kernel {release})",
         env!("CARGO_PKG_VERSION")
     );
@@ -86,13 +87,13 @@ fn boot() -> Result<After> {
     match ModuleIndex::read(&modules) {
         Ok(index) => {
             let loaded = load_for_hardware(&index);
-            eprintln!(
+            say!(
                 "ocidd: loaded {} modules: {}",
                 loaded.len(),
                 loaded.join(" ")
             );
         }
-        Err(e) => eprintln!("ocidd: not loading modules: {e:#}"),
+        Err(e) => say!("ocidd: not loading modules: {e:#}"),
     }
 
     if let Some(network) = configure(&ip)? {
@@ -106,9 +107,12 @@ fn boot() -> Result<After> {
             let servers: Vec<String> = network.dns.iter().map(|d| d.to_string()).collect();
             format!(", DNS {}", servers.join(" "))
         };
-        eprintln!(
+        say!(
             "ocidd: {}: {}/{}{gateway} ({}{dns})",
-            network.interface, network.address, network.prefix, network.how
+            network.interface,
+            network.address,
+            network.prefix,
+            network.how
         );
     }
 
@@ -161,7 +165,7 @@ fn mount_kernel_filesystems() {
         let _ = fs::create_dir_all(target);
         match mount(source, target, kind, flags, None) {
             Ok(()) | Err(rustix::io::Errno::BUSY) => {}
-            Err(e) => eprintln!("ocidd: mounting {target}: {e}"),
+            Err(e) => say!("ocidd: mounting {target}: {e}"),
         }
     }
 }
@@ -171,7 +175,7 @@ fn wait_for_device(target: &Path) {
     if !target.starts_with("/dev") || target.exists() {
         return;
     }
-    eprintln!("ocidd: waiting for {}", target.display());
+    say!("ocidd: waiting for {}", target.display());
     let deadline = Instant::now() + Duration::from_secs(30);
     while !target.exists() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(200));
@@ -185,17 +189,17 @@ fn finish(after: After) -> ! {
                 After::Poweroff => ("powering off", RebootCommand::PowerOff),
                 _ => ("rebooting", RebootCommand::Restart),
             };
-            eprint!("ocidd: {what} in");
+            say_inline!("ocidd: {what} in");
             for left in (1..=REBOOT_DELAY).rev() {
-                eprint!(" {left}");
+                say_inline!(" {left}");
                 let _ = std::io::stderr().flush();
                 thread::sleep(Duration::from_secs(1));
             }
-            eprintln!();
+            say!();
             restart(command)
         }
         After::Shell => {
-            eprintln!("ocidd: install done; starting a shell (ocidd.after=shell); exit reboots");
+            say!("ocidd: install done; starting a shell (ocidd.after=shell); exit reboots");
             shell();
             restart(RebootCommand::Restart)
         }
@@ -203,7 +207,7 @@ fn finish(after: After) -> ! {
 }
 
 fn emergency_shell() -> ! {
-    eprintln!(
+    say!(
         "ocidd: starting an emergency shell; `ocidd $(cat /proc/cmdline)` retries the install, `exit` reboots"
     );
     shell();
@@ -228,7 +232,7 @@ fn shell() {
     let child = match child {
         Ok(child) => child,
         Err(e) => {
-            eprintln!("ocidd: cannot start {SHELL}: {e}");
+            say!("ocidd: cannot start {SHELL}: {e}");
             return;
         }
     };
@@ -253,7 +257,7 @@ fn restart(command: RebootCommand) -> ! {
         std::process::exit(0);
     }
     if let Err(e) = rustix::system::reboot(command) {
-        eprintln!("ocidd: reboot failed: {e}");
+        say!("ocidd: reboot failed: {e}");
     }
     // PID 1 must not exit: the kernel would panic.
     loop {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
+use crate::say;
 use anyhow::{Context, Result};
 
 /// The module tree of the running kernel, indexed.
@@ -207,7 +208,7 @@ pub fn load_for_hardware(index: &ModuleIndex) -> Vec<String> {
                             order.push(name.clone());
                             progress = true;
                         }
-                        Err(e) => eprintln!("ocidd: {e:#}"),
+                        Err(e) => say!("ocidd: {e:#}"),
                     }
                     loaded.insert(name);
                 }

@@ -12,6 +12,7 @@ use futures_util::future::select_ok;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::boot::dhcp::{self, Lease};
+use crate::say;
 
 /// How the network is to be configured, from the kernel's `ip=` parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,14 +297,14 @@ async fn configure_dhcp(handle: &Handle, interface: Option<&str>) -> Result<Conf
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if linked.is_empty() {
-            eprintln!(
+            say!(
                 "ocidd: no network link on {} (round {round} of {DHCP_ROUNDS}); waiting",
                 names(&candidates)
             );
             tokio::time::sleep(DHCP_ROUND / 3).await;
             continue;
         }
-        eprintln!("ocidd: asking for a DHCP lease on {}", names(&linked));
+        say!("ocidd: asking for a DHCP lease on {}", names(&linked));
         let attempts = linked.iter().map(|i| {
             let i = i.clone();
             Box::pin(async move {
@@ -315,9 +316,9 @@ async fn configure_dhcp(handle: &Handle, interface: Option<&str>) -> Result<Conf
         });
         match select_ok(attempts).await {
             Ok(((interface, lease), _)) => return use_lease(handle, &interface, &lease).await,
-            Err(e) => eprintln!(
-                "ocidd: no DHCP lease yet ({e:#}; round {round} of {DHCP_ROUNDS}); retrying"
-            ),
+            Err(e) => {
+                say!("ocidd: no DHCP lease yet ({e:#}; round {round} of {DHCP_ROUNDS}); retrying")
+            }
         }
     }
     bail!(

@@ -9,7 +9,7 @@ pub mod stream;
 pub mod target;
 pub mod writer;
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use crate::reference::{ImageSource, Platform};
 use crate::registry::blob::{BlobReader, read_small_blob};
 use crate::registry::manifest::ANNOTATION_IMAGE_SIZE;
 use crate::registry::{self, Registry};
+use crate::{out, say};
 use chunked::ChunkedSource;
 use prompt::InstallOptions;
 use target::Target;
@@ -95,7 +96,7 @@ fn plan(registry: &Registry, options: &InstallOptions) -> Result<Plan> {
     let layer = registry
         .resolve(reference, &platform)
         .with_context(|| format!("resolving {reference}"))?;
-    eprintln!(
+    say!(
         "ocidd: {reference} is {} ({}, {}{})",
         layer.digest,
         HumanBytes(layer.size),
@@ -142,7 +143,7 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
     if let Some(size) = plan.image_size {
         target.check_fits(size)?;
     }
-    eprintln!(
+    say!(
         "ocidd: writing onto {} in {} blocks",
         target.describe(),
         HumanBytes(options.block_size as u64)
@@ -168,7 +169,7 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
     match result {
         Ok(bytes) => {
             if let Err(e) = target.reread_partitions() {
-                eprintln!("ocidd: note: {e:#}");
+                say!("ocidd: note: {e:#}");
             }
             Ok(Summary {
                 target: target.path().display().to_string(),
@@ -296,7 +297,7 @@ fn after_failure(
 /// Prints the final line of a successful install.
 pub fn print_summary(summary: &Summary) {
     let rate = summary.bytes as f64 / summary.seconds.max(0.001);
-    let line = format!(
+    out!(
         "ocidd: installed {} ({} bytes) onto {} in {:.1} s ({}/s); blob {} verified",
         HumanBytes(summary.bytes),
         summary.bytes,
@@ -305,7 +306,4 @@ pub fn print_summary(summary: &Summary) {
         HumanBytes(rate as u64),
         summary.digest
     );
-    let mut stdout = io::stdout().lock();
-    let _ = writeln!(stdout, "{line}");
-    let _ = stdout.flush();
 }

@@ -10,6 +10,7 @@ use crate::error::{Classify, Failure};
 use crate::fail;
 use crate::install::target::list_disks;
 use crate::reference::{ImageSource, parse_blob, parse_tag};
+use crate::{say, say_inline};
 
 /// The block size offered when asking for one.
 const DEFAULT_BLOCK_SIZE: &str = "1M";
@@ -127,11 +128,9 @@ fn ask_source() -> Result<ImageSource> {
 
 fn ask_target() -> Result<PathBuf> {
     let disks = list_disks();
-    let mut stderr = io::stderr().lock();
-    let _ = writeln!(stderr, "Disks:");
+    say!("Disks:");
     for disk in &disks {
-        let _ = writeln!(
-            stderr,
+        say!(
             "  {:<14} {:>10}  {:<24} {}",
             disk.path.display(),
             indicatif::HumanBytes(disk.size).to_string(),
@@ -140,9 +139,8 @@ fn ask_target() -> Result<PathBuf> {
         );
     }
     if disks.is_empty() {
-        let _ = writeln!(stderr, "  (none found in /sys/block)");
+        say!("  (none found in /sys/block)");
     }
-    drop(stderr);
     ask("Target disk (dd.of): ", |answer| {
         if answer.is_empty() {
             Err("a target is needed".to_string())
@@ -158,13 +156,13 @@ fn ask<T>(question: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<T
         let answer = read_answer(question)?;
         match parse(&answer) {
             Ok(value) => return Ok(value),
-            Err(e) => eprintln!("  {e}"),
+            Err(e) => say!("  {e}"),
         }
     }
 }
 
 fn read_answer(question: &str) -> Result<String> {
-    eprint!("{question}");
+    say_inline!("{question}");
     let _ = io::stderr().flush();
     let mut line = String::new();
     let n = io::stdin()

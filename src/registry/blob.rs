@@ -20,6 +20,7 @@ use crate::error::{Classify, Failure, classified, io_error};
 use crate::fail;
 use crate::progress::Progress;
 use crate::retry::{Backoff, Transient, wait_time};
+use crate::say;
 
 /// Reads a blob, or a range of it, from the registry: in order, each byte once, resuming
 /// broken downloads.
@@ -116,7 +117,7 @@ impl<'a> BlobReader<'a> {
             self.end = self.size;
         }
         if skip > 0 {
-            eprintln!(
+            say!(
                 "ocidd: the registry sent the blob from byte {}, not {}; skipping {skip} bytes",
                 self.position - skip,
                 self.position
@@ -268,7 +269,7 @@ impl Interruptions {
             },
         );
         self.failures += 1;
-        eprintln!(
+        say!(
             "ocidd: download interrupted at byte {position}{size} ({reason}); resuming in {} s (retry {} of {})",
             delay.as_secs_f64().ceil(),
             self.failures,

@@ -1,0 +1,101 @@
+//! What a new user and an attacker found: hostile registry text, broken output streams,
+//! mislabelled layers, shared targets, odd references and command lines, full file systems.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::proxy::{Action, Proxy};
+use common::*;
+
+/// A 403 whose message holds terminal escapes: they reach the console escaped, and ocidd's
+/// own error line is intact.
+#[test]
+fn registry_text_cannot_drive_the_terminal() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = "\u{1b}]0;PWNED\u{7}\u{1b}[2J\u{1b}[31mfake: installed OK\r";
+    let body = format!(r#"{{"errors":[{{"code":"DENIED","message":"{}"}}]}}"#, {
+        // As JSON escapes, which the registry's JSON decoder turns back into control bytes.
+        hostile
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    format!("\\u{:04x}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+    });
+    let proxy = Proxy::start(registry.port, move |_| Action::Respond {
+        status: 403,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: body.clone().into_bytes(),
+    });
+    let target = target_file(dir.path(), "t.img", MIB);
+    let run = install_tag(&format!("{}/disks/x:v1", proxy.host()), &target, &[]);
+    run.assert_failed(3, "DENIED");
+    for (name, text) in [("stderr", &run.stderr), ("stdout", &run.stdout)] {
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{name} holds control characters: {text:?}"
+        );
+    }
+    assert!(
+        run.stderr.contains("\\u{1b}]0;PWNED\\u{7}"),
+        "{}",
+        run.stderr
+    );
+    assert_untouched(&target);
+}
+
+/// stdout and stderr whose readers went away: the install goes on and succeeds; nothing
+/// panics (exit 101) on a broken pipe.
+#[test]
+fn output_that_nobody_reads_does_not_change_the_outcome() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(8 * MIB, 30);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    let reference = format!("{}/disks/quiet:v1", registry.host());
+    // Push, with its results on a stdout nobody reads.
+    let mut push = ocidd()
+        .args(["push", "--plain-http"])
+        .arg(&source)
+        .arg(&reference)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(push.stdout.take());
+    drop(push.stderr.take());
+    assert_eq!(push.wait().unwrap().code(), Some(0), "push");
+    for words in [vec![], vec!["oci.stall_timeout=1"]] {
+        let target = write_file(dir.path(), "out.img", b"");
+        let mut install = ocidd()
+            .arg(format!("oci.tag={reference}"))
+            .args(["oci.allow_no_tls", "dd.bs=64k"])
+            .arg(format!("dd.of={}", target.display()))
+            .args(words)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(install.stdout.take());
+        drop(install.stderr.take());
+        assert_eq!(install.wait().unwrap().code(), Some(0), "install");
+        assert!(read_prefix(&target, image.len()) == image);
+    }
+    // A failure keeps its exit status too.
+    let mut failing = ocidd()
+        .arg(format!("oci.tag={}/disks/quiet:nope", registry.host()))
+        .args(["oci.allow_no_tls", "dd.bs=64k", "dd.of=/dev/null"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(failing.stdout.take());
+    drop(failing.stderr.take());
+    assert_eq!(failing.wait().unwrap().code(), Some(5));
+}
