@@ -113,7 +113,7 @@ fn credentials_from_a_docker_config_reach_the_token_server() {
 
     // Without credentials the token server refuses: a registry failure naming oci.auth.
     install_tag(&reference, &target, &[])
-        .assert_failed(3, "credentials are given with oci.auth= or --auth");
+        .assert_failed(3, "no credentials were given: oci.auth= or --auth");
 
     let config = write_file(
         dir.path(),
@@ -157,4 +157,76 @@ fn credentials_from_a_docker_config_reach_the_token_server() {
         &[&format!("oci.auth={}", broken.display())],
     )
     .assert_failed(2, "the credentials file");
+}
+
+/// Basic authentication against a real docker-registry with TLS and an htpasswd file, as a
+/// private registry is often run: push and install with the credentials from a docker config
+/// and the CA from oci.ca=; a wrong password and none at all say which it was.
+#[test]
+fn basic_auth_against_a_tls_registry_with_htpasswd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, certificate, key) = certificates(dir.path());
+    let htpasswd = dir.path().join("htpasswd");
+    let made = std::process::Command::new("htpasswd")
+        .args(["-Bbc"])
+        .arg(&htpasswd)
+        .args(["fleet", "s3cret pass"])
+        .output()
+        .expect("running htpasswd (apache2-utils)");
+    assert!(made.status.success(), "htpasswd failed");
+    let registry = Registry::start_with_htpasswd(&certificate, &key, &htpasswd);
+    let docker_config = |name: &str, user_pass: &str| {
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode(user_pass);
+        write_file(
+            dir.path(),
+            name,
+            format!(
+                r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+                registry.host()
+            )
+            .as_bytes(),
+        )
+    };
+    let good = docker_config("good.json", "fleet:s3cret pass");
+    let wrong = docker_config("wrong.json", "fleet:guess");
+    let image = image_bytes(4 * MIB, 90);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    let reference = format!("{}/disks/private:v1", registry.host());
+    let pushed = Run::from(
+        ocidd()
+            .args(["push", "--ca"])
+            .arg(&ca)
+            .arg("--auth")
+            .arg(&good)
+            .arg(&source)
+            .arg(&reference)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(pushed.code, 0, "push: {}", pushed.stderr);
+
+    let target = write_file(dir.path(), "out.img", b"");
+    let words = |config: Option<&std::path::Path>| {
+        let mut words = vec![
+            format!("oci.tag={reference}"),
+            format!("oci.ca={}", ca.display()),
+            format!("dd.of={}", target.display()),
+            "dd.bs=1M".to_string(),
+        ];
+        if let Some(config) = config {
+            words.push(format!("oci.auth={}", config.display()));
+        }
+        words
+    };
+    let run = |config| {
+        let words = words(config);
+        install_words(&words.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let installed = run(Some(&good));
+    installed.assert_installed();
+    assert!(fs::read(&target).unwrap() == image);
+    assert!(!installed.stderr.contains("s3cret"), "{}", installed.stderr);
+    run(Some(&wrong)).assert_failed(3, "the registry refused the credentials given");
+    run(None).assert_failed(3, "no credentials were given");
 }

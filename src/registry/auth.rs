@@ -39,16 +39,29 @@ struct TokenResponse {
 pub(super) struct Auth {
     repository: String,
     credentials: Option<Credentials>,
+    /// Whether plain HTTP is allowed (`oci.allow_no_tls`): only then may credentials go to a
+    /// token realm over it.
+    allow_plain_http: bool,
     authorization: Mutex<Option<HeaderValue>>,
 }
 
 impl Auth {
-    pub(super) fn new(repository: &str, credentials: Option<Credentials>) -> Self {
+    pub(super) fn new(
+        repository: &str,
+        credentials: Option<Credentials>,
+        allow_plain_http: bool,
+    ) -> Self {
         Auth {
             repository: repository.to_string(),
             credentials,
+            allow_plain_http,
             authorization: Mutex::new(None),
         }
+    }
+
+    /// Whether credentials were given for the registry.
+    pub(super) fn has_credentials(&self) -> bool {
+        self.credentials.is_some()
     }
 
     /// Adds the Authorization header a challenge earned, if any.
@@ -90,11 +103,9 @@ impl Auth {
             .any(|c| c.scheme.eq_ignore_ascii_case("basic"))
         {
             match &self.credentials {
+                // encode_credentials gives the whole value, scheme included.
                 Some(Credentials::Basic { username, password }) => {
-                    format!(
-                        "Basic {}",
-                        http_auth::basic::encode_credentials(username, password)
-                    )
+                    http_auth::basic::encode_credentials(username, password)
                 }
                 _ => return Ok(false),
             }
@@ -125,6 +136,14 @@ impl Auth {
         let mut url = url::Url::parse(realm)
             .with_context(|| format!("the registry's token realm {realm:?} is not a URL"))
             .classify(Failure::Registry)?;
+        // The realm may be another host (as the protocol has it); credentials go there, but
+        // never in the clear unless plain HTTP was allowed.
+        if url.scheme() != "https" && !self.allow_plain_http {
+            fail!(
+                Failure::Registry,
+                "the registry's token realm {realm:?} is not HTTPS; credentials and tokens go over plain HTTP only with oci.allow_no_tls or --plain-http"
+            );
+        }
         let request = match &self.credentials {
             Some(Credentials::IdentityToken(refresh)) => {
                 let mut form = url::form_urlencoded::Serializer::new(String::new());
@@ -163,7 +182,8 @@ impl Auth {
             check_transient(request.send().map_err(transient_network_error)?)
         })?;
         if !response.status().is_success() {
-            return Err(registry_error(response).context("getting a registry token"));
+            return Err(registry_error(response, self.credentials.is_some())
+                .context("getting a registry token"));
         }
         let token: TokenResponse = response
             .json()
@@ -226,4 +246,34 @@ pub(crate) fn lookup_credentials(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_go_to_a_plain_http_realm_only_when_allowed() {
+        let credentials = Credentials::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let http = super::super::client::http_client(&crate::cmdline::RegistryOptions {
+            allow_no_tls: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let backoff = Backoff::with_retries(0);
+        let strict = Auth::new("disks/base", Some(credentials.clone()), false);
+        // Port 9 (discard) on loopback: nothing answers, so only the refusal can be quick.
+        let error = strict
+            .fetch_token("http://127.0.0.1:9/token", None, &http, &backoff)
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("is not HTTPS"), "{error:#}");
+        let lenient = Auth::new("disks/base", Some(credentials), true);
+        let error = lenient
+            .fetch_token("http://127.0.0.1:9/token", None, &http, &backoff)
+            .unwrap_err();
+        assert!(!format!("{error:#}").contains("is not HTTPS"), "{error:#}");
+    }
 }

@@ -129,7 +129,7 @@ impl Registry {
         Ok(Registry {
             http,
             base: format!("{scheme}://{host}/v2/{}", reference.repository()),
-            auth: Auth::new(reference.repository(), credentials),
+            auth: Auth::new(reference.repository(), credentials, options.allow_no_tls),
             backoff: options.backoff(),
         })
     }
@@ -170,7 +170,9 @@ impl Registry {
         headers.insert(ACCEPT, HeaderValue::from_str(&accept)?);
         let response = self.get(&url, &headers, &format!("fetching manifest {name}"))?;
         if !response.status().is_success() {
-            return Err(registry_error(response).context(format!("fetching manifest {name}")));
+            return Err(self
+                .refused(response)
+                .context(format!("fetching manifest {name}")));
         }
         let declared = header_u64(response.headers(), CONTENT_LENGTH);
         if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE) {
@@ -261,8 +263,13 @@ impl Registry {
                 Failure::Registry,
                 "fetching the blob: the registry cannot serve it from byte {offset} (HTTP 416)"
             ),
-            _ => Err(registry_error(response).context("fetching the blob")),
+            _ => Err(self.refused(response).context("fetching the blob")),
         }
+    }
+
+    /// The registry's answer to a request it did not serve, as an error.
+    fn refused(&self, response: Response) -> anyhow::Error {
+        registry_error(response, self.auth.has_credentials())
     }
 
     /// How failing requests and broken downloads are retried.
@@ -380,7 +387,7 @@ pub(super) fn check_transient(response: Response) -> Result<Response, Attempt> {
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let message = format!("{:#}", registry_error(response));
+    let message = format!("{:#}", registry_error(response, false));
     Err(Attempt::Transient(Transient {
         reason: message
             .strip_prefix("registry answered ")
@@ -403,7 +410,7 @@ fn network_error(error: reqwest::Error) -> anyhow::Error {
 }
 
 /// The registry's answer to a failed request as one line: status and its error message.
-pub(super) fn registry_error(response: Response) -> anyhow::Error {
+pub(super) fn registry_error(response: Response, credentials_given: bool) -> anyhow::Error {
     let status = response.status();
     let mut body = Vec::new();
     let _ = response.take(64 << 10).read_to_end(&mut body);
@@ -436,12 +443,15 @@ pub(super) fn registry_error(response: Response) -> anyhow::Error {
         Some(detail) => format!("registry answered {}: {detail}", status_text.trim()),
         None => format!("registry answered {}", status_text.trim()),
     };
-    let message = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        format!("{message} (credentials are given with oci.auth= or --auth)")
-    } else {
-        message
+    let hint = match (status, credentials_given) {
+        (StatusCode::UNAUTHORIZED, true) => " (the registry refused the credentials given)",
+        (StatusCode::FORBIDDEN, true) => " (the credentials given do not allow this)",
+        (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, false) => {
+            " (no credentials were given: oci.auth= or --auth)"
+        }
+        _ => "",
     };
-    classified(Failure::Registry, anyhow!(message))
+    classified(Failure::Registry, anyhow!("{message}{hint}"))
 }
 
 #[cfg(test)]

@@ -40,19 +40,30 @@ pub struct Registry {
     child: Option<Child>,
     /// Certificate and key when serving HTTPS.
     tls: Option<(PathBuf, PathBuf)>,
+    /// An htpasswd file: Basic authentication for everything.
+    htpasswd: Option<PathBuf>,
 }
 
 impl Registry {
     pub fn start() -> Registry {
-        Registry::start_with(None)
+        Registry::start_with(None, None)
     }
 
     /// A registry serving HTTPS with this certificate and key (PEM files).
     pub fn start_tls(certificate: &Path, key: &Path) -> Registry {
-        Registry::start_with(Some((certificate.to_path_buf(), key.to_path_buf())))
+        Registry::start_with(Some((certificate.to_path_buf(), key.to_path_buf())), None)
     }
 
-    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Registry {
+    /// A registry serving HTTPS that demands Basic authentication for the users of an
+    /// htpasswd file (bcrypt, as `htpasswd -B` writes).
+    pub fn start_with_htpasswd(certificate: &Path, key: &Path, htpasswd: &Path) -> Registry {
+        Registry::start_with(
+            Some((certificate.to_path_buf(), key.to_path_buf())),
+            Some(htpasswd.to_path_buf()),
+        )
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>, htpasswd: Option<PathBuf>) -> Registry {
         // The tests' own HTTP client needs rustls's cryptography selected, as ocidd does.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -62,6 +73,7 @@ impl Registry {
             dir,
             child: None,
             tls,
+            htpasswd,
         };
         registry.restart();
         registry
@@ -86,10 +98,17 @@ impl Registry {
             ),
             None => String::new(),
         };
+        let auth = match &self.htpasswd {
+            Some(path) => format!(
+                "auth:\n  htpasswd:\n    realm: ocidd-test\n    path: {}\n",
+                path.display()
+            ),
+            None => String::new(),
+        };
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n{tls}",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth}http:\n  addr: 127.0.0.1:{}\n{tls}",
                 storage.display(),
                 self.port
             ),
@@ -120,7 +139,8 @@ impl Registry {
                 .client()
                 .get(format!("{}/v2/", self.url()))
                 .send()
-                .map(|r| r.status().is_success())
+                // 401 is an answer too: the registry is up and demands credentials.
+                .map(|r| r.status().is_success() || r.status().as_u16() == 401)
                 .unwrap_or(false);
             if ready {
                 return;
@@ -539,4 +559,79 @@ impl Drop for LoopDevice {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
     }
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it: (ca.pem, server.pem, server.key).
+pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("running openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ocidd test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
 }

@@ -20,6 +20,8 @@ pub const PACKAGES: &[&str] = &[
     "bsdutils",
     "qemu-system-x86",
     "qemu-system-arm",
+    "openssl",
+    "apache2-utils",
 ];
 
 /// Installs the missing ones among `packages`.
