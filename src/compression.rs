@@ -60,6 +60,22 @@ impl Compression {
         }
         Ok(Compression::None)
     }
+
+    /// Checks a blob labelled with this compression against its first bytes: gzip or zstd
+    /// data in a layer labelled uncompressed (an easy mistake with `oras push`) would be
+    /// written to the disk as it is.
+    pub fn check_label(self, head: &[u8]) -> Result<(), String> {
+        match (self, Compression::detect(head)) {
+            (Compression::None, Ok(actual @ (Compression::Gzip | Compression::Zstd))) => {
+                Err(format!(
+                    "the layer is labelled {} (uncompressed) but holds {actual} data; push it with the media type {}",
+                    self.media_type(),
+                    actual.media_type()
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl fmt::Display for Compression {
@@ -93,6 +109,20 @@ mod tests {
                 .unwrap_err()
                 .contains("xz")
         );
+    }
+
+    #[test]
+    fn compressed_data_labelled_raw_is_caught() {
+        let gzip = [0x1f, 0x8b, 8, 0, 0, 0];
+        let error = Compression::None.check_label(&gzip).unwrap_err();
+        assert!(error.contains("application/octet-stream+gzip"), "{error}");
+        assert!(
+            Compression::None
+                .check_label(&[0x28, 0xb5, 0x2f, 0xfd])
+                .is_err()
+        );
+        assert!(Compression::None.check_label(&[0xeb, 0x63, 0x90]).is_ok());
+        assert!(Compression::Gzip.check_label(&gzip).is_ok());
     }
 
     #[test]

@@ -99,3 +99,34 @@ fn output_that_nobody_reads_does_not_change_the_outcome() {
     drop(failing.stderr.take());
     assert_eq!(failing.wait().unwrap().code(), Some(5));
 }
+
+/// gzip or zstd data in a layer labelled uncompressed (`oras push disk.img.gz` with the
+/// default type) is refused before anything is written, with the media type to use.
+#[test]
+fn compressed_data_labelled_uncompressed_is_refused() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(2 * MIB, 31);
+    let target = target_file(dir.path(), "t.img", 4 * MIB);
+    let compressed = [
+        ("gzip", gzip(&image), "application/octet-stream+gzip"),
+        (
+            "zstd",
+            zstd::encode_all(&image[..], 3).unwrap(),
+            "application/octet-stream+zstd",
+        ),
+    ];
+    for (name, blob, hint) in compressed {
+        registry.put_image("disks/labelled", name, &[(RAW, &blob)]);
+        install_tag(
+            &format!("{}/disks/labelled:{name}", registry.host()),
+            &target,
+            &[],
+        )
+        .assert_failed(
+            4,
+            &format!("holds {name} data; push it with the media type {hint}"),
+        );
+        assert_untouched(&target);
+    }
+}

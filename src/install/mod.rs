@@ -230,11 +230,11 @@ fn install_sequential(
         .map_err(anyhow::Error::from)
         .context("reading the blob")?;
     let compression = match plan.compression {
-        Some(compression) => compression,
-        None => Compression::detect(&head)
-            .map_err(|e| anyhow!(e))
-            .classify(Failure::Verification)?,
-    };
+        Some(labelled) => labelled.check_label(&head).map(|()| labelled),
+        None => Compression::detect(&head),
+    }
+    .map_err(|e| anyhow!(e))
+    .classify(Failure::Verification)?;
     let image_size = match compression {
         Compression::None => plan.image_size.or(blob_size),
         _ => plan.image_size,
