@@ -130,3 +130,59 @@ fn compressed_data_labelled_uncompressed_is_refused() {
         assert_untouched(&target);
     }
 }
+
+/// Two installs onto one file: the second is refused while the first runs, and the file ends
+/// holding the first's image; a file that backs a loop device is refused like a mounted disk.
+#[test]
+fn a_file_target_is_exclusive() {
+    use common::proxy::Forward;
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(8 * MIB, 32);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    push_with(
+        &source,
+        &format!("{}/disks/one:v1", registry.host()),
+        &["--chunk-size", "0"],
+    );
+    // Slow blob downloads, so that the first install is still running.
+    let proxy = Proxy::start(registry.port, |request| {
+        if request.is_blob() {
+            Action::Forward(Forward {
+                throttle: Some(2 * MIB as u64),
+                ..Forward::default()
+            })
+        } else {
+            Action::forward()
+        }
+    });
+    let target = target_file(dir.path(), "shared.img", 16 * MIB);
+    let reference = format!("{}/disks/one:v1", proxy.host());
+    let first = ocidd()
+        .arg(format!("oci.tag={reference}"))
+        .args(["oci.allow_no_tls", "dd.bs=64k"])
+        .arg(format!("dd.of={}", target.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while proxy.blob_bytes() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first install did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    install_tag(&reference, &target, &[]).assert_failed(5, "another process holds its lock");
+    Run::from(first.wait_with_output().unwrap()).assert_installed();
+    assert!(read_prefix(&target, image.len()) == image);
+
+    let device = LoopDevice::new(dir.path(), 16 * MIB);
+    install_tag(
+        &format!("{}/disks/one:v1", registry.host()),
+        &device.backing,
+        &[],
+    )
+    .assert_failed(5, &format!("it backs {}", device.device.display()));
+}

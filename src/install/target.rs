@@ -81,8 +81,9 @@ impl Target {
             let rdev = metadata.rdev();
             (rustix::fs::major(rdev), rustix::fs::minor(rdev))
         });
-        if let Some(device) = device {
-            check_not_in_use(path, device)?;
+        match device {
+            Some(device) => check_not_in_use(path, device)?,
+            None => check_not_a_loop_backing_file(path)?,
         }
         let mut options = OpenOptions::new();
         options.read(true).write(true);
@@ -105,6 +106,22 @@ impl Target {
                     .classify(Failure::Target);
             }
         };
+        if kind == Kind::RegularFile {
+            // Two installs onto one file would each verify their stream and leave a mix: the
+            // second one is refused while the first holds the lock (until it exits).
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => fail!(
+                    Failure::Target,
+                    "the target {shown} is in use: another process holds its lock (another install?)"
+                ),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("locking the target {shown}"))
+                        .classify(Failure::Target);
+                }
+            }
+        }
         let size = file
             .seek(SeekFrom::End(0))
             .with_context(|| format!("finding the size of the target {shown}"))
@@ -359,6 +376,31 @@ fn check_not_in_use(path: &Path, device: (u32, u32)) -> Result<()> {
                 Failure::Target,
                 "the target {shown} is in use: {name} is held by {} (device-mapper, LVM or RAID)",
                 holder.file_name().to_string_lossy()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a regular file that backs a loop device: writing it under the device's feet is
+/// writing a disk in use.
+fn check_not_a_loop_backing_file(path: &Path) -> Result<()> {
+    let Ok(target) = fs::canonicalize(path) else {
+        return Ok(());
+    };
+    let Ok(devices) = fs::read_dir("/sys/block") else {
+        return Ok(());
+    };
+    for device in devices.flatten() {
+        let Some(backing) = read_attribute(&device.path().join("loop/backing_file")) else {
+            continue;
+        };
+        if Path::new(&backing) == target {
+            fail!(
+                Failure::Target,
+                "the target {} is in use: it backs /dev/{}",
+                path.display(),
+                device.file_name().to_string_lossy()
             );
         }
     }
