@@ -193,6 +193,9 @@ fn main() -> ExitCode {
         boot::run();
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Some(Command::Push(_))) {
+        install::interrupt::watch();
+    }
     let result = match cli.command {
         Some(Command::Install(args)) => install(args.params()),
         Some(Command::Push(args)) => push(*args),

@@ -1,5 +1,5 @@
-//! Every bad input: its exit code, its one-line message, no claim of success, and the target's
-//! first MiB zeroed where writing had begun (untouched where it had not).
+//! Every bad input: its exit code, its one-line message, no claim of success, and no partition
+//! table left on the target where writing had begun (untouched where it had not).
 
 mod common;
 
@@ -356,8 +356,9 @@ fn digest_mismatch_wipes_the_target() {
             corrupted[offset] ^= 0x55;
             fs::write(&stored, &corrupted).unwrap();
             let target = target_file(dir.path(), "t.img", 12 * MIB);
-            install_tag(&reference, &target, &[]).assert_failed(4, "blob digest mismatch");
-            assert_start_zeroed(&target);
+            let run = install_tag(&reference, &target, &[]);
+            run.assert_failed(4, "blob digest mismatch");
+            assert_no_table_left(&run, &target);
         }
     }
 }
@@ -390,13 +391,13 @@ fn bad_compressed_data_wipes_the_target() {
     for (tag, media_type, blob, message) in cases {
         registry.put_image("disks/broken", tag, &[(media_type, blob)]);
         let target = target_file(dir.path(), "t.img", 4 * MIB);
-        install_tag(
+        let run = install_tag(
             &format!("{}/disks/broken:{tag}", registry.host()),
             &target,
             &[],
-        )
-        .assert_failed(4, message);
-        assert_start_zeroed(&target);
+        );
+        run.assert_failed(4, message);
+        assert_no_table_left(&run, &target);
     }
     // Data that is not gzip at all fails before anything is written.
     registry.put_image("disks/broken", "notgzip", &[(GZIP, &image)]);
@@ -412,14 +413,15 @@ fn bad_compressed_data_wipes_the_target() {
     // The same by blob digest.
     let digest = registry.put_blob("disks/broken", &trailing);
     let target = target_file(dir.path(), "t.img", 4 * MIB);
-    install_blob(
+    let run = install_blob(
         &format!("{}/disks/broken@{digest}", registry.host()),
         &target,
-    )
-    .assert_failed(4, "corrupt");
-    assert_start_zeroed(&target);
+    );
+    run.assert_failed(4, "corrupt");
+    assert_no_table_left(&run, &target);
 
-    // oci.keep_on_error leaves the partial image alone.
+    // oci.keep_on_error leaves the partial image alone (its old tables were cleared when
+    // writing began).
     let target = target_file(dir.path(), "t.img", 4 * MIB);
     let run = install_tag(
         &format!("{}/disks/broken:crc", registry.host()),
@@ -427,7 +429,7 @@ fn bad_compressed_data_wipes_the_target() {
         &["oci.keep_on_error"],
     );
     run.assert_failed(4, "left as it is");
-    assert_untouched(&target);
+    assert_start_zeroed(&target);
     assert!(read_prefix(&target, 2 * MIB)[MIB..] == image[MIB..2 * MIB]);
 }
 
@@ -435,22 +437,27 @@ fn bad_compressed_data_wipes_the_target() {
 fn image_larger_than_the_target_exits_5() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
-    let image = image_bytes(3 * MIB, 25);
+    let image = image_bytes(6 * MIB, 25);
     let source = write_file(dir.path(), "disk.raw", &image);
     let reference = format!("{}/disks/big:v1", registry.host());
     let (_, layer) = push(&source, &reference, "gzip");
 
     // The manifest says how large the image is: refused before writing.
-    let target = target_file(dir.path(), "small.img", 2 * MIB);
+    let target = target_file(dir.path(), "small.img", 5 * MIB);
     install_tag(&reference, &target, &[]).assert_failed(5, "is larger than the target");
     assert_untouched(&target);
 
     // By blob digest the size shows only while writing: stopped at the end, then wiped.
-    let size = 2 * MIB + MIB / 2;
+    let size = 5 * MIB + MIB / 2;
     let target = target_file(dir.path(), "small.img", size);
-    install_blob(&format!("{}/disks/big@{layer}", registry.host()), &target)
-        .assert_failed(5, "nothing was written past its end");
-    assert_start_zeroed(&target);
+    let run = install_blob(&format!("{}/disks/big@{layer}", registry.host()), &target);
+    run.assert_failed(5, "nothing was written past its end");
+    assert!(
+        run.stderr.contains("has no partition table"),
+        "{}",
+        run.stderr
+    );
+    assert_no_table_left(&run, &target);
     assert_eq!(fs::metadata(&target).unwrap().len(), size as u64);
 
     // The same onto a loop device.

@@ -186,3 +186,73 @@ fn a_file_target_is_exclusive() {
     )
     .assert_failed(5, &format!("it backs {}", device.device.display()));
 }
+
+/// A GPT image onto a larger target: the backup header and entries end up in the target's
+/// last sectors (`sgdisk -v` finds no problem), from a stream and from chunks; an image
+/// without a GPT is written as it is.
+#[test]
+fn the_gpt_backup_moves_to_the_end_of_a_larger_target() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let gpt = write_file(dir.path(), "gpt.raw", &image_bytes(20 * MIB, 33));
+    gpt_label(&gpt);
+    let image = std::fs::read(&gpt).unwrap();
+    for (tag, chunk_size) in [("stream", "0"), ("chunked", "1M")] {
+        let reference = format!("{}/disks/gpt:{tag}", registry.host());
+        push_with(&gpt, &reference, &["--chunk-size", chunk_size]);
+        let target = target_file(dir.path(), "disk.img", 48 * MIB);
+        install_tag(&reference, &target, &[]).assert_installed();
+        assert_gpt_consistent(&target);
+        let on_disk = std::fs::read(&target).unwrap();
+        assert!(on_disk[1024..image.len()] == image[1024..], "{tag}");
+        // An empty file grows to the image: its backup is at its end already.
+        let grown = write_file(dir.path(), "grown.img", b"");
+        install_tag(&reference, &grown, &[]).assert_installed();
+        assert!(std::fs::read(&grown).unwrap() == image, "{tag}");
+    }
+    let plain = image_bytes(4 * MIB, 34);
+    let source = write_file(dir.path(), "plain.raw", &plain);
+    let reference = format!("{}/disks/gpt:plain", registry.host());
+    push(&source, &reference, "zstd");
+    let target = target_file(dir.path(), "plain.img", 16 * MIB);
+    install_tag(&reference, &target, &[]).assert_installed();
+    assert!(read_prefix(&target, plain.len()) == plain);
+}
+
+/// A file that grows on a file system without room for the image is refused before anything
+/// is written; when the size shows only while writing, the failure says so and the file is
+/// emptied again.
+#[test]
+fn a_full_file_system_is_refused_before_writing() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(12 * MIB, 35);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    let reference = format!("{}/disks/big:v1", registry.host());
+    let (_, layer) = push_with(&source, &reference, &["--chunk-size", "0"]);
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .expect("running mount (needs root)");
+    assert!(mounted.success(), "mounting a tmpfs");
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&small);
+    let target = write_file(&small, "out.img", b"");
+    install_tag(&reference, &target, &[])
+        .assert_failed(5, "does not fit on the file system of the target");
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 0);
+    // By blob digest the size is unknown until the end: the write fails, and the file is
+    // empty again rather than a partial image that claims a failed wipe.
+    let run = install_blob(&format!("{}/disks/big@{layer}", registry.host()), &target);
+    run.assert_failed(5, "No space left on device");
+    assert!(run.stderr.contains("is empty again"), "{}", run.stderr);
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 0);
+}

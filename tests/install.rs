@@ -48,7 +48,9 @@ fn tag_install_of_each_compression_into_files() {
         assert_holds(&sized, &image);
         let rest = fs::read(&sized).unwrap();
         assert_eq!(rest.len(), 7 * MIB);
-        assert!(rest[image.len()..].iter().all(|&b| b == 0xAA));
+        // Past the image: what was there, but for the last MiB, cleared with the old tables.
+        assert!(rest[image.len()..6 * MIB].iter().all(|&b| b == 0xAA));
+        assert!(rest[6 * MIB..].iter().all(|&b| b == 0));
 
         // An empty file grows to the image.
         let empty = write_file(dir.path(), "empty.img", b"");
@@ -364,10 +366,15 @@ fn realistic_gpt_ext4_image_onto_a_loop_device() {
     let device = LoopDevice::new(dir.path(), 64 * MIB);
     let run = install_tag(&reference, &device.device, &["dd.bs=1M"]);
     run.assert_installed();
+    // The image, but for the GPT's backup moved to the end of the larger disk: the primary
+    // header (LBA 1) and the protective MBR's size changed; the entries did not.
+    let on_disk = device.read(image.len());
+    assert!(on_disk[..446 + 12] == image[..446 + 12]);
     assert!(
-        device.read(image.len()) == image,
+        on_disk[1024..] == image[1024..],
         "loop device does not hold the image"
     );
+    assert_gpt_consistent(&device.device);
 
     // The partition table was re-read without complaint (whether partitions show depends on
     // the kernel: the QEMU boot test checks that), and the file system checks clean.

@@ -25,9 +25,7 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Classify, Failure, classified};
 use crate::install::decompress::MemberInflater;
 use crate::install::target::Target;
-use crate::install::writer::{
-    AlignedBuffer, BlockFailure, BlockWriter, HOLDBACK, HeldStart, WriteFailure,
-};
+use crate::install::writer::{AlignedBuffer, BlockFailure, BlockWriter, Held, WriteFailure};
 use crate::progress::Progress;
 use crate::registry::Registry;
 use crate::registry::blob::BlobReader;
@@ -197,8 +195,8 @@ struct Shared<'a> {
     touched: AtomicBool,
     /// Image bytes written or zeroed.
     done: AtomicU64,
-    /// The image's first [`HOLDBACK`] bytes, written last.
-    held: Mutex<HeldStart>,
+    /// The image's first and last MiB, written last.
+    held: Mutex<Held>,
     /// Per group: the chunks still to decompress, plus one until it is hashed. Its buffer
     /// is free again when this reaches zero.
     pending: Vec<AtomicUsize>,
@@ -248,20 +246,23 @@ impl Shared<'_> {
         self.progress.written(bytes);
     }
 
-    /// Zeroes `[offset, offset + length)` of the image on the target (the held-back part is
-    /// zero already).
+    /// Zeroes `[offset, offset + length)` of the image on the target (the held parts are
+    /// zeros already).
     fn zero_on_target(&self, offset: u64, length: u64) -> Result<()> {
-        let start = offset.max(HOLDBACK as u64);
-        let end = offset + length;
-        if start < end {
+        let unheld = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unheld(offset..offset + length);
+        if !unheld.is_empty() {
             self.touched.store(true, Ordering::Relaxed);
             self.target
-                .zero_range(start, end - start)
+                .zero_range(unheld.start, unheld.end - unheld.start)
                 .map_err(|error| {
                     BlockFailure {
                         error,
                         what: "zeroing",
-                        offset: start,
+                        offset: unheld.start,
                     }
                     .into_error(self.target)
                 })?;
@@ -329,7 +330,7 @@ pub fn install(
         corruption: Mutex::new(None),
         touched: AtomicBool::new(false),
         done: AtomicU64::new(0),
-        held: Mutex::new(HeldStart::new(Some(index.image_size))),
+        held: Mutex::new(Held::new(Some(index.image_size))),
         pending: groups
             .iter()
             .map(|g| {

@@ -3,6 +3,8 @@
 
 pub mod chunked;
 pub mod decompress;
+pub mod gpt;
+pub mod interrupt;
 pub mod pipe;
 pub mod prompt;
 pub mod stream;
@@ -276,12 +278,12 @@ fn after_failure(
         Some(bytes) if options.keep_on_error => format!(
             "{bytes} bytes of the image were written; {path} holds a partial image (left as it is, as asked: keep on error)"
         ),
-        Some(bytes) => match target.wipe_start() {
-            Ok(()) => format!(
-                "{bytes} bytes of the image were written; zeroed the first MiB of {path} so it cannot boot a partial image"
+        Some(bytes) => match target.wipe() {
+            Ok(holds) => format!(
+                "{bytes} bytes of the image were written; {path} {holds}, so it cannot boot a partial image"
             ),
             Err(e) => format!(
-                "{bytes} bytes of the image were written; {path} holds a partial image and zeroing its first MiB failed: {e:#}"
+                "{bytes} bytes of the image were written; {path} holds a partial image and wiping its partition tables failed: {e:#}"
             ),
         },
     };

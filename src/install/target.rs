@@ -6,9 +6,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
+use super::interrupt;
 use super::writer::HOLDBACK;
 use crate::error::{Classify, Failure};
 use crate::fail;
@@ -35,6 +37,9 @@ pub struct Target {
     capacity: Option<u64>,
     /// `MAJOR:MINOR` of a block device.
     device: Option<(u32, u32)>,
+    /// Whether the old partition tables were cleared, which happens once, right before the
+    /// first write.
+    cleared: Mutex<bool>,
 }
 
 impl Target {
@@ -143,6 +148,7 @@ impl Target {
                 .unwrap_or(4096),
             Kind::RegularFile => 4096,
         };
+        interrupt::opened(&shown.to_string());
         Ok(Target {
             path: path.to_path_buf(),
             file,
@@ -151,6 +157,7 @@ impl Target {
             kind,
             capacity,
             device,
+            cleared: Mutex::new(false),
         })
     }
 
@@ -182,7 +189,16 @@ impl Target {
         }
     }
 
-    /// Refuses an image that is known not to fit.
+    /// The size of the target's logical blocks: the sector size of a GPT on it.
+    pub fn sector_size(&self) -> usize {
+        match self.kind {
+            Kind::BlockDevice => self.alignment,
+            Kind::RegularFile => 512,
+        }
+    }
+
+    /// Refuses an image that is known not to fit: larger than the target, or, for a file
+    /// that grows, than the room left on its file system.
     pub fn check_fits(&self, image_size: u64) -> Result<()> {
         match self.capacity {
             Some(capacity) if image_size > capacity => fail!(
@@ -190,23 +206,68 @@ impl Target {
                 "the image ({image_size} bytes) is larger than the target {} ({capacity} bytes)",
                 self.path.display()
             ),
-            _ => Ok(()),
+            Some(_) => Ok(()),
+            None => {
+                let stats = rustix::fs::fstatvfs(&self.file)
+                    .with_context(|| format!("reading the free space of {}", self.path.display()))
+                    .classify(Failure::Target)?;
+                let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+                if image_size > free {
+                    fail!(
+                        Failure::Target,
+                        "the image ({image_size} bytes) does not fit on the file system of the target {} ({free} bytes free)",
+                        self.path.display()
+                    );
+                }
+                Ok(())
+            }
         }
     }
 
-    /// Zeroes the first MiB (the partition tables) so the machine cannot boot what is there.
-    pub fn wipe_start(&self) -> Result<()> {
-        let length = self.capacity.unwrap_or_else(|| {
-            self.file
-                .metadata()
-                .map(|m| m.len())
-                .unwrap_or(HOLDBACK as u64)
-        });
-        let zeros = vec![0u8; HOLDBACK.min(length as usize)];
-        self.file
-            .write_all_at(&zeros, 0)
-            .and_then(|()| self.file.sync_all())
-            .with_context(|| format!("zeroing the first MiB of {}", self.path.display()))
+    /// Zeroes the target's first and last [`HOLDBACK`] bytes, where partition tables are (a
+    /// GPT's backup and RAID superblocks sit at the end), and flushes: once writing began,
+    /// neither the old tables nor half of the new ones may remain for firmware to boot or
+    /// restore. A file that grew from empty has none.
+    fn clear_tables(&self) -> io::Result<()> {
+        let Some(length) = self.capacity else {
+            return Ok(());
+        };
+        let span = (HOLDBACK as u64).min(length);
+        self.write_zeros(0, span)?;
+        self.write_zeros(length - span, span)?;
+        self.file.sync_all()
+    }
+
+    /// Clears the old tables, once, before the first write (see [`Target::clear_tables`]);
+    /// every write and zeroing calls it.
+    pub fn begin_writing(&self) -> io::Result<()> {
+        let mut cleared = self.cleared.lock().unwrap_or_else(|p| p.into_inner());
+        if !*cleared {
+            let _tables = interrupt::changing_tables();
+            self.clear_tables()?;
+            interrupt::writing(&self.path.display().to_string());
+            *cleared = true;
+        }
+        Ok(())
+    }
+
+    /// After a failed install: leaves the target without partition tables, so that nothing
+    /// boots a partial image; a file that grew from empty is emptied again. Returns what the
+    /// target now holds, for the operator.
+    pub fn wipe(&self) -> Result<&'static str> {
+        let (result, holds) = match self.capacity {
+            None => (
+                self.file.set_len(0).and_then(|()| self.file.sync_all()),
+                "is empty again",
+            ),
+            Some(_) => (
+                self.clear_tables(),
+                "has no partition table (its first and last MiB are zeroed)",
+            ),
+        };
+        result
+            .map(|()| holds)
+            .with_context(|| format!("wiping the partition tables of {}", self.path.display()))
             .classify(Failure::Target)
     }
 
@@ -218,6 +279,7 @@ impl Target {
         if length == 0 {
             return Ok(());
         }
+        self.begin_writing()?;
         let offloaded = match self.kind {
             Kind::BlockDevice if offset.is_multiple_of(512) && length.is_multiple_of(512) => {
                 const BLKZEROOUT: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(0x12, 127);
@@ -261,6 +323,7 @@ impl Target {
     /// Writes `data` at `offset`: directly when the buffer, the offset and the length are
     /// aligned for it, else through the page cache.
     pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.begin_writing()?;
         let aligned = (data.as_ptr() as usize).is_multiple_of(self.alignment)
             && data.len().is_multiple_of(self.alignment)
             && offset.is_multiple_of(self.alignment as u64);

@@ -1,20 +1,22 @@
 //! Writing the image onto the target: aligned blocks, runs of zeros zeroed instead of written,
-//! and the promise that the image's first MiB (its partition tables) reaches the target last,
-//! only after the whole image verified. Both installs, the stream and the chunked one, write
-//! through here.
+//! and the promise that the image's first and last MiB (its partition tables) reach the target
+//! last, only after the whole image verified. Both installs, the stream and the chunked one,
+//! write through here.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::ops::Range;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
 
 use super::target::Target;
+use super::{gpt, interrupt};
 use crate::chunks::is_zero;
 use crate::error::{Classify, Failure, classified, io_error};
 use crate::progress::Progress;
 
-/// The part of the image written last, once everything else is verified and on disk: it holds
-/// the partition tables, so a machine cannot boot a half-written image.
+/// How much of the image's start, and of its end, is written last (see [`Held`]).
 pub const HOLDBACK: usize = 1 << 20;
 
 /// An install that failed once it had the target open: the error, and how many bytes of the
@@ -35,52 +37,143 @@ impl From<anyhow::Error> for WriteFailure {
     }
 }
 
-/// The image's first [`HOLDBACK`] bytes, kept in memory while the rest goes onto the target,
-/// and written by [`HeldStart::commit`] once the image verified.
-pub struct HeldStart {
-    buffer: AlignedBuffer,
+/// The parts of the image written last, once all the rest is on the target and the image
+/// verified: its first [`HOLDBACK`] bytes (boot code and the partition table) and its last
+/// [`HOLDBACK`] bytes (where a GPT keeps its backup). Until then the target holds neither its
+/// old tables (cleared before the first write, see [`Target`]) nor the new ones, so nothing
+/// boots, or restores a table onto, a half-written image.
+pub struct Held {
+    start: AlignedBuffer,
+    /// Image bytes to its end, in pieces: (offset, bytes), in order.
+    tail: Vec<(u64, AlignedBuffer)>,
+    /// Where the held end of an image of known size begins.
+    tail_start: Option<u64>,
 }
 
-impl HeldStart {
-    /// For an image of `image_size` bytes, or of a size not known yet. Bytes never given (the
-    /// zero chunks of a chunked image) are zeros.
+impl Held {
+    /// For an image of `image_size` bytes, or of a size not known yet (the stream then hands
+    /// its last blocks over with [`Held::hold_tail`]). Bytes never given (the zero chunks of a
+    /// chunked image) are zeros.
     pub fn new(image_size: Option<u64>) -> Self {
-        let mut buffer = AlignedBuffer::with_capacity(HOLDBACK);
+        let mut start = AlignedBuffer::with_capacity(HOLDBACK);
+        let mut tail = Vec::new();
+        let mut tail_start = None;
         if let Some(size) = image_size {
-            buffer.set_len(size.min(HOLDBACK as u64) as usize);
+            start.set_len(size.min(HOLDBACK as u64) as usize);
+            if size > HOLDBACK as u64 {
+                let from = (HOLDBACK as u64).max(size - HOLDBACK as u64);
+                let mut end = AlignedBuffer::with_capacity((size - from) as usize);
+                end.set_len((size - from) as usize);
+                tail.push((from, end));
+                tail_start = Some(from);
+            }
         }
-        HeldStart { buffer }
+        Held {
+            start,
+            tail,
+            tail_start,
+        }
     }
 
-    /// Keeps the part of `data` (image bytes from `offset` on) that falls into the first
-    /// [`HOLDBACK`] bytes; returns where the rest goes and the rest.
+    /// The part of `range` of the image that is not held: what goes onto the target as it
+    /// comes.
+    pub fn unheld(&self, range: Range<u64>) -> Range<u64> {
+        let start = range.start.max(HOLDBACK as u64);
+        let end = range.end.min(self.tail_start.unwrap_or(u64::MAX));
+        start..end.max(start)
+    }
+
+    /// Keeps the parts of `data` (image bytes from `offset` on) that are held; returns where
+    /// the rest goes, and the rest.
     pub fn keep<'d>(&mut self, offset: u64, data: &'d [u8]) -> (u64, &'d [u8]) {
-        if offset >= HOLDBACK as u64 {
-            return (offset, data);
+        let (mut offset, mut rest) = (offset, data);
+        if offset < HOLDBACK as u64 {
+            let at = offset as usize;
+            let n = (HOLDBACK - at).min(rest.len());
+            if self.start.len() < at + n {
+                self.start.set_len(at + n);
+            }
+            self.start[at..at + n].copy_from_slice(&rest[..n]);
+            offset += n as u64;
+            rest = &rest[n..];
         }
-        let start = offset as usize;
-        let n = (HOLDBACK - start).min(data.len());
-        if self.buffer.len() < start + n {
-            self.buffer.set_len(start + n);
+        if let (Some(from), Some((_, tail))) = (self.tail_start, self.tail.first_mut()) {
+            let end = offset + rest.len() as u64;
+            if end > from {
+                let cut = from.saturating_sub(offset) as usize;
+                let at = (offset + cut as u64 - from) as usize;
+                tail[at..at + rest.len() - cut].copy_from_slice(&rest[cut..]);
+                rest = &rest[..cut];
+            }
         }
-        self.buffer[start..start + n].copy_from_slice(&data[..n]);
-        (offset + n as u64, &data[n..])
+        (offset, rest)
+    }
+
+    /// Holds a block at the image's end, at `offset` (after the blocks held before it).
+    pub fn hold_tail(&mut self, offset: u64, block: AlignedBuffer) {
+        self.tail.push((offset, block));
     }
 
     /// How many bytes are held.
-    pub fn len(&self) -> usize {
-        self.buffer.len()
+    pub fn len(&self) -> u64 {
+        self.start.len() as u64 + self.tail.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buffer.is_empty()
+        self.len() == 0
     }
 
     /// Once everything else is written and the image verified: flushes the image to stable
-    /// storage, writes the held start in `block_size` writes, and flushes again.
-    pub fn commit(&self, target: &Target, block_size: usize) -> Result<()> {
+    /// storage; writes the held end, and a GPT's backup where it belongs on this target (its
+    /// last sectors, see [`gpt`]); flushes; writes the held start; flushes again.
+    pub fn commit(&mut self, target: &Target, block_size: usize) -> Result<()> {
         target.sync().context("flushing the image")?;
-        for (i, block) in self.buffer.chunks(block_size).enumerate() {
+        // An image held whole was not written yet: the old tables go first, as always.
+        target
+            .begin_writing()
+            .with_context(|| {
+                format!(
+                    "clearing the partition tables of {}",
+                    target.path().display()
+                )
+            })
+            .classify(Failure::Target)?;
+        // A signal from here on waits until the tables are written.
+        let _tables = interrupt::changing_tables();
+        let mut blocks = BlockWriter::new(target);
+        for (offset, bytes) in &self.tail {
+            for (i, block) in bytes.chunks(block_size).enumerate() {
+                blocks
+                    .put(block, offset + (i * block_size) as u64)
+                    .map_err(|f| f.into_error(target))?;
+            }
+        }
+        blocks.flush().map_err(|f| f.into_error(target))?;
+        let image_size = match self.tail.last() {
+            Some((offset, bytes)) => offset + bytes.len() as u64,
+            None => self.start.len() as u64,
+        };
+        if let Some(disk_size) = target.capacity()
+            && let Some(backup) = gpt::move_backup_to_end(
+                &mut self.start,
+                target.sector_size(),
+                image_size,
+                disk_size,
+            )
+        {
+            target
+                .write_at(&backup.bytes, backup.offset)
+                .map_err(|error| {
+                    BlockFailure {
+                        error,
+                        what: "writing the GPT backup to",
+                        offset: backup.offset,
+                    }
+                    .into_error(target)
+                })?;
+        }
+        target.sync().context("flushing the image's end")?;
+        for (i, block) in self.start.chunks(block_size).enumerate() {
             let offset = (i * block_size) as u64;
             target.write_at(block, offset).map_err(|error| {
                 BlockFailure {
@@ -91,7 +184,9 @@ impl HeldStart {
                 .into_error(target)
             })?;
         }
-        target.sync().context("flushing the image's first MiB")
+        target.sync().context("flushing the image's first MiB")?;
+        interrupt::committed(&target.path().display().to_string());
+        Ok(())
     }
 }
 
@@ -238,16 +333,22 @@ impl<'a> BlockWriter<'a> {
 }
 
 /// Writes the decompressed image onto the target: in `block_size` writes, never past its end,
-/// holding the first [`HOLDBACK`] bytes back until [`ImageWriter::finish`]. Blocks of zeros are
-/// not written: runs of them become [`Target::zero_range`] calls.
+/// holding its first and last [`HOLDBACK`] bytes back until [`ImageWriter::finish`] (the end
+/// of a stream is known only when it comes, so the last blocks wait until more follows them).
+/// Blocks of zeros are not written: runs of them become [`Target::zero_range`] calls.
 pub struct ImageWriter<'a> {
     target: &'a Target,
     block_size: usize,
     /// The block being filled (aligned, so that it can be written directly).
     block: AlignedBuffer,
-    /// Where on the target the next block goes.
+    /// Where on the target the block being filled goes.
     block_offset: u64,
-    held: HeldStart,
+    /// Full blocks not written yet, because they may be the image's last MiB.
+    waiting: VecDeque<(u64, AlignedBuffer)>,
+    waiting_bytes: usize,
+    /// Blocks written, for reuse.
+    spare: Vec<AlignedBuffer>,
+    held: Held,
     accepted: u64,
     blocks: BlockWriter<'a>,
     progress: Arc<Progress>,
@@ -260,7 +361,10 @@ impl<'a> ImageWriter<'a> {
             block_size,
             block: AlignedBuffer::with_capacity(block_size),
             block_offset: HOLDBACK as u64,
-            held: HeldStart::new(None),
+            waiting: VecDeque::new(),
+            waiting_bytes: 0,
+            spare: Vec::new(),
+            held: Held::new(None),
             accepted: 0,
             blocks: BlockWriter::new(target),
             progress,
@@ -281,37 +385,54 @@ impl<'a> ImageWriter<'a> {
         io_error(Failure::Target, failure.into_error(self.target))
     }
 
-    /// Writes one block at the next block offset, or adds it to the run of zeros.
-    fn emit(&mut self, data: &[u8]) -> io::Result<()> {
-        let offset = self.block_offset;
-        self.block_offset += data.len() as u64;
-        self.progress.written(data.len() as u64);
-        self.blocks
-            .put(data, offset)
-            .map_err(|f| self.io_failure(f))
+    /// Queues the filled block; writes the oldest queued ones that are surely not in the
+    /// image's last [`HOLDBACK`] bytes.
+    fn block_done(&mut self) -> io::Result<()> {
+        let next = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| AlignedBuffer::with_capacity(self.block_size));
+        let block = std::mem::replace(&mut self.block, next);
+        let length = block.len();
+        self.waiting.push_back((self.block_offset, block));
+        self.waiting_bytes += length;
+        self.block_offset += length as u64;
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(_, front)| self.waiting_bytes - front.len() >= HOLDBACK)
+        {
+            let Some((offset, mut front)) = self.waiting.pop_front() else {
+                break;
+            };
+            self.waiting_bytes -= front.len();
+            self.blocks
+                .put(&front, offset)
+                .map_err(|f| self.io_failure(f))?;
+            self.progress.written(front.len() as u64);
+            front.clear();
+            self.spare.push(front);
+        }
+        Ok(())
     }
 
-    fn emit_block(&mut self) -> io::Result<()> {
-        let block = std::mem::replace(&mut self.block, AlignedBuffer::with_capacity(0));
-        let result = self.emit(&block);
-        self.block = block;
-        self.block.clear();
-        result
-    }
-
-    /// Writes what is still buffered, flushes it to stable storage, then writes the held-back
-    /// start and flushes again. Call only once the image verified. Returns the image size.
+    /// Writes what is still buffered but held, flushes it to stable storage, then commits the
+    /// held end and start (see [`Held::commit`]). Call only once the image verified. Returns
+    /// the image size.
     pub fn finish(mut self) -> Result<u64> {
         if !self.block.is_empty() {
-            self.emit_block()?;
+            self.block_done()?;
         }
         self.blocks.flush().map_err(|f| f.into_error(self.target))?;
+        while let Some((offset, block)) = self.waiting.pop_front() {
+            self.held.hold_tail(offset, block);
+        }
         self.target
             .set_image_length(self.accepted)
             .with_context(|| format!("setting the length of {}", self.target.path().display()))
             .classify(Failure::Target)?;
         self.held.commit(self.target, self.block_size)?;
-        self.progress.written(self.held.len() as u64);
+        self.progress.written(self.held.len());
         Ok(self.accepted)
     }
 }
@@ -338,7 +459,7 @@ impl Write for ImageWriter<'_> {
             self.block.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if self.block.len() == self.block_size {
-                self.emit_block()?;
+                self.block_done()?;
             }
         }
         self.accepted = end;
@@ -440,31 +561,82 @@ mod tests {
         let e = writer.write_all(&[1u8]).unwrap_err();
         assert!(e.to_string().contains("larger than the target"), "{e}");
         assert!(target.check_fits((2 << 20) + 1).is_err());
-        target.wipe_start().unwrap();
-        assert!(contents(file.path())[..HOLDBACK].iter().all(|&b| b == 0));
+        target.wipe().unwrap();
+        let on_disk = contents(file.path());
+        assert!(
+            on_disk.iter().all(|&b| b == 0),
+            "the first and last MiB are the whole 2 MiB"
+        );
     }
 
     #[test]
-    fn the_held_start_keeps_only_the_first_mib_in_any_order() {
-        let mut held = HeldStart::new(Some(3 << 20));
-        assert_eq!(held.len(), HOLDBACK);
-        // A later piece first, straddling the end of the held part.
+    fn the_held_parts_are_the_first_and_last_mib_in_any_order() {
+        let mib = HOLDBACK as u64;
+        let mut held = Held::new(Some(3 * mib + 10));
+        assert_eq!(held.len(), 2 * mib);
+        assert_eq!(held.unheld(0..4 * mib), mib..2 * mib + 10);
+        assert_eq!(held.unheld(0..100), mib..mib);
+        // A later piece first, straddling the end of the held start.
         let data = vec![7u8; 200_000];
-        let (offset, rest) = held.keep(HOLDBACK as u64 - 100_000, &data);
-        assert_eq!((offset, rest.len()), (HOLDBACK as u64, 100_000));
+        let (offset, rest) = held.keep(mib - 100_000, &data);
+        assert_eq!((offset, rest.len()), (mib, 100_000));
         let (offset, rest) = held.keep(0, &[1u8; 10]);
         assert_eq!((offset, rest.len()), (10, 0));
-        let (offset, rest) = held.keep(5 << 20, &data);
-        assert_eq!((offset, rest.len()), (5 << 20, data.len()));
-        assert_eq!(&held.buffer[..10], &[1u8; 10]);
-        assert!(held.buffer[10..HOLDBACK - 100_000].iter().all(|&b| b == 0));
-        assert!(held.buffer[HOLDBACK - 100_000..].iter().all(|&b| b == 7));
+        // A piece straddling the start of the held end.
+        let (offset, rest) = held.keep(2 * mib, &data);
+        assert_eq!((offset, rest.len()), (2 * mib, 10));
+        assert_eq!(&held.start[..10], &[1u8; 10]);
+        assert!(held.start[10..HOLDBACK - 100_000].iter().all(|&b| b == 0));
+        assert!(held.start[HOLDBACK - 100_000..].iter().all(|&b| b == 7));
+        let (tail_offset, tail) = &held.tail[0];
+        assert_eq!(*tail_offset, 2 * mib + 10);
+        assert!(tail[..200_000 - 10].iter().all(|&b| b == 7));
+        assert!(tail[200_000 - 10..].iter().all(|&b| b == 0));
 
-        // Of unknown size: it grows to what it was given.
-        let mut held = HeldStart::new(None);
+        // Of unknown size: the start grows to what it was given; the stream holds its end.
+        let mut held = Held::new(None);
         held.keep(0, &[3u8; 1000]);
         assert_eq!(held.len(), 1000);
-        let small = HeldStart::new(Some(4096));
-        assert_eq!(small.len(), 4096);
+        assert_eq!(Held::new(Some(4096)).len(), 4096);
+        // Up to 2 MiB, the end is what follows the start.
+        let held = Held::new(Some(mib + 5));
+        assert_eq!(held.unheld(0..mib + 5), mib..mib);
+        assert_eq!(held.tail[0].0, mib);
+    }
+
+    #[test]
+    fn old_tables_are_cleared_before_the_first_write_and_the_end_is_written_last() {
+        // A sized file with "old tables" at both ends.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), vec![0xAAu8; 8 << 20]).unwrap();
+        let target = Target::open(file.path()).unwrap();
+        let image: Vec<u8> = (0..(7 << 20) as u32).map(|i| (i % 251) as u8 + 1).collect();
+        let mut writer = ImageWriter::new(&target, 65536, Arc::new(Progress::default()));
+        writer.write_all(&image).unwrap();
+        let on_disk = contents(file.path());
+        assert!(
+            on_disk[..HOLDBACK].iter().all(|&b| b == 0),
+            "start written early or not cleared"
+        );
+        assert!(
+            on_disk[(7 << 20)..].iter().all(|&b| b == 0),
+            "the disk's end not cleared"
+        );
+        assert!(
+            on_disk[(6 << 20)..(7 << 20)].iter().all(|&b| b == 0xAA),
+            "the image's end written early"
+        );
+        assert!(on_disk[HOLDBACK..(6 << 20)] == image[HOLDBACK..(6 << 20)]);
+        writer.finish().unwrap();
+        let on_disk = contents(file.path());
+        assert!(on_disk[..image.len()] == image[..]);
+
+        // Nothing written, nothing cleared.
+        drop(target);
+        std::fs::write(file.path(), vec![0xAAu8; 8 << 20]).unwrap();
+        let target = Target::open(file.path()).unwrap();
+        let mut writer = ImageWriter::new(&target, 65536, Arc::new(Progress::default()));
+        writer.write_all(&image[..HOLDBACK / 2]).unwrap();
+        assert!(contents(file.path()).iter().all(|&b| b == 0xAA));
     }
 }

@@ -500,6 +500,28 @@ pub fn assert_start_zeroed(path: &Path) {
     );
 }
 
+/// Asserts that `path` (filled by [`target_file`]) holds no partition table after a failure:
+/// untouched when the error says nothing was written, else its first and last MiB zeroed.
+pub fn assert_no_table_left(run: &Run, path: &Path) {
+    if run.stderr.contains("nothing was written to") {
+        assert_untouched(path);
+        return;
+    }
+    assert!(
+        run.stderr.contains("has no partition table"),
+        "the error does not say what the target holds:\n{}",
+        run.stderr
+    );
+    assert_start_zeroed(path);
+    let data = fs::read(path).unwrap();
+    let tail = data.len().saturating_sub(MIB);
+    assert!(
+        data[tail..].iter().all(|&b| b == 0),
+        "last MiB of {} not zeroed",
+        path.display()
+    );
+}
+
 /// Asserts that `path` still holds the 0xAA fill of [`target_file`] at its start.
 pub fn assert_untouched(path: &Path) {
     let data = read_prefix(path, MIB);
@@ -634,4 +656,20 @@ pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         dir.join("server.pem"),
         dir.join("server.key"),
     )
+}
+
+/// Asserts that `sgdisk -v` finds nothing wrong with the GPT of `disk` (the backup header at
+/// the disk's end, CRCs, the protective MBR).
+pub fn assert_gpt_consistent(disk: &Path) {
+    let verify = Command::new("sgdisk")
+        .arg("-v")
+        .arg(disk)
+        .output()
+        .expect("running sgdisk (gdisk)");
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && report.contains("No problems found"),
+        "sgdisk -v {}:\n{report}",
+        disk.display()
+    );
 }

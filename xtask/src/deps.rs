@@ -22,6 +22,7 @@ pub const PACKAGES: &[&str] = &[
     "qemu-system-arm",
     "openssl",
     "apache2-utils",
+    "gdisk",
 ];
 
 /// Installs the missing ones among `packages`.
