@@ -95,27 +95,28 @@ impl std::str::FromStr for After {
     }
 }
 
-/// Splits a kernel command line into words the way the kernel does: at whitespace outside
-/// double quotes, with the quotes removed.
-pub fn split_kernel_cmdline(line: &str) -> Vec<String> {
+/// Splits a kernel command line into words the way the kernel does: at (ASCII) whitespace
+/// outside double quotes, with the quotes removed. The line is bytes: words that are not
+/// ours need not be UTF-8 (see [`text_words`]).
+pub fn split_kernel_cmdline(line: &[u8]) -> Vec<Vec<u8>> {
     let mut words = Vec::new();
-    let mut word = String::new();
+    let mut word = Vec::new();
     let mut in_word = false;
     let mut in_quote = false;
-    for c in line.chars() {
-        match c {
-            '"' => {
+    for &b in line {
+        match b {
+            b'"' => {
                 in_quote = !in_quote;
                 in_word = true;
             }
-            c if c.is_whitespace() && !in_quote => {
+            b if b.is_ascii_whitespace() && !in_quote => {
                 if in_word {
                     words.push(std::mem::take(&mut word));
                     in_word = false;
                 }
             }
-            c => {
-                word.push(c);
+            b => {
+                word.push(b);
                 in_word = true;
             }
         }
@@ -124,6 +125,39 @@ pub fn split_kernel_cmdline(line: &str) -> Vec<String> {
         words.push(word);
     }
     words
+}
+
+/// The words as text. A word that is not UTF-8 is dropped like any other word that is not
+/// ours (`console=tty\xff`), unless it is in our namespaces, where it is an error.
+pub fn text_words<W: AsRef<[u8]>>(words: &[W]) -> Result<Vec<String>> {
+    let mut text = Vec::with_capacity(words.len());
+    for word in words {
+        let word = word.as_ref();
+        match std::str::from_utf8(word) {
+            Ok(word) => text.push(word.to_string()),
+            Err(_) if is_ours(word) => fail!(
+                Failure::Usage,
+                "{} is not valid UTF-8",
+                String::from_utf8_lossy(word)
+            ),
+            Err(_) => {}
+        }
+    }
+    Ok(text)
+}
+
+/// Whether a word's name is one of ocidd's (or `ip=`, which /init reads).
+fn is_ours(word: &[u8]) -> bool {
+    let name = word.split(|&b| b == b'=').next().unwrap_or(word);
+    let name: Vec<u8> = name
+        .iter()
+        .map(|&b| if b == b'-' { b'_' } else { b })
+        .collect();
+    [&b"oci."[..], b"dd.", b"ocidd."]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        || name == b"wait"
+        || name == b"ip"
 }
 
 /// Parses the words of a kernel command line (or the same words given as arguments).
@@ -323,7 +357,8 @@ mod tests {
     use crate::error::failure_of;
 
     fn parse(line: &str) -> Result<Params> {
-        parse_words(&split_kernel_cmdline(line)).map(|words| words.install)
+        let words = text_words(&split_kernel_cmdline(line.as_bytes()))?;
+        parse_words(&words).map(|words| words.install)
     }
 
     fn error(line: &str) -> String {
@@ -335,10 +370,26 @@ mod tests {
     #[test]
     fn splits_like_the_kernel() {
         assert_eq!(
-            split_kernel_cmdline("  a=1 b=\"x y\" \"c=d e\"  f\n"),
-            ["a=1", "b=x y", "c=d e", "f"]
+            split_kernel_cmdline(b"  a=1 b=\"x y\" \"c=d e\"  f\n"),
+            [&b"a=1"[..], b"b=x y", b"c=d e", b"f"]
         );
-        assert!(split_kernel_cmdline("   ").is_empty());
+        assert!(split_kernel_cmdline(b"   ").is_empty());
+    }
+
+    #[test]
+    fn words_that_are_not_utf8_are_ignored_unless_ours() {
+        let line = b"console=tty\xff oci.tag=r.example/d:v1 \xfe\xfe quiet";
+        let words = text_words(&split_kernel_cmdline(line)).unwrap();
+        assert_eq!(words, ["oci.tag=r.example/d:v1", "quiet"]);
+        for ours in [
+            &b"dd.of=/dev/sd\xff"[..],
+            b"oci.auth=\xff",
+            b"wait=\xff",
+            b"oci.allow-no-tls=\xff",
+        ] {
+            let e = text_words(&[ours]).unwrap_err();
+            assert!(format!("{e:#}").contains("is not valid UTF-8"), "{e:#}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The `ocidd` command: installs (kernel words or `install` flags), pushes, and runs as the
 //! initramfs's `/init`.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ocidd::chunks::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use ocidd::cmdline::{
     DEFAULT_STALL_TIMEOUT, Params, RegistryOptions, parse_block_size, parse_retries, parse_seconds,
-    parse_words,
+    parse_words, text_words,
 };
 use ocidd::compression::Compression;
 use ocidd::error::{Failure, failure_of};
@@ -37,7 +39,7 @@ struct Cli {
     command: Option<Command>,
     /// Kernel command-line words (oci.tag=…, dd.of=…, dd.bs=…, …)
     #[arg(value_name = "WORD")]
-    words: Vec<String>,
+    words: Vec<OsString>,
 }
 
 #[derive(Subcommand)]
@@ -199,7 +201,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Install(args)) => install(args.params()),
         Some(Command::Push(args)) => push(*args),
-        None => parse_words(&cli.words).and_then(|words| install(words.install)),
+        None => {
+            let words: Vec<&[u8]> = cli.words.iter().map(|w| w.as_bytes()).collect();
+            text_words(&words)
+                .and_then(|words| parse_words(&words))
+                .and_then(|words| install(words.install))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

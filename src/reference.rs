@@ -9,20 +9,31 @@ use oci_spec::image::Descriptor;
 
 use crate::digest::Digest;
 
-/// The image to install, as the operator named it.
+/// The image to install, as the operator named it: by tag (resolved through its manifest;
+/// `REGISTRY/REPO:TAG`, or pinned with `@DIGEST`) or a blob by digest (`REGISTRY/REPO@DIGEST`,
+/// fetched directly).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImageSource {
-    /// `REGISTRY/REPO:TAG` (or pinned with `@DIGEST`): resolved through the manifest.
-    Tag(Reference),
-    /// `REGISTRY/REPO@DIGEST`: that blob, fetched directly.
-    Blob(Reference, Digest),
+pub struct ImageSource {
+    reference: Reference,
+    /// The blob's digest, for a blob.
+    blob: Option<Digest>,
+    /// The operator named no registry: Docker Hub's is implied, as everywhere.
+    implied_registry: bool,
 }
 
 impl ImageSource {
     pub fn reference(&self) -> &Reference {
-        match self {
-            ImageSource::Tag(r) | ImageSource::Blob(r, _) => r,
-        }
+        &self.reference
+    }
+
+    /// The digest of the blob to install, when a blob was named instead of a tag.
+    pub fn blob(&self) -> Option<&Digest> {
+        self.blob.as_ref()
+    }
+
+    /// Whether no registry was named, so that Docker Hub's (`docker.io`) is implied.
+    pub fn implied_registry(&self) -> bool {
+        self.implied_registry
     }
 }
 
@@ -32,8 +43,63 @@ impl fmt::Display for ImageSource {
     }
 }
 
+/// Whether the reference's first component names a registry host: it has a dot or a port,
+/// is `localhost`, or is an IPv6 literal. Otherwise it is part of a Docker Hub repository.
+fn names_registry(text: &str) -> bool {
+    match text.split_once('/') {
+        Some((first, _)) => {
+            first.contains(['.', ':']) || first == "localhost" || first.starts_with('[')
+        }
+        None => false,
+    }
+}
+
+/// Parses a reference whose registry is an IPv6 literal (`[2001:db8::1]:5000/disks/base:v1`),
+/// which the reference parser does not take: the rest is parsed behind a stand-in host.
+fn parse_ipv6_reference(text: &str) -> Option<Result<Reference, String>> {
+    let rest = text.strip_prefix('[')?;
+    let bad = || Some(Err(format!("{text:?}: not a valid IPv6 registry address")));
+    let Some((address, after)) = rest.split_once(']') else {
+        return bad();
+    };
+    if address.parse::<std::net::Ipv6Addr>().is_err() {
+        return bad();
+    }
+    let Some((port, path)) = after.split_once('/') else {
+        return bad();
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_ok());
+    if !port_ok {
+        return bad();
+    }
+    let parsed: Reference = match format!("ipv6.invalid/{path}").parse() {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(Err(format!("{text:?}: {e}"))),
+    };
+    let registry = format!("[{address}]{port}");
+    let repository = parsed.repository().to_string();
+    Some(Ok(match (parsed.tag(), parsed.digest()) {
+        (Some(tag), Some(digest)) => Reference::with_tag_and_digest(
+            registry,
+            repository,
+            tag.to_string(),
+            digest.to_string(),
+        ),
+        (None, Some(digest)) => Reference::with_digest(registry, repository, digest.to_string()),
+        (tag, None) => {
+            Reference::with_tag(registry, repository, tag.unwrap_or("latest").to_string())
+        }
+    }))
+}
+
 fn parse_reference(text: &str) -> Result<Reference, String> {
-    let reference: Reference = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    let reference: Reference = match parse_ipv6_reference(text) {
+        Some(parsed) => parsed?,
+        None => text.parse().map_err(|e| format!("{text:?}: {e}"))?,
+    };
     // The reference grammar lets an uppercase first component pass as a registry host that
     // is then taken as part of the repository.
     if reference
@@ -55,7 +121,11 @@ fn parse_reference(text: &str) -> Result<Reference, String> {
 pub fn parse_tag(text: &str) -> Result<ImageSource, String> {
     let reference =
         parse_reference(text).map_err(|e| format!("{e} (expected REGISTRY/REPOSITORY:TAG)"))?;
-    Ok(ImageSource::Tag(reference))
+    Ok(ImageSource {
+        reference,
+        blob: None,
+        implied_registry: !names_registry(text),
+    })
 }
 
 /// Parses `REGISTRY/REPO@DIGEST`.
@@ -70,7 +140,11 @@ pub fn parse_blob(text: &str) -> Result<ImageSource, String> {
         None => return Err(format!("{text:?} has no digest {expected}")),
     };
     let digest = digest.map_err(|e| format!("{text:?}: {e}"))?;
-    Ok(ImageSource::Blob(reference, digest))
+    Ok(ImageSource {
+        reference,
+        blob: Some(digest),
+        implied_registry: !names_registry(text),
+    })
 }
 
 /// An OS/architecture pair (with optional variant) as image indexes describe platforms.
@@ -170,9 +244,9 @@ mod tests {
 
     #[test]
     fn tags() {
-        let ImageSource::Tag(r) = parse_tag("10.0.2.2:5000/disks/base:v1").unwrap() else {
-            panic!()
-        };
+        let source = parse_tag("10.0.2.2:5000/disks/base:v1").unwrap();
+        assert!(source.blob().is_none() && !source.implied_registry());
+        let r = source.reference();
         assert_eq!(r.registry(), "10.0.2.2:5000");
         assert_eq!(r.repository(), "disks/base");
         assert_eq!(r.tag(), Some("v1"));
@@ -186,10 +260,8 @@ mod tests {
 
     #[test]
     fn blobs() {
-        let ImageSource::Blob(r, d) = parse_blob(&format!("r.example/disk@sha256:{HEX}")).unwrap()
-        else {
-            panic!()
-        };
+        let source = parse_blob(&format!("r.example/disk@sha256:{HEX}")).unwrap();
+        let (r, d) = (source.reference(), source.blob().unwrap());
         assert_eq!(r.repository(), "disk");
         assert_eq!(d.to_string(), format!("sha256:{HEX}"));
         let err = parse_blob("r.example/disk:v1").unwrap_err();
@@ -198,6 +270,47 @@ mod tests {
         assert!(err.contains("tag and a digest"), "{err}");
         let err = parse_blob(&format!("r.example/disk@sha256:{}", HEX.to_uppercase())).unwrap_err();
         assert!(err.contains("lowercase hex"), "{err}");
+    }
+
+    #[test]
+    fn ipv6_literals_and_implied_registries() {
+        let source = parse_tag("[2001:db8::1]:5000/disks/base:v1").unwrap();
+        let r = source.reference();
+        assert_eq!(r.registry(), "[2001:db8::1]:5000");
+        assert_eq!(r.resolve_registry(), "[2001:db8::1]:5000");
+        assert_eq!(r.repository(), "disks/base");
+        assert_eq!(r.tag(), Some("v1"));
+        assert_eq!(source.to_string(), "[2001:db8::1]:5000/disks/base:v1");
+        assert!(!source.implied_registry());
+        let r = parse_tag("[::1]/disks/base").unwrap();
+        assert_eq!(r.reference().registry(), "[::1]");
+        assert_eq!(r.reference().tag(), Some("latest"));
+        let blob = parse_blob(&format!("[::1]:5000/disks/base@sha256:{HEX}")).unwrap();
+        assert_eq!(blob.reference().registry(), "[::1]:5000");
+        assert!(blob.blob().is_some());
+        for bad in [
+            "[::1:5000/d:v1",
+            "[zz::1]:5000/d:v1",
+            "[::1]:port/d:v1",
+            "[::1]",
+            "[::1]:5000/D:v1",
+        ] {
+            assert!(parse_tag(bad).is_err(), "{bad}");
+        }
+        for (text, implied) in [
+            ("disks/base:v1", true),
+            ("ubuntu:24.04", true),
+            ("docker.io/disks/base:v1", false),
+            ("localhost/disks/base:v1", false),
+            ("localhost:5000/base:v1", false),
+            ("registry.example.com/base:v1", false),
+        ] {
+            assert_eq!(
+                parse_tag(text).unwrap().implied_registry(),
+                implied,
+                "{text}"
+            );
+        }
     }
 
     #[test]

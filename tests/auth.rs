@@ -205,6 +205,27 @@ fn basic_auth_against_a_tls_registry_with_htpasswd() {
             .unwrap(),
     );
     assert_eq!(pushed.code, 0, "push: {}", pushed.stderr);
+    // Without the credentials: the registry's refusal, not the compressor seeing the upload go.
+    let refused = Run::from(
+        ocidd()
+            .args(["push", "--ca"])
+            .arg(&ca)
+            .arg(&source)
+            .arg(format!("{}/disks/private:v2", registry.host()))
+            .output()
+            .unwrap(),
+    );
+    refused.assert_failed(3, "uploading the image");
+    assert!(
+        refused.stderr.to_lowercase().contains("unauthorized"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stderr.contains("upload stopped"),
+        "{}",
+        refused.stderr
+    );
 
     let target = write_file(dir.path(), "out.img", b"");
     let words = |config: Option<&std::path::Path>| {

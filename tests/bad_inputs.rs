@@ -380,7 +380,12 @@ fn bad_compressed_data_wipes_the_target() {
     let cases: &[(&str, &str, &[u8], &str)] = &[
         ("truncated", GZIP, &truncated, "the gzip data is corrupt"),
         ("crc", GZIP, &corrupt, "the gzip data is corrupt"),
-        ("trailing", GZIP, &trailing, "the gzip data is corrupt"),
+        (
+            "trailing",
+            GZIP,
+            &trailing,
+            "32 bytes of data after the end of the gzip image",
+        ),
         (
             "ztruncated",
             ZSTD,
@@ -417,7 +422,7 @@ fn bad_compressed_data_wipes_the_target() {
         &format!("{}/disks/broken@{digest}", registry.host()),
         &target,
     );
-    run.assert_failed(4, "corrupt");
+    run.assert_failed(4, "32 bytes of data after the end of the gzip image");
     assert_no_table_left(&run, &target);
 
     // oci.keep_on_error leaves the partial image alone (its old tables were cleared when

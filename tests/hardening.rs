@@ -256,3 +256,94 @@ fn a_full_file_system_is_refused_before_writing() {
     assert!(run.stderr.contains("is empty again"), "{}", run.stderr);
     assert_eq!(std::fs::metadata(&target).unwrap().len(), 0);
 }
+
+/// A registry at an IPv6 literal, `[::1]:PORT`, from push to install.
+#[test]
+fn an_ipv6_literal_registry() {
+    let registry = Registry::start_ipv6();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(2 * MIB, 36);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    let reference = format!("{}/disks/six:v1", registry.host());
+    assert!(reference.starts_with("[::1]:"), "{reference}");
+    push(&source, &reference, "gzip");
+    let target = write_file(dir.path(), "out.img", b"");
+    let run = install_tag(&reference, &target, &[]);
+    run.assert_installed();
+    assert!(run.stdout.contains("[::1]") || run.stderr.contains("[::1]:"));
+    assert!(std::fs::read(&target).unwrap() == image);
+}
+
+/// A reference without a registry says that it means Docker Hub, and a host that does not
+/// resolve is named.
+#[test]
+fn implied_docker_hub_and_unresolvable_hosts_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = target_file(dir.path(), "t.img", MIB);
+    let run = install_tag("disks/base:v1", &target, &["oci.retries=0"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "no registry was named, so the image is docker.io/disks/base:v1 (Docker Hub)"
+        ),
+        "{}",
+        run.stderr
+    );
+    install_tag(
+        "registry.ocidd-test.invalid/disks/base:v1",
+        &target,
+        &["oci.retries=0"],
+    )
+    .assert_failed(3, "cannot resolve registry.ocidd-test.invalid");
+    assert_untouched(&target);
+}
+
+/// A loop device without partition scanning has no partition table to re-read: no note
+/// about failing to.
+#[test]
+fn no_partition_table_note_for_a_disk_without_partitions() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(2 * MIB, 37);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    let reference = format!("{}/disks/plain:v1", registry.host());
+    push(&source, &reference, "gzip");
+    let device = LoopDevice::without_partitions(dir.path(), 8 * MIB);
+    let run = install_tag(&reference, &device.device, &[]);
+    run.assert_installed();
+    assert!(!run.stderr.contains("partition table"), "{}", run.stderr);
+    assert!(device.read(image.len()) == image);
+}
+
+/// A word that is not ocidd's and not UTF-8 is ignored like any foreign word; one of ocidd's
+/// that is not UTF-8 is a parameter error.
+#[test]
+fn words_that_are_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(MIB, 38);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    let reference = format!("{}/disks/bytes:v1", registry.host());
+    push(&source, &reference, "gzip");
+    let target = write_file(dir.path(), "out.img", b"");
+    let run = Run::from(
+        ocidd()
+            .arg(OsStr::from_bytes(b"console=tty\xff"))
+            .arg(format!("oci.tag={reference}"))
+            .args(["oci.allow_no_tls", "dd.bs=1M"])
+            .arg(format!("dd.of={}", target.display()))
+            .output()
+            .unwrap(),
+    );
+    run.assert_installed();
+    let run = Run::from(
+        ocidd()
+            .arg(format!("oci.tag={reference}"))
+            .arg(OsStr::from_bytes(b"dd.of=/dev/sd\xff"))
+            .output()
+            .unwrap(),
+    );
+    run.assert_failed(2, "is not valid UTF-8");
+}

@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use common::proxy::{Action, Forward, Proxy, Request};
@@ -45,6 +46,11 @@ fn certificates_are_verified_and_an_extra_ca_is_trusted() {
     // Not trusted: refused at once (a certificate does not get better by retrying).
     let run = install_words(&[&tag, &of, "dd.bs=1M"]);
     run.assert_failed(3, "certificate");
+    assert!(
+        run.stderr.contains("give its CA with oci.ca= or --ca"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("retrying"), "{}", run.stderr);
     // Trusted through oci.ca.
     let ca_word = format!("oci.ca={}", ca.display());
@@ -239,4 +245,69 @@ fn credentials_never_show_in_output() {
             "{text}"
         );
     }
+}
+
+/// An HTTPS server that answers every request with a redirect to `location` (plain HTTP).
+fn tls_redirector(certificate: &Path, key: &Path, location: String) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{BufRead, BufReader, Write};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certificates = CertificateDer::pem_file_iter(certificate)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certificates, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let connection = rustls::ServerConnection::new(std::sync::Arc::clone(&config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            let mut reader = BufReader::new(&mut tls);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            let _ = write!(
+                tls,
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = tls.flush();
+        }
+    });
+    port
+}
+
+/// An HTTPS registry that redirects to plain HTTP: refused at once (not retried), naming
+/// where it went and what would allow it.
+#[test]
+fn a_redirect_from_https_to_http_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, certificate, key) = certificates(dir.path());
+    let port = tls_redirector(
+        &certificate,
+        &key,
+        "http://127.0.0.1:9/blobs/secret?X-Amz-Signature=abc".to_string(),
+    );
+    let target = target_file(dir.path(), "t.img", MIB);
+    let run = install_words(&[
+        &format!("oci.tag=127.0.0.1:{port}/disks/redirect:v1"),
+        &format!("oci.ca={}", ca.display()),
+        &format!("dd.of={}", target.display()),
+        "dd.bs=1M",
+    ]);
+    run.assert_failed(
+        3,
+        "the registry redirected to plain HTTP (http://127.0.0.1/…), which is refused without oci.allow_no_tls or --plain-http",
+    );
+    assert!(!run.stderr.contains("retrying"), "{}", run.stderr);
+    assert!(!run.stderr.contains("Signature"), "{}", run.stderr);
+    assert_untouched(&target);
 }

@@ -2,13 +2,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ocidd::cmdline::{parse_size, parse_words, split_kernel_cmdline};
+use ocidd::cmdline::{parse_size, parse_words, split_kernel_cmdline, text_words};
 use ocidd::boot::network::parse_ip_param;
 
-fuzz_target!(|line: &str| {
-    let words = split_kernel_cmdline(line);
+fuzz_target!(|line: &[u8]| {
+    let Ok(words) = text_words(&split_kernel_cmdline(line)) else {
+        return;
+    };
     if let Ok(params) = parse_words(&words) {
         let _ = parse_ip_param(params.boot.ip.as_deref());
     }
-    let _ = parse_size(line);
+    if let Ok(line) = std::str::from_utf8(line) {
+        let _ = parse_size(line);
+    }
 });

@@ -20,7 +20,7 @@ use rustix::system::RebootCommand;
 use crate::boot::console::Mirror;
 use crate::boot::modules::{ModuleIndex, load_for_hardware};
 use crate::boot::network::{configure, parse_ip_param};
-use crate::cmdline::{After, Words, parse_words, split_kernel_cmdline};
+use crate::cmdline::{After, Words, parse_words, split_kernel_cmdline, text_words};
 use crate::progress::Display;
 use crate::{say, say_inline};
 
@@ -75,11 +75,11 @@ fn boot() -> Result<After> {
         "ocidd {} (init, kernel {release})",
         env!("CARGO_PKG_VERSION")
     );
-    let cmdline = fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
+    let cmdline = fs::read("/proc/cmdline").context("reading /proc/cmdline")?;
     let Words {
         install: params,
         boot,
-    } = parse_words(&split_kernel_cmdline(&cmdline))?;
+    } = parse_words(&text_words(&split_kernel_cmdline(&cmdline))?)?;
     let ip = parse_ip_param(boot.ip.as_deref()).map_err(anyhow::Error::msg)?;
     let after = boot.after.unwrap_or(After::Reboot);
 

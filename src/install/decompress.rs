@@ -7,20 +7,126 @@ use crate::compression::Compression;
 
 /// A reader of the decompressed image over a reader of the compressed blob.
 pub enum Decoder<R: BufRead> {
-    Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
-    Zstd(zstd::stream::read::Decoder<'static, R>),
+    Compressed(Units<R>),
     None(R),
 }
 
 impl<R: BufRead> Decoder<R> {
     pub fn new(compression: Compression, input: R) -> io::Result<Self> {
         Ok(match compression {
-            Compression::Gzip => {
-                Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(input)))
+            Compression::Gzip | Compression::Zstd => {
+                Decoder::Compressed(Units::new(compression, input)?)
             }
-            Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(input)?),
             Compression::None => Decoder::None(input),
         })
+    }
+}
+
+/// gzip members or zstd frames back to back (as pigz and `ocidd push` write them), decoded
+/// one after the other. The image ends at the input's end or where the next bytes do not
+/// start another member or frame; what follows is left in the input, for the caller to count
+/// as data after the image (a decoder that read on would call it a corrupt header).
+pub struct Units<R: BufRead> {
+    compression: Compression,
+    state: UnitState<R>,
+}
+
+enum UnitState<R: BufRead> {
+    Gzip(Box<flate2::bufread::GzDecoder<R>>),
+    Zstd(zstd::stream::read::Decoder<'static, R>),
+    Ended(R),
+    /// Only while one unit gives way to the next.
+    Between,
+}
+
+impl<R: BufRead> Units<R> {
+    fn new(compression: Compression, input: R) -> io::Result<Self> {
+        let mut units = Units {
+            compression,
+            state: UnitState::Between,
+        };
+        units.start(input)?;
+        Ok(units)
+    }
+
+    /// Starts decoding the unit at the start of `input`.
+    fn start(&mut self, input: R) -> io::Result<()> {
+        self.state = match self.compression {
+            Compression::Zstd => {
+                UnitState::Zstd(zstd::stream::read::Decoder::with_buffer(input)?.single_frame())
+            }
+            _ => UnitState::Gzip(Box::new(flate2::bufread::GzDecoder::new(input))),
+        };
+        Ok(())
+    }
+
+    /// After a unit: whether `next` (what the input has now; empty at its end) may start
+    /// another. Bytes that begin like one count: the rest of its magic may be in the next
+    /// buffer.
+    fn continues(&self, next: &[u8]) -> bool {
+        if next.is_empty() {
+            return false;
+        }
+        let starts = |magic: &[u8]| {
+            let n = next.len().min(magic.len());
+            next[..n] == magic[..n]
+        };
+        match self.compression {
+            Compression::Zstd => {
+                // A zstd frame, or a skippable frame (magic 0x184D2A50 to 0x184D2A5F).
+                starts(&[0x28, 0xb5, 0x2f, 0xfd])
+                    || (next[0] & 0xf0 == 0x50 && starts(&[next[0], 0x2a, 0x4d, 0x18]))
+            }
+            _ => starts(&[0x1f, 0x8b]),
+        }
+    }
+
+    /// The compressed stream, where decoding has got to (`None` after a decoder for the next
+    /// unit could not be made, which took the stream with it).
+    fn input(&mut self) -> Option<&mut R> {
+        match &mut self.state {
+            UnitState::Gzip(d) => Some(d.get_mut()),
+            UnitState::Zstd(d) => Some(d.get_mut()),
+            UnitState::Ended(r) => Some(r),
+            UnitState::Between => None,
+        }
+    }
+}
+
+impl<R: BufRead> Read for Units<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = match &mut self.state {
+                UnitState::Gzip(d) => d.read(buf)?,
+                UnitState::Zstd(d) => d.read(buf)?,
+                UnitState::Ended(_) | UnitState::Between => return Ok(0),
+            };
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // The unit ended: another follows, or the image did.
+            let mut input = match std::mem::replace(&mut self.state, UnitState::Between) {
+                UnitState::Gzip(d) => d.into_inner(),
+                UnitState::Zstd(d) => d.finish(),
+                other => {
+                    self.state = other;
+                    return Ok(0);
+                }
+            };
+            let next = match input.fill_buf() {
+                Ok(next) => next,
+                Err(e) => {
+                    self.state = UnitState::Ended(input);
+                    return Err(e);
+                }
+            };
+            if self.continues(next) {
+                self.start(input)?;
+            } else {
+                self.state = UnitState::Ended(input);
+                return Ok(0);
+            }
+        }
     }
 }
 
@@ -84,12 +190,11 @@ impl Drop for MemberInflater {
 }
 
 impl<R: BufRead> Decoder<R> {
-    /// The compressed stream, where the decoder has got to.
-    pub fn get_mut(&mut self) -> &mut R {
+    /// The compressed stream, where the decoder has got to (see [`Units`]).
+    pub fn get_mut(&mut self) -> Option<&mut R> {
         match self {
-            Decoder::Gzip(d) => d.get_mut(),
-            Decoder::Zstd(d) => d.get_mut(),
-            Decoder::None(r) => r,
+            Decoder::Compressed(units) => units.input(),
+            Decoder::None(r) => Some(r),
         }
     }
 }
@@ -97,8 +202,7 @@ impl<R: BufRead> Decoder<R> {
 impl<R: BufRead> Read for Decoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Decoder::Gzip(d) => d.read(buf),
-            Decoder::Zstd(d) => d.read(buf),
+            Decoder::Compressed(units) => units.read(buf),
             Decoder::None(r) => r.read(buf),
         }
     }
@@ -156,21 +260,34 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_truncated_and_trailing_data_fail() {
+    fn corrupt_and_truncated_data_fail() {
         let good = gzip(&[7u8; 100_000]);
         let truncated = &good[..good.len() - 10];
         assert!(decode(Compression::Gzip, truncated).is_err());
-        let mut trailing = good.clone();
-        trailing.extend_from_slice(b"garbage!");
-        assert!(decode(Compression::Gzip, &trailing).is_err());
         let mut corrupt = good.clone();
         let n = corrupt.len();
         corrupt[n - 6] ^= 0xff; // inside the CRC32/ISIZE trailer
         assert!(decode(Compression::Gzip, &corrupt).is_err());
         let z = zstd::encode_all(&[7u8; 100_000][..], 3).unwrap();
         assert!(decode(Compression::Zstd, &z[..z.len() - 3]).is_err());
-        let mut trailing = z.clone();
-        trailing.extend_from_slice(b"garbage!");
-        assert!(decode(Compression::Zstd, &trailing).is_err());
+    }
+
+    #[test]
+    fn data_after_the_last_member_or_frame_is_left_in_the_input() {
+        let z = zstd::encode_all(&[7u8; 100_000][..], 3).unwrap();
+        for (compression, good) in [
+            (Compression::Gzip, gzip(&[7u8; 100_000])),
+            (Compression::Zstd, z),
+        ] {
+            let mut trailing = good.clone();
+            trailing.extend_from_slice(b"garbage!");
+            let mut decoder = Decoder::new(compression, &trailing[..]).unwrap();
+            let mut out = Vec::new();
+            decoder.read_to_end(&mut out).unwrap();
+            assert_eq!(out, vec![7u8; 100_000], "{compression}");
+            let mut left = Vec::new();
+            decoder.get_mut().unwrap().read_to_end(&mut left).unwrap();
+            assert_eq!(left, b"garbage!", "{compression}");
+        }
     }
 }

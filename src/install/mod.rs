@@ -25,7 +25,7 @@ use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Classify, Failure, classified, failure_of};
 use crate::fail;
 use crate::progress::{Display, Progress, Reporter};
-use crate::reference::{ImageSource, Platform};
+use crate::reference::Platform;
 use crate::registry::blob::{BlobReader, read_small_blob};
 use crate::registry::manifest::ANNOTATION_IMAGE_SIZE;
 use crate::registry::{self, Registry};
@@ -78,18 +78,16 @@ struct Plan {
 }
 
 fn plan(registry: &Registry, options: &InstallOptions) -> Result<Plan> {
-    let reference = match &options.source {
-        ImageSource::Blob(_, digest) => {
-            return Ok(Plan {
-                digest: digest.clone(),
-                blob_size: None,
-                compression: None,
-                image_size: None,
-                index: None,
-            });
-        }
-        ImageSource::Tag(reference) => reference,
-    };
+    if let Some(digest) = options.source.blob() {
+        return Ok(Plan {
+            digest: digest.clone(),
+            blob_size: None,
+            compression: None,
+            image_size: None,
+            index: None,
+        });
+    }
+    let reference = options.source.reference();
     let platform = options
         .registry
         .platform
@@ -137,6 +135,12 @@ fn plan(registry: &Registry, options: &InstallOptions) -> Result<Plan> {
 }
 
 fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
+    if options.source.implied_registry() {
+        say!(
+            "ocidd: no registry was named, so the image is {} (Docker Hub)",
+            options.source
+        );
+    }
     let target = Target::open(&options.target)?;
     let http = registry::http_client(&options.registry)?;
     let reference = options.source.reference();

@@ -2,7 +2,7 @@
 //! chunk index), in three threads joined by bounded pipes of reusable buffers: fetch and
 //! digest, decompress, write. The total time approaches the slowest stage, not the sum.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::thread;
 
 use anyhow::{Result, anyhow};
@@ -112,19 +112,25 @@ fn decode(input: PipeReader, compression: Compression, mut out: PipeWriter) -> R
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 let error = decode_error(e, compression);
-                if !is_broken(&error) {
+                if !is_broken(&error)
+                    && let Some(input) = decoder.get_mut()
+                {
                     // Read on, so that the fetch stage reaches the digest check: a blob that
                     // does not match its digest explains corrupt data better.
-                    let _ = io::copy(decoder.get_mut(), &mut io::sink());
+                    let _ = io::copy(input, &mut io::sink());
                 }
                 return Err(error);
             }
         }
     }
-    // The decoders read their input to its end; anything left is data after the image.
-    let input = decoder.get_mut();
-    let mut left = input.fill_buf().map(|b| b.len() as u64).unwrap_or(0);
-    left += io::copy(input, &mut io::sink()).map_err(|e| decode_error(e, compression))?;
+    // The decoders stop where the image ends; anything left is data after it.
+    let Some(input) = decoder.get_mut() else {
+        return Err(classified(
+            Failure::Verification,
+            anyhow!("the {compression} data is corrupt: a member could not be decoded"),
+        ));
+    };
+    let left = io::copy(input, &mut io::sink()).map_err(|e| decode_error(e, compression))?;
     if left > 0 {
         return Err(classified(
             Failure::Verification,

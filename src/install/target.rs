@@ -368,9 +368,15 @@ impl Target {
         const BLKRRPART: rustix::ioctl::Opcode = rustix::ioctl::opcode::none(0x12, 95);
         // SAFETY: BLKRRPART takes no argument and reads or writes no memory of ours; the fd is
         // an open block device for the duration of the call.
-        unsafe { rustix::ioctl::ioctl(&self.file, rustix::ioctl::NoArg::<BLKRRPART>::new()) }
-            .map_err(io::Error::from)
-            .with_context(|| format!("re-reading the partition table of {}", self.path.display()))
+        match unsafe { rustix::ioctl::ioctl(&self.file, rustix::ioctl::NoArg::<BLKRRPART>::new()) }
+        {
+            // A disk that takes no partitions (a loop device without partition scanning)
+            // has none to re-read.
+            Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(()),
+            Err(e) => Err(io::Error::from(e)).with_context(|| {
+                format!("re-reading the partition table of {}", self.path.display())
+            }),
+        }
     }
 }
 

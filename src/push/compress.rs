@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::chunks::{Chunk, is_zero};
 use crate::compression::Compression;
 use crate::digest::{Algorithm, Digest, Hasher};
-use crate::error::{Classify, Failure};
+use crate::error::{Classified, Classify, Failure};
 use crate::fail;
 
 /// gzip's levels, and the one used unless told otherwise.
@@ -29,6 +29,32 @@ pub const ZSTD_LEVELS: RangeInclusive<i32> = 1..=22;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Size of the compressed pieces handed to the uploader.
 const UPLOAD_PIECE: usize = 1 << 20;
+
+/// What the compressor meets when the upload gave up: the upload's own error says why.
+#[derive(Debug)]
+pub(super) struct UploadStopped;
+
+impl std::fmt::Display for UploadStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the upload stopped")
+    }
+}
+
+impl std::error::Error for UploadStopped {}
+
+/// Whether `error` only says that the upload stopped.
+pub(super) fn is_upload_stopped(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<UploadStopped>()
+            || cause
+                .downcast_ref::<io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<UploadStopped>())
+            || cause
+                .downcast_ref::<Classified>()
+                .is_some_and(|tagged| is_upload_stopped(&tagged.error))
+    })
+}
 
 /// The stream of compressed pieces the uploader reads.
 pub(super) type Pieces = mpsc::Receiver<Result<Bytes, OciDistributionError>>;
@@ -293,7 +319,7 @@ impl ChannelWriter {
         let piece = self.piece.split().freeze();
         self.sender
             .blocking_send(Ok(piece))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, UploadStopped))
     }
 
     fn finish_write_inner(mut self) -> io::Result<()> {

@@ -180,15 +180,20 @@ async fn upload_image(
     });
     let uploaded = client
         .push_blob_stream_chunked(&options.reference, stream)
-        .await;
-    let (image, chunks) = compressor
+        .await
+        .map_err(registry_error)
+        .context("uploading the image");
+    let compressed = compressor
         .join()
         .map_err(|_| anyhow!("the compressor thread panicked"))
         .classify(Failure::Target)?
-        .with_context(|| format!("reading {}", options.file.display()))?;
-    let uploaded = uploaded
-        .map_err(registry_error)
-        .context("uploading the image")?;
+        .with_context(|| format!("reading {}", options.file.display()));
+    // When the upload failed, the compressor only saw it stop: the upload says why.
+    let (uploaded, (image, chunks)) = match (uploaded, compressed) {
+        (Err(upload), Err(read)) if compress::is_upload_stopped(&read) => return Err(upload),
+        (uploaded, compressed) => (uploaded, compressed?),
+    };
+    let uploaded = uploaded?;
     let layer = Uploaded {
         digest: uploaded.blob_digest,
         size: uploaded.size,

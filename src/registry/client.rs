@@ -325,16 +325,35 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
 }
 
 /// A transport error as the retry loop sees it: worth another try, unless TLS failed (a
-/// certificate that does not verify, or a server that does not speak TLS: trying again will
-/// not change that).
+/// certificate that does not verify, or a server that does not speak TLS) or a redirect was
+/// refused: trying again will not change those.
 pub(super) fn transient_network_error(error: reqwest::Error) -> Attempt {
-    if is_tls_error(&error) {
+    if is_tls_error(&error) || error.is_redirect() {
         return Attempt::Permanent(network_error(error));
     }
+    let cause = short_reason(&error);
+    // Name the host a lookup failed for: the cause alone does not.
+    let reason = match error.url().and_then(|url| url.host_str()) {
+        Some(host) if is_dns_failure(&error) => format!("cannot resolve {host}: {cause}"),
+        _ => cause,
+    };
     Attempt::Transient(Transient {
-        reason: short_reason(&error),
+        reason,
         retry_after: None,
     })
+}
+
+/// Whether connecting failed at looking the host up.
+fn is_dns_failure(error: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if text.contains("dns error") || text.contains("lookup address") {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
@@ -372,6 +391,9 @@ pub fn short_reason(error: &(dyn std::error::Error + 'static)) -> String {
 /// rustls's complaint when a plain-HTTP server answers a TLS handshake, and what it means.
 const NOT_TLS_CAUSE: &str = "InvalidContentType";
 const NOT_TLS: &str = "the registry does not speak TLS (a plain-HTTP registry is allowed with oci.allow_no_tls or --plain-http)";
+/// rustls's complaint about a certificate no trusted CA signed, and what to do.
+const UNKNOWN_ISSUER_CAUSE: &str = "UnknownIssuer";
+const UNKNOWN_ISSUER: &str = "the registry's certificate is not signed by a CA this machine trusts (give its CA with oci.ca= or --ca)";
 
 /// Passes on a response, unless its status says trying again may help (408, 429, 5xx).
 pub(super) fn check_transient(response: Response) -> Result<Response, Attempt> {
@@ -400,9 +422,38 @@ pub(super) fn check_transient(response: Response) -> Result<Response, Attempt> {
 /// Turns a transport error into a registry failure, without the URL (which can carry a
 /// redirect target's signed query).
 fn network_error(error: reqwest::Error) -> anyhow::Error {
+    // A refused redirect: said without the target's URL (beyond its host), which can be a
+    // signed secret, and which the errors inside this one would print.
+    if error.is_redirect() {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        let mut to_plain_http = None;
+        while let Some(current) = cause {
+            if let Some(url) = current
+                .downcast_ref::<reqwest::Error>()
+                .and_then(reqwest::Error::url)
+                .filter(|url| url.scheme() == "http")
+            {
+                to_plain_http = Some(url.host_str().unwrap_or("?").to_string());
+            }
+            cause = current.source();
+        }
+        let message = match to_plain_http {
+            Some(host) => format!(
+                "the registry redirected to plain HTTP (http://{host}/…), which is refused without oci.allow_no_tls or --plain-http"
+            ),
+            None => format!(
+                "following the registry's redirect: {}",
+                short_reason(&error)
+            ),
+        };
+        return classified(Failure::Registry, anyhow!(message));
+    }
     let error = anyhow::Error::from(error.without_url());
-    let error = if format!("{error:#}").contains(NOT_TLS_CAUSE) {
+    let text = format!("{error:#}");
+    let error = if text.contains(NOT_TLS_CAUSE) {
         error.context(NOT_TLS)
+    } else if text.contains(UNKNOWN_ISSUER_CAUSE) {
+        error.context(UNKNOWN_ISSUER)
     } else {
         error
     };

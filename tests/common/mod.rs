@@ -42,6 +42,8 @@ pub struct Registry {
     tls: Option<(PathBuf, PathBuf)>,
     /// An htpasswd file: Basic authentication for everything.
     htpasswd: Option<PathBuf>,
+    /// The loopback address it listens on: `127.0.0.1` or `[::1]`.
+    loopback: &'static str,
 }
 
 impl Registry {
@@ -63,7 +65,20 @@ impl Registry {
         )
     }
 
+    /// A plain-HTTP registry on the IPv6 loopback, `[::1]`.
+    pub fn start_ipv6() -> Registry {
+        Registry::start_on("[::1]", None, None)
+    }
+
     fn start_with(tls: Option<(PathBuf, PathBuf)>, htpasswd: Option<PathBuf>) -> Registry {
+        Registry::start_on("127.0.0.1", tls, htpasswd)
+    }
+
+    fn start_on(
+        loopback: &'static str,
+        tls: Option<(PathBuf, PathBuf)>,
+        htpasswd: Option<PathBuf>,
+    ) -> Registry {
         // The tests' own HTTP client needs rustls's cryptography selected, as ocidd does.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -74,6 +89,7 @@ impl Registry {
             child: None,
             tls,
             htpasswd,
+            loopback,
         };
         registry.restart();
         registry
@@ -108,8 +124,9 @@ impl Registry {
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth}http:\n  addr: 127.0.0.1:{}\n{tls}",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth}http:\n  addr: \"{}:{}\"\n{tls}",
                 storage.display(),
+                self.loopback,
                 self.port
             ),
         )
@@ -160,11 +177,11 @@ impl Registry {
 
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://{}:{}", self.loopback, self.port)
     }
 
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.loopback, self.port)
     }
 
     /// Where the registry stores a blob's bytes.
@@ -556,9 +573,19 @@ pub struct LoopDevice {
 
 impl LoopDevice {
     pub fn new(dir: &Path, size: usize) -> LoopDevice {
+        LoopDevice::with_flags(dir, size, &["--partscan"])
+    }
+
+    /// A loop device without partition scanning (losetup's default).
+    pub fn without_partitions(dir: &Path, size: usize) -> LoopDevice {
+        LoopDevice::with_flags(dir, size, &[])
+    }
+
+    fn with_flags(dir: &Path, size: usize, flags: &[&str]) -> LoopDevice {
         let backing = target_file(dir, "loop-backing.img", size);
         let output = Command::new("losetup")
-            .args(["--find", "--show", "--partscan"])
+            .args(["--find", "--show"])
+            .args(flags)
             .arg(&backing)
             .output()
             .expect("running losetup (needs root and util-linux)");
