@@ -121,9 +121,15 @@ fn unknown_tag_ends_in_the_emergency_shell() {
         console.contains("ocidd: error:") && console.contains("MANIFEST_UNKNOWN"),
         "{console}"
     );
-    // The shell answers, and leaving it reboots.
+    // The shell answers; Ctrl-C stops what it runs (it has the serial line as its
+    // controlling terminal); leaving it reboots.
     vm.type_text("echo shell-$((6 * 7))\n");
     vm.wait_for("shell-42", Duration::from_secs(60));
+    vm.type_text("sleep 1000\n");
+    std::thread::sleep(Duration::from_secs(2));
+    vm.type_text("\u{3}");
+    vm.type_text("echo interrupted-$((6 * 7))\n");
+    vm.wait_for("interrupted-42", Duration::from_secs(60));
     vm.type_text("exit\n");
     vm.wait_exit(Duration::from_secs(60));
     assert!(!vm.console().contains("ocidd: installed"));

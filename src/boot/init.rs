@@ -5,8 +5,10 @@
 //! As PID 1 it must never exit or panic: panics are caught, children are reaped, and every
 //! path ends in a reboot, a power-off or a shell.
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -17,7 +19,7 @@ use anyhow::{Context, Result};
 use rustix::mount::{MountFlags, mount};
 use rustix::system::RebootCommand;
 
-use crate::boot::console::Mirror;
+use crate::boot::console::{Mirror, active_consoles};
 use crate::boot::modules::{ModuleIndex, load_for_hardware};
 use crate::boot::network::{configure, parse_ip_param};
 use crate::cmdline::{After, Words, parse_words, split_kernel_cmdline, text_words};
@@ -224,6 +226,31 @@ fn shell() {
             command.stdout(Stdio::from(out)).stderr(Stdio::from(err));
         }
     }
+    // With the console's terminal as its controlling terminal, in a session of its own (as
+    // busybox's cttyhack does), Ctrl-C reaches what the shell runs: a hung retry can be
+    // stopped. /dev/console itself cannot be a controlling terminal.
+    if let Some(terminal) = console_terminal()
+        && let (Ok(input), Ok(output), Ok(errors)) = (
+            terminal.try_clone(),
+            terminal.try_clone(),
+            terminal.try_clone(),
+        )
+    {
+        command
+            .stdin(Stdio::from(input))
+            .stdout(Stdio::from(output))
+            .stderr(Stdio::from(errors));
+        // SAFETY: the closure runs in the child between fork and exec, where only
+        // async-signal-safe calls are allowed: setsid and ioctl are plain system calls, and
+        // nothing here allocates or takes a lock.
+        unsafe {
+            command.pre_exec(|| {
+                rustix::process::setsid()?;
+                rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+                Ok(())
+            });
+        }
+    }
     let child = command
         .env("PATH", PATH)
         .env("HOME", "/")
@@ -245,6 +272,25 @@ fn shell() {
             Err(_) => return,
         }
     }
+}
+
+/// The terminal device behind /dev/console: the last console the kernel lists (`ttyS0`;
+/// `tty0` stands for the virtual terminal in front), opened without becoming ours.
+fn console_terminal() -> Option<File> {
+    let listed = fs::read_to_string("/sys/class/tty/console/active").ok()?;
+    let mut name = active_consoles(&listed).pop()?;
+    if name == "tty0" {
+        name = fs::read_to_string("/sys/class/tty/tty0/active")
+            .ok()?
+            .trim()
+            .to_string();
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
+        .open(Path::new("/dev").join(name))
+        .ok()
 }
 
 /// Syncs and reboots or powers off. When not PID 1 (a test run as `init`), exits instead.
