@@ -178,3 +178,58 @@ fn corrupted_blob_leaves_the_disk_unbootable() {
         "last MiB not zeroed"
     );
 }
+
+/// The VM's power is cut (QEMU killed) in the middle of an install onto a disk that held a GPT
+/// disk: the disk holds neither the old tables nor half of the new ones.
+#[test]
+fn power_cut_mid_install_leaves_no_partition_table() {
+    use common::proxy::{Action, Forward, Proxy};
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = gpt_image(32 * MIB);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    push(
+        &source,
+        &format!("{}/disks/vm:slow", registry.host()),
+        "gzip",
+    );
+    // Slow enough that the install is caught writing.
+    let proxy = Proxy::start(registry.port, |request| {
+        if request.is_blob() {
+            Action::Forward(Forward {
+                throttle: Some(MIB as u64),
+                ..Forward::default()
+            })
+        } else {
+            Action::forward()
+        }
+    });
+    let disk = disk(dir.path(), 0x55);
+    gpt_label(&disk);
+    let old = fs::read(&disk).unwrap();
+    let mut vm = Vm::boot(
+        "amd64",
+        &disk,
+        &append(&format!(
+            "oci.tag=10.0.2.2:{}/disks/vm:slow oci.allow_no_tls",
+            proxy.port
+        )),
+    );
+    vm.wait_for("ocidd: writing onto /dev/vda", BOOT_LIMIT);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while proxy.blob_bytes() < 6 * MIB as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download did not go on"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(vm); // kill -9: the power cut
+    let data = fs::read(&disk).unwrap();
+    assert!(data != old, "nothing was written: the cut came too early");
+    assert!(data[..MIB].iter().all(|&b| b == 0), "first MiB not zeroed");
+    assert!(
+        data[data.len() - MIB..].iter().all(|&b| b == 0),
+        "last MiB not zeroed: the old backup GPT is there"
+    );
+}

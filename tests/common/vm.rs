@@ -26,13 +26,48 @@ pub struct Vm {
     stdin: Option<ChildStdin>,
     console: Arc<Mutex<String>>,
     started: Instant,
+    /// UEFI's writable variable store, kept while the VM runs.
+    _scratch: Option<tempfile::TempDir>,
+}
+
+/// How the VM gets its kernel.
+pub enum Boot<'a> {
+    /// QEMU loads the boot files itself (`-kernel`, `-initrd`, `-append`).
+    Kernel { append: &'a str },
+    /// The firmware's network boot (QEMU's iPXE ROM): DHCP hands out `bootfile`, a URL or a
+    /// file under `tftp`.
+    Network {
+        firmware: Firmware,
+        bootfile: &'a str,
+        tftp: Option<&'a Path>,
+    },
+}
+
+#[derive(Clone, Copy)]
+pub enum Firmware {
+    /// SeaBIOS.
+    Bios,
+    /// OVMF (Debian's `ovmf`).
+    Uefi,
+}
+
+/// What the disk is attached to, so that it shows as /dev/vda, /dev/sda or /dev/nvme0n1.
+#[derive(Clone, Copy)]
+pub enum Bus {
+    Virtio,
+    Sata,
+    Nvme,
 }
 
 impl Vm {
     /// Boots `arch` ("amd64" or "arm64") with `disk` as its virtio disk and `append` as the
     /// kernel command line.
     pub fn boot(arch: &str, disk: &Path, append: &str) -> Vm {
-        let (kernel, initramfs) = boot_files(arch);
+        Vm::start(arch, disk, Bus::Virtio, Boot::Kernel { append })
+    }
+
+    /// Boots `arch` as `boot` says, with `disk` on `bus`.
+    pub fn start(arch: &str, disk: &Path, bus: Bus, boot: Boot) -> Vm {
         let mut command = match arch {
             "amd64" => {
                 let mut c = Command::new("qemu-system-x86_64");
@@ -50,25 +85,61 @@ impl Vm {
             .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
             .args([
                 "-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio",
-            ])
-            .arg("-kernel")
-            .arg(&kernel)
-            .arg("-initrd")
-            .arg(&initramfs)
-            .arg("-append")
-            .arg(append)
+            ]);
+        let mut netdev = "user,id=net0".to_string();
+        let mut scratch = None;
+        match boot {
+            Boot::Kernel { append } => {
+                let (kernel, initramfs) = boot_files(arch);
+                command
+                    .arg("-kernel")
+                    .arg(&kernel)
+                    .arg("-initrd")
+                    .arg(&initramfs)
+                    .arg("-append")
+                    .arg(append);
+            }
+            Boot::Network {
+                firmware,
+                bootfile,
+                tftp,
+            } => {
+                netdev += &format!(",bootfile={bootfile}");
+                if let Some(tftp) = tftp {
+                    netdev += &format!(",tftp={}", tftp.display());
+                }
+                if let Firmware::Uefi = firmware {
+                    let dir = tempfile::tempdir().unwrap();
+                    let vars = dir.path().join("OVMF_VARS.fd");
+                    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
+                        .expect("OVMF (apt-get install ovmf; cargo xtask test does)");
+                    command
+                        .arg("-drive")
+                        .arg(
+                            "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                        )
+                        .arg("-drive")
+                        .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+                    scratch = Some(dir);
+                }
+                command.args(["-boot", "n"]);
+            }
+        }
+        command
             .arg("-drive")
             .arg(format!(
                 "file={},format=raw,if=none,id=disk0",
                 disk.display()
             ))
-            .args(["-device", "virtio-blk-pci,drive=disk0"])
             .args([
-                "-netdev",
-                "user,id=net0",
                 "-device",
-                "virtio-net-pci,netdev=net0",
+                match bus {
+                    Bus::Virtio => "virtio-blk-pci,drive=disk0",
+                    Bus::Sata => "ide-hd,drive=disk0,bus=ide.0",
+                    Bus::Nvme => "nvme,drive=disk0,serial=ocidd-test",
+                },
             ])
+            .args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -103,6 +174,7 @@ impl Vm {
             stdin,
             console,
             started: Instant::now(),
+            _scratch: scratch,
         }
     }
 

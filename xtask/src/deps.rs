@@ -23,6 +23,11 @@ pub const PACKAGES: &[&str] = &[
     "openssl",
     "apache2-utils",
     "gdisk",
+    "ipxe-qemu",
+    "ovmf",
+    "grub-efi-amd64-bin",
+    "pxelinux",
+    "syslinux-common",
 ];
 
 /// Installs the missing ones among `packages`.

@@ -1,0 +1,184 @@
+//! The README's boot-loader snippets, booted as written through the firmware's own network
+//! boot, as every real machine boots: QEMU's iPXE ROM under SeaBIOS and under OVMF (UEFI)
+//! running the README's iPXE script over HTTP, PXELINUX over TFTP, and GRUB under UEFI. Only
+//! the example host names are replaced (and the test registry, plain HTTP, allowed).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use common::files::FileServer;
+use common::vm::{Boot, Bus, Firmware, Vm, boot_files};
+use common::*;
+
+const BOOT_LIMIT: Duration = Duration::from_secs(400);
+
+/// The README's fenced code block that contains `marker`.
+fn readme_snippet(marker: &str) -> String {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("reading README.md");
+    readme
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .find(|block| block.contains(marker))
+        .unwrap_or_else(|| panic!("no README snippet with {marker:?}"))
+        .trim_start_matches('\n')
+        .to_string()
+}
+
+/// A GPT disk image pushed as `disks/base:v1`, the README's example image.
+struct Setup {
+    registry: Registry,
+    dir: tempfile::TempDir,
+    image: Vec<u8>,
+}
+
+fn setup() -> Setup {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("base.raw");
+    fs::write(&path, image_bytes(16 * MIB, 70)).unwrap();
+    gpt_label(&path);
+    let image = fs::read(&path).unwrap();
+    push(&path, &format!("{}/disks/base:v1", registry.host()), "gzip");
+    Setup {
+        registry,
+        dir,
+        image,
+    }
+}
+
+impl Setup {
+    /// `snippet` with the example hosts replaced: boot files from `files` (10.0.2.2 is the
+    /// host from inside QEMU's user network), the image from the test registry.
+    fn localize(&self, snippet: &str, files: Option<&FileServer>) -> String {
+        let mut text = snippet.replace(
+            "oci.tag=registry.example.com/",
+            &format!("oci.allow_no_tls oci.tag=10.0.2.2:{}/", self.registry.port),
+        );
+        if let Some(files) = files {
+            text = text.replace("boot.example.com", &format!("10.0.2.2:{}", files.port));
+        }
+        assert!(!text.contains("example.com"), "{text}");
+        text
+    }
+
+    /// A directory with the boot files, for HTTP or TFTP.
+    fn boot_root(&self) -> std::path::PathBuf {
+        let root = self.dir.path().join("boot");
+        fs::create_dir_all(&root).unwrap();
+        let (kernel, initramfs) = boot_files("amd64");
+        fs::copy(kernel, root.join("vmlinuz-amd64")).unwrap();
+        fs::copy(initramfs, root.join("initramfs-amd64.img")).unwrap();
+        root
+    }
+
+    /// Boots, waits for the install and the reboot, and checks the disk.
+    fn boot_and_check(&self, bus: Bus, boot: Boot, what: &str) {
+        let disk = self.dir.path().join("disk.img");
+        fs::write(&disk, vec![0xAAu8; 64 * MIB]).unwrap();
+        let mut vm = Vm::start("amd64", &disk, bus, boot);
+        let seconds = vm.wait_exit(BOOT_LIMIT);
+        let console = vm.console();
+        assert!(
+            console.contains("ocidd: installed 16.00 MiB"),
+            "{what}:\n{console}"
+        );
+        assert!(
+            console.contains("reboot: Restarting system"),
+            "{what}:\n{console}"
+        );
+        let on_disk = read_prefix(&disk, self.image.len());
+        assert!(
+            on_disk[1024..] == self.image[1024..],
+            "{what}: the disk does not hold the image"
+        );
+        assert_gpt_consistent(&disk);
+        eprintln!("{what}: power-on to reboot {seconds:.1} s");
+    }
+
+    fn ipxe(&self, firmware: Firmware, what: &str) {
+        let root = self.boot_root();
+        let files = FileServer::start(&root);
+        let script = self.localize(&readme_snippet("#!ipxe"), Some(&files));
+        fs::write(root.join("ocidd.ipxe"), script).unwrap();
+        let bootfile = format!("http://10.0.2.2:{}/ocidd.ipxe", files.port);
+        self.boot_and_check(
+            Bus::Sata,
+            Boot::Network {
+                firmware,
+                bootfile: &bootfile,
+                tftp: None,
+            },
+            what,
+        );
+    }
+}
+
+#[test]
+fn the_readme_ipxe_script_boots_under_bios() {
+    setup().ipxe(Firmware::Bios, "iPXE under SeaBIOS");
+}
+
+#[test]
+fn the_readme_ipxe_script_boots_under_uefi() {
+    setup().ipxe(Firmware::Uefi, "iPXE under OVMF");
+}
+
+#[test]
+fn the_readme_pxelinux_config_boots_under_bios() {
+    let setup = setup();
+    let root = setup.boot_root();
+    for file in [
+        "/usr/lib/PXELINUX/pxelinux.0",
+        "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+    ] {
+        let name = Path::new(file).file_name().unwrap();
+        fs::copy(file, root.join(name))
+            .expect("pxelinux (apt-get install pxelinux syslinux-common)");
+    }
+    fs::create_dir_all(root.join("pxelinux.cfg")).unwrap();
+    let config = setup.localize(&readme_snippet("DEFAULT ocidd"), None);
+    fs::write(root.join("pxelinux.cfg/default"), config).unwrap();
+    setup.boot_and_check(
+        Bus::Sata,
+        Boot::Network {
+            firmware: Firmware::Bios,
+            bootfile: "pxelinux.0",
+            tftp: Some(&root),
+        },
+        "PXELINUX",
+    );
+}
+
+#[test]
+fn the_readme_grub_config_boots_under_uefi() {
+    let setup = setup();
+    let root = setup.boot_root();
+    let files = FileServer::start(&root);
+    let made = std::process::Command::new("grub-mknetdir")
+        .arg(format!("--net-directory={}", root.display()))
+        .arg("--subdir=boot/grub")
+        .args(["-d", "/usr/lib/grub/x86_64-efi"])
+        .output()
+        .expect("running grub-mknetdir (apt-get install grub-efi-amd64-bin)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let config = setup.localize(&readme_snippet("menuentry"), Some(&files));
+    fs::write(root.join("boot/grub/grub.cfg"), config).unwrap();
+    setup.boot_and_check(
+        Bus::Nvme,
+        Boot::Network {
+            firmware: Firmware::Uefi,
+            bootfile: "boot/grub/x86_64-efi/core.efi",
+            tftp: Some(&root),
+        },
+        "GRUB under OVMF",
+    );
+}
