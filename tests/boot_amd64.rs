@@ -55,10 +55,13 @@ fn installs_by_tag_and_reboots() {
     // The kernel re-read the partition table after the install.
     let writing_at = console.find("ocidd: writing onto /dev/vda").unwrap();
     assert!(console[writing_at..].contains("vda: vda1"), "{console}");
+    // The image, with its GPT's backup moved to the end of the larger disk.
+    let on_disk = read_prefix(&disk, image.len());
     assert!(
-        read_prefix(&disk, image.len()) == image,
+        on_disk[1024..] == image[1024..],
         "the disk does not hold the image"
     );
+    assert_gpt_consistent(&disk);
     eprintln!("boot to reboot: {seconds:.1} s");
 }
 

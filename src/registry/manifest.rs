@@ -185,9 +185,15 @@ fn image_layer(body: &[u8]) -> Result<ImageLayer> {
         } else {
             format!("layers: {}", present.join(", "))
         };
+        // The usual slip: a disk image pushed with a tool's default layer type.
+        let hint = if images.is_empty() && !manifest.layers().is_empty() {
+            " (push the image with its media type: `ocidd push`, or `oras push REF disk.img.gz:application/octet-stream+gzip`)"
+        } else {
+            ""
+        };
         fail!(
             Failure::Verification,
-            "the manifest must have exactly one disk-image layer ({LAYER_GZIP}, {LAYER_ZSTD} or {LAYER_RAW}) but has {}; {present}",
+            "the manifest must have exactly one disk-image layer ({LAYER_GZIP}, {LAYER_ZSTD} or {LAYER_RAW}) but has {}; {present}{hint}",
             images.len()
         )
     };
@@ -296,6 +302,7 @@ mod tests {
                 .contains("layers: application/vnd.oci.image.layer.v1.tar+gzip (1234 bytes)"),
             "{e:#}"
         );
+        assert!(format!("{e:#}").contains("disk.img.gz:application/octet-stream+gzip"));
         let two = [layer(LAYER_GZIP, ""), layer(LAYER_ZSTD, "")].join(",");
         let e = image_layer(&manifest(&two)).unwrap_err();
         assert!(format!("{e:#}").contains("but has 2"), "{e:#}");
