@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::disks::hints::{Selection, parse_ironic, parse_match};
 use crate::error::Failure;
 use crate::fail;
 use crate::reference::{ImageSource, Platform, parse_blob, parse_tag};
@@ -46,10 +47,12 @@ impl RegistryOptions {
 }
 
 /// Everything an install can be told. Unset values are asked for, or are an error.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Params {
     pub source: Option<ImageSource>,
     pub target: Option<PathBuf>,
+    /// What the target disk must be (`dd.match=`, `dd.hints=`, `dd.pick=`).
+    pub selection: Selection,
     pub block_size: Option<usize>,
     pub registry: RegistryOptions,
     /// Ask for confirmation before writing.
@@ -68,7 +71,7 @@ pub struct BootParams {
 }
 
 /// The words of a command line, read.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Words {
     pub install: Params,
     pub boot: BootParams,
@@ -222,6 +225,18 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
                 set_once(&mut params.registry.stall_timeout, v, raw_name)?;
             }
             "dd.of" => set_once(&mut params.target, value_of("/dev/sdX")?.into(), raw_name)?,
+            "dd.match" => {
+                let hint = parse_match(value_of("NAME=VALUE")?).map_err(invalid)?;
+                params.selection.hints.push(hint);
+            }
+            "dd.hints" => {
+                let hints = parse_ironic(value_of("b64:JSON")?).map_err(invalid)?;
+                params.selection.hints.extend(hints);
+            }
+            "dd.pick" => {
+                let v = value_of("smallest|largest")?.parse().map_err(invalid)?;
+                set_once(&mut params.selection.pick, v, raw_name)?;
+            }
             "dd.bs" => {
                 let v = parse_block_size(value_of("SIZE")?).map_err(invalid)?;
                 set_once(&mut params.block_size, v, raw_name)?;
@@ -332,6 +347,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "MB" => 1000 * 1000,
         "g" | "G" | "GiB" => 1 << 30,
         "GB" => 1000 * 1000 * 1000,
+        "t" | "T" | "TiB" => 1 << 40,
+        "TB" => 1000 * 1000 * 1000 * 1000,
         _ => return Err(bad()),
     };
     number.checked_mul(multiplier).ok_or_else(bad)

@@ -5,7 +5,9 @@
 //!
 //! 1. [`cmdline`] reads kernel words (`oci.tag=`, `dd.of=`, …) into the install's
 //!    [`cmdline::Params`] and /init's [`cmdline::BootParams`]; `ocidd install`'s flags fill the
-//!    same `Params`. [`install::prompt`] asks for what is missing.
+//!    same `Params`. [`install::prompt`] asks for what is missing, and chooses the target
+//!    disk: [`disks`] reads the machine's disks from sysfs, and [`disks::hints`] matches them
+//!    against `dd.match=`/`dd.hints=` or resolves a /dev/disk/by-id name as udev would.
 //! 2. [`install`] plans: [`registry::client`] fetches the manifest, [`registry::manifest`]
 //!    reads it (an image index entry is chosen by [`reference::Platform::selects`]), and
 //!    [`registry::auth`] answers the registry's challenges. A chunked image's index
@@ -18,9 +20,11 @@
 //!    - [`install::chunked`]: range fetchers, an in-order hash of the blob, and workers that
 //!      decompress chunks and write each in place.
 //!
-//!    Both write through [`install::writer`]: aligned blocks, runs of zeros zeroed, and the
-//!    image's first MiB held back ([`install::writer::HeldStart`]) and written last, once
-//!    the image verified. A failure after writing began zeroes it.
+//!    Both write through [`install::writer`]: aligned blocks, runs of zeros zeroed, the
+//!    target's old tables cleared before the first write ([`install::target`]), and the
+//!    image's first and last MiB held back ([`install::writer::Held`]) and written last, once
+//!    the image verified (with a GPT's backup moved to the disk's end, [`install::gpt`]).
+//!    [`install::interrupt`] stops on SIGTERM/SIGINT/SIGHUP saying what the target holds.
 //! 5. [`error`] tags each failure with its exit status, [`retry`] waits out transient ones,
 //!    [`progress`] shows how far it got.
 //!
@@ -37,6 +41,7 @@ pub mod chunks;
 pub mod cmdline;
 pub mod compression;
 pub mod digest;
+pub mod disks;
 pub mod error;
 pub mod install;
 pub mod output;

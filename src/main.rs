@@ -15,11 +15,12 @@ use ocidd::cmdline::{
     parse_words, text_words,
 };
 use ocidd::compression::Compression;
+use ocidd::disks::hints::{Hint, Pick, Selection, parse_ironic, parse_match};
 use ocidd::error::{Failure, failure_of};
 use ocidd::push::{DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, GZIP_LEVELS, ZSTD_LEVELS};
 use ocidd::reference::{ImageSource, Platform, parse_blob, parse_tag};
 use ocidd::retry::DEFAULT_RETRIES;
-use ocidd::{boot, install, push};
+use ocidd::{boot, disks, install, push};
 use ocidd::{out, say};
 
 #[derive(Parser)]
@@ -29,6 +30,7 @@ use ocidd::{out, say};
     long_about = "Install a raw disk image from an OCI registry onto a disk.\n\n\
         With no subcommand, the arguments are read as kernel command-line words, so that \
         `ocidd $(cat /proc/cmdline)` works: oci.tag=REF | oci.blob=REF@DIGEST, dd.of=DISK, \
+        dd.match=NAME=VALUE (repeatable), dd.hints=b64:JSON, dd.pick=smallest|largest, \
         dd.bs=SIZE, oci.allow_no_tls, wait, oci.ca=PATH, oci.auth=PATH, oci.platform=OS/ARCH, \
         oci.keep_on_error, oci.retries=N, oci.stall_timeout=SECONDS. Other words are ignored. \
         As /init (PID 1) it also reads ocidd.after=reboot|poweroff|shell and ip=.",
@@ -48,6 +50,9 @@ enum Command {
     Install(Box<InstallArgs>),
     /// Compress a raw image and push it to a registry as a single-layer image
     Push(Box<PushArgs>),
+    /// List this machine's disks with what hints can match and the names udev would give
+    /// them (read from sysfs, so also where there is no udev)
+    Disks,
 }
 
 #[derive(Args)]
@@ -80,9 +85,21 @@ struct InstallArgs {
     /// Blob to install: REGISTRY/REPOSITORY@sha256:HEX (oci.blob)
     #[arg(long, value_name = "REF", value_parser = parse_blob)]
     blob: Option<ImageSource>,
-    /// Disk (or existing file) to write to (dd.of)
+    /// Disk (or existing file) to write to (dd.of); a /dev/disk/by-id or by-path name is
+    /// resolved as udev would, also where there is no udev
     #[arg(long, value_name = "PATH", alias = "of")]
     target: Option<PathBuf>,
+    /// A hint the target disk must match, NAME=VALUE (dd.match): serial, wwn, model,
+    /// vendor, size, rotational, tran, hctl, by_path, name; also !=, ~ (contains), >=, <=,
+    /// >, < for size, and | between alternatives. Repeatable: all must match
+    #[arg(long = "match", value_name = "HINT", value_parser = parse_match)]
+    hints: Vec<Hint>,
+    /// Ironic root device hints as base64 JSON, b64:… (dd.hints)
+    #[arg(long = "hints", value_name = "b64:JSON", value_parser = parse_ironic_hints)]
+    ironic_hints: Option<IronicHints>,
+    /// Of several disks that match, take the smallest or the largest (dd.pick)
+    #[arg(long, value_name = "smallest|largest")]
+    pick: Option<Pick>,
     /// Write block size, with dd's suffixes: 512, 64k, 1M, 4M (dd.bs)
     #[arg(long, value_name = "SIZE", value_parser = parse_block_size)]
     bs: Option<usize>,
@@ -135,6 +152,14 @@ struct PushArgs {
     reference: ImageSource,
 }
 
+/// `--hints`: Ironic's hints, several in one value.
+#[derive(Clone)]
+struct IronicHints(Vec<Hint>);
+
+fn parse_ironic_hints(text: &str) -> Result<IronicHints, String> {
+    parse_ironic(text).map(IronicHints)
+}
+
 /// `--chunk-size`: `None` for one stream.
 #[derive(Clone, Copy)]
 struct ChunkSize(Option<u64>);
@@ -179,9 +204,15 @@ impl RegistryArgs {
 
 impl InstallArgs {
     fn params(self) -> Params {
+        let mut hints = self.hints;
+        hints.extend(self.ironic_hints.map(|h| h.0).unwrap_or_default());
         Params {
             source: self.tag.or(self.blob),
             target: self.target,
+            selection: Selection {
+                hints,
+                pick: self.pick,
+            },
             block_size: self.bs,
             registry: self.registry.options(self.platform),
             wait: self.confirm,
@@ -201,6 +232,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Install(args)) => install(args.params()),
         Some(Command::Push(args)) => push(*args),
+        Some(Command::Disks) => {
+            for line in disks::table(&disks::list()) {
+                out!("{line}");
+            }
+            Ok(())
+        }
         None => {
             let words: Vec<&[u8]> = cli.words.iter().map(|w| w.as_bytes()).collect();
             text_words(&words)

@@ -69,7 +69,7 @@ fn bad_parameters_exit_2() {
         (&["oci.tag=r.example/d:v1", &of], "missing dd.bs (--bs)"),
         (
             &["oci.tag=r.example/d:v1", "dd.bs=1M"],
-            "missing dd.of (--target)",
+            "missing dd.of or dd.match (--target or --match)",
         ),
         (
             &[&of, "dd.bs=1M"],
@@ -113,6 +113,27 @@ fn bad_parameters_exit_2() {
         (
             &["oci.tag=r.example/d:v1", &of, "dd.bs=1M", "wait"],
             "no terminal",
+        ),
+        (
+            &["oci.tag=r.example/d:v1", "dd.match=colour=red", "dd.bs=1M"],
+            "invalid dd.match: \"colour=red\" does not start with a hint name",
+        ),
+        (
+            &["oci.tag=r.example/d:v1", "dd.match=size>=400", "dd.bs=1M"],
+            "needs a unit (400G, 1T, 512M)",
+        ),
+        (
+            &["oci.tag=r.example/d:v1", "dd.hints=b64:!!!", "dd.bs=1M"],
+            "invalid dd.hints: not valid base64",
+        ),
+        (
+            &[
+                "oci.tag=r.example/d:v1",
+                "dd.match=tran=nvme",
+                "dd.pick=middle",
+                "dd.bs=1M",
+            ],
+            "invalid dd.pick",
         ),
     ];
     for (words, message) in cases {
@@ -184,12 +205,11 @@ fn missing_and_unusable_targets_exit_5() {
     ]);
     run.assert_failed(
         5,
-        "the target /dev/ocidd-test-missing does not exist; disks here: ",
+        "the target /dev/ocidd-test-missing does not exist; nothing was written",
     );
-    // The disks it names are this machine's, from /sys/block.
-    let listed = ocidd::install::target::list_disks();
-    if let Some(disk) = listed.first() {
-        assert!(run.stderr.contains(&disk.summary()), "{}", run.stderr);
+    // With the table of this machine's disks, from /sys/block.
+    for line in ocidd::disks::table(&ocidd::disks::list()) {
+        assert!(run.stderr.contains(&line), "{line}\n{}", run.stderr);
     }
     assert!(
         !std::path::Path::new("/dev/ocidd-test-missing").exists(),
@@ -198,6 +218,14 @@ fn missing_and_unusable_targets_exit_5() {
     let of = format!("dd.of={}", dir.path().display());
     install_words(&["oci.tag=r.example/d:v1", &of, "dd.bs=1M"])
         .assert_failed(5, "neither a block device nor a regular file");
+    // Hints that no disk here matches: nothing is written, and the table says what there is.
+    let run = install_words(&[
+        "oci.tag=r.example/d:v1",
+        "dd.match=serial=ocidd-no-such-serial",
+        "dd.bs=1M",
+    ]);
+    run.assert_failed(5, "no disk matches the hints serial=ocidd-no-such-serial");
+    assert!(run.stderr.contains("disks here"), "{}", run.stderr);
 }
 
 #[test]

@@ -347,3 +347,13 @@ fn words_that_are_not_utf8() {
     );
     run.assert_failed(2, "is not valid UTF-8");
 }
+
+/// `ocidd disks` prints the table of this machine's disks.
+#[test]
+fn the_disks_command_prints_the_table() {
+    let run = Run::from(ocidd().arg("disks").output().unwrap());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for line in ocidd::disks::table(&ocidd::disks::list()) {
+        assert!(run.stdout.contains(&line), "{line}\n{}", run.stdout);
+    }
+}

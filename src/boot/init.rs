@@ -23,6 +23,7 @@ use crate::boot::console::{Mirror, active_consoles};
 use crate::boot::modules::{ModuleIndex, load_for_hardware};
 use crate::boot::network::{configure, parse_ip_param};
 use crate::cmdline::{After, Words, parse_words, split_kernel_cmdline, text_words};
+use crate::disks::{self, hints::Selection};
 use crate::progress::Display;
 use crate::{say, say_inline};
 
@@ -118,9 +119,7 @@ fn boot() -> Result<After> {
         );
     }
 
-    if let Some(target) = &params.target {
-        wait_for_device(target);
-    }
+    wait_for_disks(params.target.as_deref(), &params.selection);
     // Plain lines: a serial console is a terminal, but often one that is logged (BMC, SOL).
     let display = Display::Lines(crate::install::PROGRESS_INTERVAL);
     let summary = crate::install::run_with(params, display)?;
@@ -172,14 +171,45 @@ fn mount_kernel_filesystems() {
     }
 }
 
-/// Disks can appear a moment after their driver loaded.
-fn wait_for_device(target: &Path) {
-    if !target.starts_with("/dev") || target.exists() {
+/// Disks appear a moment after their driver loaded, and SATA and SCSI disks one by one:
+/// waits (up to 30 s) until the target is there, or one disk matches the hints, and, when hints choose it, until no disk
+/// has appeared for 2 s (a second match may be on its way). The install then says what is
+/// wrong, if anything still is.
+fn wait_for_disks(target: Option<&Path>, selection: &Selection) {
+    let hinted = !selection.hints.is_empty();
+    if target.is_none_or(|t| !t.starts_with("/dev")) && !hinted {
         return;
     }
-    say!("ocidd: waiting for {}", target.display());
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !target.exists() && Instant::now() < deadline {
+    let mut said = false;
+    let mut seen: Vec<String> = Vec::new();
+    let mut settled_since = Instant::now();
+    loop {
+        let disks = disks::list();
+        let names: Vec<String> = disks.iter().map(|d| d.name.clone()).collect();
+        if names != seen {
+            seen = names;
+            settled_since = Instant::now();
+        }
+        // A named target only has to be there: whether it matches is the install's to say.
+        let chosen = match target {
+            Some(target) => {
+                disks.iter().any(|d| d.is_named(target))
+                    || (target.exists() && !target.starts_with("/dev/disk"))
+            }
+            None => selection.choose(&disks, None).is_ok(),
+        };
+        let settled = !hinted || settled_since.elapsed() >= Duration::from_secs(2);
+        if (chosen && settled) || Instant::now() >= deadline {
+            return;
+        }
+        if !said {
+            match target {
+                Some(target) => say!("ocidd: waiting for {}", target.display()),
+                None => say!("ocidd: waiting for the disks to settle"),
+            }
+            said = true;
+        }
         thread::sleep(Duration::from_millis(200));
     }
 }

@@ -1,14 +1,14 @@
 //! Asking the operator for what the command line left out, when there is someone to ask.
 
 use std::io::{self, BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 
 use crate::cmdline::{Params, RegistryOptions, parse_block_size};
+use crate::disks::{self, hints::Selection};
 use crate::error::{Classify, Failure};
 use crate::fail;
-use crate::install::target::list_disks;
 use crate::reference::{ImageSource, parse_blob, parse_tag};
 use crate::{say, say_inline};
 
@@ -16,7 +16,7 @@ use crate::{say, say_inline};
 const DEFAULT_BLOCK_SIZE: &str = "1M";
 
 /// The install's settings, complete.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InstallOptions {
     pub source: ImageSource,
     pub target: PathBuf,
@@ -35,8 +35,8 @@ pub fn complete(params: Params) -> Result<InstallOptions> {
         if params.source.is_none() {
             missing.push("oci.tag or oci.blob (--tag or --blob)");
         }
-        if params.target.is_none() {
-            missing.push("dd.of (--target)");
+        if params.target.is_none() && params.selection.hints.is_empty() {
+            missing.push("dd.of or dd.match (--target or --match)");
         }
         if params.block_size.is_none() {
             missing.push("dd.bs (--bs)");
@@ -59,9 +59,9 @@ pub fn complete(params: Params) -> Result<InstallOptions> {
         Some(source) => source,
         None => ask_source()?,
     };
-    let target = match params.target {
-        Some(target) => target,
-        None => ask_target()?,
+    let target = match (params.target, params.selection.hints.is_empty()) {
+        (None, true) => choose_target(&params.selection, Some(&ask_target()?))?,
+        (target, _) => choose_target(&params.selection, target.as_deref())?,
     };
     let block_size = match params.block_size {
         Some(block_size) => block_size,
@@ -126,20 +126,23 @@ fn ask_source() -> Result<ImageSource> {
     }
 }
 
+/// The target: the disk the hints choose, or `target` resolved (a disk's name, or a
+/// /dev/disk/by-id or by-path name as udev would make it) and checked against them. Without
+/// one, the table of the machine's disks goes with the error, so that the operator can see
+/// which values to give.
+pub fn choose_target(selection: &Selection, target: Option<&Path>) -> Result<PathBuf> {
+    let disks = disks::list();
+    selection.choose(&disks, target).map_err(|refusal| {
+        for line in disks::table(&disks) {
+            say!("ocidd: {line}");
+        }
+        crate::error::classified(Failure::Target, anyhow!(refusal.0))
+    })
+}
+
 fn ask_target() -> Result<PathBuf> {
-    let disks = list_disks();
-    say!("Disks:");
-    for disk in &disks {
-        say!(
-            "  {:<14} {:>10}  {:<24} {}",
-            disk.path.display(),
-            indicatif::HumanBytes(disk.size).to_string(),
-            disk.model.as_deref().unwrap_or("-"),
-            disk.serial.as_deref().unwrap_or("-"),
-        );
-    }
-    if disks.is_empty() {
-        say!("  (none found in /sys/block)");
+    for line in disks::table(&disks::list()) {
+        say!("{line}");
     }
     ask("Target disk (dd.of): ", |answer| {
         if answer.is_empty() {

@@ -49,20 +49,6 @@ impl Target {
         let shown = path.display();
         let metadata = match fs::metadata(path) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && path.starts_with("/dev") => {
-                // Device names differ between machines (sda or nvme0n1 or vda): say which
-                // there are, on the one line an operator reads on the console.
-                let disks: Vec<String> = list_disks().iter().map(Disk::summary).collect();
-                fail!(
-                    Failure::Target,
-                    "the target {shown} does not exist; disks here: {}",
-                    if disks.is_empty() {
-                        "none".to_string()
-                    } else {
-                        disks.join(", ")
-                    }
-                )
-            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fail!(Failure::Target, "the target {shown} does not exist")
             }
@@ -238,7 +224,7 @@ impl Target {
         self.file.sync_all()
     }
 
-    /// Clears the old tables, once, before the first write (see [`Target::clear_tables`]);
+    /// Clears the old tables (the first and last MiB), once, before the first write;
     /// every write and zeroing calls it.
     pub fn begin_writing(&self) -> io::Result<()> {
         let mut cleared = self.cleared.lock().unwrap_or_else(|p| p.into_inner());
@@ -487,72 +473,6 @@ fn read_attribute(path: &Path) -> Option<String> {
     (!value.is_empty()).then(|| value.to_string())
 }
 
-/// A disk the operator can choose.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Disk {
-    pub path: PathBuf,
-    pub size: u64,
-    pub model: Option<String>,
-    pub serial: Option<String>,
-}
-
-impl Disk {
-    /// One line: path, size, and model and serial where known.
-    pub fn summary(&self) -> String {
-        let mut line = format!(
-            "{} ({}",
-            self.path.display(),
-            indicatif::HumanBytes(self.size)
-        );
-        if let Some(model) = &self.model {
-            line.push_str(&format!(", {model}"));
-        }
-        if let Some(serial) = &self.serial {
-            line.push_str(&format!(", serial {serial}"));
-        }
-        line.push(')');
-        line
-    }
-}
-
-/// The machine's disks, from /sys/block: whole disks with a size, without loop, RAM,
-/// optical and virtual devices.
-pub fn list_disks() -> Vec<Disk> {
-    list_disks_in(Path::new("/sys/block"))
-}
-
-fn list_disks_in(sys_block: &Path) -> Vec<Disk> {
-    const SKIP: &[&str] = &["loop", "ram", "zram", "dm-", "md", "sr", "fd", "nbd"];
-    let Ok(entries) = fs::read_dir(sys_block) else {
-        return Vec::new();
-    };
-    let mut disks: Vec<Disk> = entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if SKIP.iter().any(|p| name.starts_with(p)) {
-                return None;
-            }
-            let dir = entry.path();
-            let sectors: u64 = read_attribute(&dir.join("size"))?.parse().ok()?;
-            if sectors == 0 {
-                return None;
-            }
-            let serial = read_attribute(&dir.join("device/serial"))
-                .or_else(|| read_attribute(&dir.join("serial")))
-                .or_else(|| read_attribute(&dir.join("device/wwid")));
-            Some(Disk {
-                path: PathBuf::from("/dev").join(&name),
-                size: sectors * 512,
-                model: read_attribute(&dir.join("device/model")),
-                serial,
-            })
-        })
-        .collect();
-    disks.sort_by(|a, b| a.path.cmp(&b.path));
-    disks
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,31 +487,5 @@ mod tests {
         assert!(format!("{e:#}").contains("neither a block device"));
         let dir = tempfile::tempdir().unwrap();
         assert!(Target::open(dir.path()).is_err());
-    }
-
-    #[test]
-    fn lists_disks_from_sysfs() {
-        let sys = tempfile::tempdir().unwrap();
-        let disk = |name: &str, sectors: &str, model: Option<&str>| {
-            let dir = sys.path().join(name);
-            fs::create_dir_all(dir.join("device")).unwrap();
-            fs::write(dir.join("size"), sectors).unwrap();
-            if let Some(model) = model {
-                fs::write(dir.join("device/model"), format!("{model}  \n")).unwrap();
-            }
-        };
-        disk("sda", "2048\n", Some("QEMU HARDDISK"));
-        disk("vda", "4096\n", None);
-        fs::write(sys.path().join("vda/serial"), "abc123\n").unwrap();
-        disk("loop0", "2048\n", None);
-        disk("sr0", "0\n", None);
-        let disks = list_disks_in(sys.path());
-        assert_eq!(disks.len(), 2);
-        assert_eq!(disks[0].path, PathBuf::from("/dev/sda"));
-        assert_eq!(disks[0].size, 1 << 20);
-        assert_eq!(disks[0].model.as_deref(), Some("QEMU HARDDISK"));
-        assert_eq!(disks[1].serial.as_deref(), Some("abc123"));
-        assert_eq!(disks[0].summary(), "/dev/sda (1.00 MiB, QEMU HARDDISK)");
-        assert_eq!(disks[1].summary(), "/dev/vda (2.00 MiB, serial abc123)");
     }
 }

@@ -68,6 +68,23 @@ impl Vm {
 
     /// Boots `arch` as `boot` says, with `disk` on `bus`.
     pub fn start(arch: &str, disk: &Path, bus: Bus, boot: Boot) -> Vm {
+        let device = match bus {
+            Bus::Virtio => "virtio-blk-pci",
+            Bus::Sata => "ide-hd,bus=ide.0",
+            Bus::Nvme => "nvme,serial=ocidd-test",
+        };
+        Vm::start_with_disks(arch, &[], &[(disk, device)], boot)
+    }
+
+    /// Boots `arch` as `boot` says, with `controllers` (QEMU devices such as
+    /// `virtio-scsi-pci,id=scsi0`) and each disk file on its device (`nvme,serial=…`;
+    /// `drive=` is added).
+    pub fn start_with_disks(
+        arch: &str,
+        controllers: &[&str],
+        disks: &[(&Path, &str)],
+        boot: Boot,
+    ) -> Vm {
         let mut command = match arch {
             "amd64" => {
                 let mut c = Command::new("qemu-system-x86_64");
@@ -125,20 +142,20 @@ impl Vm {
                 command.args(["-boot", "n"]);
             }
         }
+        for controller in controllers {
+            command.args(["-device", controller]);
+        }
+        for (i, (disk, device)) in disks.iter().enumerate() {
+            command
+                .arg("-drive")
+                .arg(format!(
+                    "file={},format=raw,if=none,id=disk{i}",
+                    disk.display()
+                ))
+                .arg("-device")
+                .arg(format!("{device},drive=disk{i}"));
+        }
         command
-            .arg("-drive")
-            .arg(format!(
-                "file={},format=raw,if=none,id=disk0",
-                disk.display()
-            ))
-            .args([
-                "-device",
-                match bus {
-                    Bus::Virtio => "virtio-blk-pci,drive=disk0",
-                    Bus::Sata => "ide-hd,drive=disk0,bus=ide.0",
-                    Bus::Nvme => "nvme,drive=disk0,serial=ocidd-test",
-                },
-            ])
             .args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
