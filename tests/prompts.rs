@@ -45,7 +45,7 @@ fn asks_for_what_is_missing() {
     // On a pty, everything arrives on stdout.
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert!(run.stdout.contains("Image tag (oci.tag"), "{}", run.stdout);
-    assert!(run.stdout.contains("Disks:"), "{}", run.stdout);
+    assert!(run.stdout.contains("disks here"), "{}", run.stdout);
     assert!(
         run.stdout.contains("is zero"),
         "bad block size not refused: {}",
