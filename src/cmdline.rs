@@ -2,15 +2,16 @@
 //! `wait`): the install's, and those only `/init` reads (`ocidd.after=`, `ip=`); and the value
 //! parsers shared with the command-line flags.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::disks::hints::{Selection, parse_ironic, parse_match};
-use crate::error::Failure;
+use crate::error::{Classify, Failure};
 use crate::fail;
 use crate::reference::{ImageSource, Platform, parse_blob, parse_tag};
+use crate::registry::mirror::Mirror;
 use crate::retry::{Backoff, DEFAULT_RETRIES};
 
 /// The largest `dd.bs` accepted: one block is held in memory per stage.
@@ -31,6 +32,14 @@ pub struct RegistryOptions {
     pub retries: Option<u32>,
     /// How long a download may receive nothing before it is resumed (`oci.stall_timeout=`).
     pub stall_timeout: Option<Duration>,
+    /// Mirrors to try, in order, before the registry (`oci.mirror=`, repeatable).
+    pub mirrors: Vec<Mirror>,
+    /// Whether mirrors may resolve tags too (`oci.mirror_resolve`); else only the registry does.
+    pub mirror_resolve: bool,
+    /// The HTTP proxy for everything (`oci.proxy=`); else the environment's, if any.
+    pub proxy: Option<String>,
+    /// Hosts reached without the proxy (`oci.no_proxy=`, as `NO_PROXY` lists them).
+    pub no_proxy: Option<String>,
 }
 
 /// The default of `oci.stall_timeout`.
@@ -43,6 +52,28 @@ impl RegistryOptions {
 
     pub fn stall_timeout(&self) -> Duration {
         self.stall_timeout.unwrap_or(DEFAULT_STALL_TIMEOUT)
+    }
+}
+
+/// Where the install reports its progress (`ocidd.report=`, …).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// Receivers the events are POSTed to (`ocidd.report=`, repeatable).
+    pub urls: Vec<String>,
+    /// How often progress is sent (`ocidd.report_interval=`).
+    pub interval: Option<Duration>,
+    /// A file holding a bearer token for the receivers (`ocidd.report_token=`).
+    pub token: Option<PathBuf>,
+    /// Print the events as JSON lines on stdout (`ocidd install --json`).
+    pub json_lines: bool,
+}
+
+/// The default of `ocidd.report_interval`.
+pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+impl ReportOptions {
+    pub fn interval(&self) -> Duration {
+        self.interval.unwrap_or(DEFAULT_REPORT_INTERVAL)
     }
 }
 
@@ -59,6 +90,8 @@ pub struct Params {
     pub wait: bool,
     /// Leave the target as it is when an install fails after writing began.
     pub keep_on_error: bool,
+    /// Status reports.
+    pub report: ReportOptions,
 }
 
 /// What only `/init` reads from the command line.
@@ -128,6 +161,58 @@ pub fn split_kernel_cmdline(line: &[u8]) -> Vec<Vec<u8>> {
         words.push(word);
     }
     words
+}
+
+/// Where a site overlay puts its default words (see [`with_defaults`]).
+pub const DEFAULTS_FILE: &str = "/etc/ocidd/cmdline";
+
+/// The default words in `path`: words as on a kernel command line, on any number of lines;
+/// lines starting with `#` are comments. No file is no defaults.
+pub fn read_defaults(path: &Path) -> Result<Vec<Vec<u8>>> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(anyhow::anyhow!("reading {}: {e}", path.display()))
+                .classify(Failure::Usage);
+        }
+    };
+    Ok(split_defaults(&text))
+}
+
+/// The words of a defaults file's text (see [`read_defaults`]).
+pub fn split_defaults(text: &[u8]) -> Vec<Vec<u8>> {
+    text.split(|&b| b == b'\n')
+        .filter(|line| !line.trim_ascii_start().starts_with(b"#"))
+        .flat_map(split_kernel_cmdline)
+        .collect()
+}
+
+/// The default words that `words` does not override, then `words`. A word overrides the
+/// defaults of the same name (all of them, for a repeatable one: `oci.mirror=` on the kernel
+/// line replaces the site's list); `oci.tag` and `oci.blob` override each other.
+pub fn with_defaults(defaults: Vec<Vec<u8>>, words: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let given: Vec<Vec<u8>> = words.iter().map(|w| override_key(w)).collect();
+    defaults
+        .into_iter()
+        .filter(|d| !given.contains(&override_key(d)))
+        .chain(words)
+        .collect()
+}
+
+/// A word's name as the kernel compares it ('-' and '_' alike), with the two ways of naming
+/// the image as one.
+fn override_key(word: &[u8]) -> Vec<u8> {
+    let name = word.split(|&b| b == b'=').next().unwrap_or(word);
+    let name: Vec<u8> = name
+        .iter()
+        .map(|&b| if b == b'-' { b'_' } else { b })
+        .collect();
+    if name == b"oci.blob" {
+        b"oci.tag".to_vec()
+    } else {
+        name
+    }
 }
 
 /// The words as text. A word that is not UTF-8 is dropped like any other word that is not
@@ -224,6 +309,35 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
                 let v = parse_seconds(value_of("SECONDS")?).map_err(invalid)?;
                 set_once(&mut params.registry.stall_timeout, v, raw_name)?;
             }
+            "oci.mirror" => {
+                let mirror = value_of("HOST[:PORT][/PREFIX]")?.parse().map_err(invalid)?;
+                if !params.registry.mirrors.contains(&mirror) {
+                    params.registry.mirrors.push(mirror);
+                }
+            }
+            "oci.mirror_resolve" => params.registry.mirror_resolve = parse_flag(raw_name, value)?,
+            "oci.proxy" => {
+                let v = parse_proxy(value_of("http://HOST:PORT")?).map_err(invalid)?;
+                set_once(&mut params.registry.proxy, v, raw_name)?;
+            }
+            "oci.no_proxy" => set_once(
+                &mut params.registry.no_proxy,
+                value_of("HOST,…")?.to_string(),
+                raw_name,
+            )?,
+            "ocidd.report" => {
+                let v = parse_report_url(value_of("URL")?).map_err(invalid)?;
+                if !params.report.urls.contains(&v) {
+                    params.report.urls.push(v);
+                }
+            }
+            "ocidd.report_interval" => {
+                let v = parse_seconds(value_of("SECONDS")?).map_err(invalid)?;
+                set_once(&mut params.report.interval, v, raw_name)?;
+            }
+            "ocidd.report_token" => {
+                set_once(&mut params.report.token, value_of("PATH")?.into(), raw_name)?
+            }
             "dd.of" => set_once(&mut params.target, value_of("/dev/sdX")?.into(), raw_name)?,
             "dd.match" => {
                 let hint = parse_match(value_of("NAME=VALUE")?).map_err(invalid)?;
@@ -302,6 +416,29 @@ fn parse_flag(name: &str, value: Option<&str>) -> Result<bool> {
             "invalid {name}: {other:?} (expected {name} alone, or {name}=1 or {name}=0)"
         ),
     }
+}
+
+/// Parses `oci.proxy`: an `http://` or `https://` URL of a host (and port), with
+/// credentials if the proxy needs them. Errors never repeat the text: it may hold a password.
+pub fn parse_proxy(text: &str) -> Result<String, String> {
+    parse_http_url(text)
+}
+
+/// Parses `ocidd.report`: an `http://` or `https://` URL.
+pub fn parse_report_url(text: &str) -> Result<String, String> {
+    parse_http_url(text)
+}
+
+/// An `http://` or `https://` URL with a host; the error says why not, without the URL.
+fn parse_http_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("not an http:// or https:// URL".to_string());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".to_string());
+    }
+    Ok(text.to_string())
 }
 
 /// Parses `oci.retries`: 0 to 1000.
@@ -478,6 +615,79 @@ mod tests {
         assert_eq!(p.registry.stall_timeout, Some(Duration::from_secs(5)));
         // The same value twice is harmless.
         assert!(parse("dd.of=/dev/sda dd.of=/dev/sda").is_ok());
+    }
+
+    #[test]
+    fn fleet_words() {
+        let p = parse(
+            "oci.mirror=cache.lan:5000 oci.mirror=http://10.0.0.9/hub oci.mirror=cache.lan:5000 \
+             oci.mirror_resolve oci.proxy=http://u:secret@proxy.lan:3128 oci.no_proxy=.lan,10.0.0.0/8 \
+             ocidd.report=https://maas.lan/events ocidd.report=http://10.0.0.1:9/r \
+             ocidd.report_interval=2 ocidd.report_token=/etc/ocidd/token",
+        )
+        .unwrap();
+        let mirrors: Vec<String> = p.registry.mirrors.iter().map(|m| m.to_string()).collect();
+        assert_eq!(mirrors, ["cache.lan:5000", "http://10.0.0.9/hub"]);
+        assert!(p.registry.mirror_resolve);
+        assert_eq!(
+            p.registry.proxy.as_deref(),
+            Some("http://u:secret@proxy.lan:3128")
+        );
+        assert_eq!(p.registry.no_proxy.as_deref(), Some(".lan,10.0.0.0/8"));
+        assert_eq!(
+            p.report.urls,
+            ["https://maas.lan/events", "http://10.0.0.1:9/r"]
+        );
+        assert_eq!(p.report.interval(), Duration::from_secs(2));
+        assert_eq!(p.report.token, Some(PathBuf::from("/etc/ocidd/token")));
+        assert_eq!(
+            parse("").unwrap().report.interval(),
+            DEFAULT_REPORT_INTERVAL
+        );
+    }
+
+    #[test]
+    fn bad_fleet_words() {
+        assert!(error("oci.mirror=").contains("oci.mirror= is empty"));
+        assert!(error("oci.mirror=ftp://x").contains("invalid oci.mirror"));
+        assert!(error("oci.proxy=proxy.lan:3128").contains("invalid oci.proxy"));
+        assert!(error("oci.proxy=socks5://p:1").contains("not an http:// or https:// URL"));
+        assert!(error("ocidd.report=maas.lan/x").contains("invalid ocidd.report"));
+        assert!(error("ocidd.report_interval=0").contains("invalid ocidd.report_interval"));
+        assert!(error("ocidd.reprot=http://x").contains("unknown parameter ocidd.reprot"));
+        // A password in a bad proxy URL is not repeated on the console.
+        let e = error("oci.proxy=ftp://u:hunter2@p:1");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn kernel_words_override_the_site_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cmdline");
+        std::fs::write(
+            &file,
+            "# site defaults\n oci.mirror=a:5000 oci.mirror=b:5000\noci.ca=/etc/ocidd/ca.pem \
+             oci.tag=r.example/d:site \"ocidd.report=http://x/a\"\n  # oci.auth=/nope\n",
+        )
+        .unwrap();
+        let defaults = read_defaults(&file).unwrap();
+        assert_eq!(defaults.len(), 5);
+        let kernel = split_kernel_cmdline(
+            format!(
+                "console=ttyS0 oci.blob=r.example/d@sha256:{} oci.mirror=c:5000",
+                "a".repeat(64)
+            )
+            .as_bytes(),
+        );
+        let words = text_words(&with_defaults(defaults, kernel)).unwrap();
+        let p = parse_words(&words).unwrap().install;
+        assert!(p.source.unwrap().blob().is_some());
+        let mirrors: Vec<String> = p.registry.mirrors.iter().map(|m| m.to_string()).collect();
+        assert_eq!(mirrors, ["c:5000"]);
+        assert_eq!(p.registry.ca, Some(PathBuf::from("/etc/ocidd/ca.pem")));
+        assert_eq!(p.report.urls, ["http://x/a"]);
+        assert_eq!(p.registry.auth, None);
+        assert!(read_defaults(&dir.path().join("none")).unwrap().is_empty());
     }
 
     #[test]

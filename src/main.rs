@@ -11,16 +11,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use ocidd::chunks::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use ocidd::cmdline::{
-    DEFAULT_STALL_TIMEOUT, Params, RegistryOptions, parse_block_size, parse_retries, parse_seconds,
-    parse_words, text_words,
+    DEFAULT_REPORT_INTERVAL, DEFAULT_STALL_TIMEOUT, Params, RegistryOptions, ReportOptions,
+    parse_block_size, parse_proxy, parse_report_url, parse_retries, parse_seconds, parse_words,
+    text_words,
 };
 use ocidd::compression::Compression;
 use ocidd::disks::hints::{Hint, Pick, Selection, parse_ironic, parse_match};
 use ocidd::error::{Failure, failure_of};
 use ocidd::push::{DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, GZIP_LEVELS, ZSTD_LEVELS};
 use ocidd::reference::{ImageSource, Platform, parse_blob, parse_tag};
+use ocidd::registry::mirror::Mirror;
 use ocidd::retry::DEFAULT_RETRIES;
-use ocidd::{boot, disks, install, push};
+use ocidd::{boot, disks, install, overlay, push};
 use ocidd::{out, say};
 
 #[derive(Parser)]
@@ -32,8 +34,11 @@ use ocidd::{out, say};
         `ocidd $(cat /proc/cmdline)` works: oci.tag=REF | oci.blob=REF@DIGEST, dd.of=DISK, \
         dd.match=NAME=VALUE (repeatable), dd.hints=b64:JSON, dd.pick=smallest|largest, \
         dd.bs=SIZE, oci.allow_no_tls, wait, oci.ca=PATH, oci.auth=PATH, oci.platform=OS/ARCH, \
-        oci.keep_on_error, oci.retries=N, oci.stall_timeout=SECONDS. Other words are ignored. \
-        As /init (PID 1) it also reads ocidd.after=reboot|poweroff|shell and ip=.",
+        oci.keep_on_error, oci.retries=N, oci.stall_timeout=SECONDS, oci.mirror=HOST[/PREFIX] \
+        (repeatable), oci.mirror_resolve, oci.proxy=URL, oci.no_proxy=LIST, ocidd.report=URL \
+        (repeatable), ocidd.report_interval=SECONDS, ocidd.report_token=PATH. Other words are \
+        ignored. Default words come from /etc/ocidd/cmdline (a site overlay's); the words given \
+        override them. As /init (PID 1) it also reads ocidd.after=reboot|poweroff|shell and ip=.",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -53,6 +58,20 @@ enum Command {
     /// List this machine's disks with what hints can match and the names udev would give
     /// them (read from sysfs, so also where there is no udev)
     Disks,
+    /// Write a site overlay: an initramfs of SRC=DEST files that boot loaders load after the
+    /// main one. Its /etc/ocidd/cmdline holds the site's default words; files under
+    /// /etc/ocidd/ get mode 0600
+    Overlay(OverlayArgs),
+}
+
+#[derive(Args)]
+struct OverlayArgs {
+    /// The overlay to write (a gzip'd newc cpio)
+    #[arg(long, short, value_name = "PATH")]
+    output: PathBuf,
+    /// A local file and where it goes, e.g. ca.pem=/etc/ocidd/ca.pem
+    #[arg(value_name = "SRC=DEST", required = true)]
+    files: Vec<overlay::OverlayFile>,
 }
 
 #[derive(Args)]
@@ -115,6 +134,33 @@ struct InstallArgs {
     keep_on_error: bool,
     #[command(flatten)]
     registry: RegistryArgs,
+    /// A mirror to try before the registry for what a digest names, HOST[:PORT][/PREFIX]
+    /// (oci.mirror); repeatable, tried in order
+    #[arg(long = "mirror", value_name = "HOST[/PREFIX]")]
+    mirrors: Vec<Mirror>,
+    /// Let the mirrors resolve the tag too (oci.mirror_resolve)
+    #[arg(long)]
+    mirror_resolve: bool,
+    /// HTTP proxy for everything, http://HOST:PORT (oci.proxy); default: $HTTPS_PROXY etc.
+    #[arg(long, value_name = "URL", value_parser = parse_proxy)]
+    proxy: Option<String>,
+    /// Hosts to reach without --proxy, comma-separated as NO_PROXY (oci.no_proxy)
+    #[arg(long, value_name = "LIST", requires = "proxy")]
+    no_proxy: Option<String>,
+    /// POST status events as JSON to this URL (ocidd.report); repeatable
+    #[arg(long = "report", value_name = "URL", value_parser = parse_report_url)]
+    reports: Vec<String>,
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help = format!(
+        "Seconds between progress reports (ocidd.report_interval) [default: {}]",
+        DEFAULT_REPORT_INTERVAL.as_secs()
+    ))]
+    report_interval: Option<Duration>,
+    /// A file holding a bearer token for the report receivers (ocidd.report_token)
+    #[arg(long, value_name = "PATH")]
+    report_token: Option<PathBuf>,
+    /// Print the status events as JSON lines on stdout (the final line goes to stderr)
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -198,6 +244,7 @@ impl RegistryArgs {
             platform,
             retries: self.retries,
             stall_timeout: self.stall_timeout,
+            ..RegistryOptions::default()
         }
     }
 }
@@ -214,9 +261,21 @@ impl InstallArgs {
                 pick: self.pick,
             },
             block_size: self.bs,
-            registry: self.registry.options(self.platform),
+            registry: RegistryOptions {
+                mirrors: self.mirrors,
+                mirror_resolve: self.mirror_resolve,
+                proxy: self.proxy,
+                no_proxy: self.no_proxy,
+                ..self.registry.options(self.platform)
+            },
             wait: self.confirm,
             keep_on_error: self.keep_on_error,
+            report: ReportOptions {
+                urls: self.reports,
+                interval: self.report_interval,
+                token: self.report_token,
+                json_lines: self.json,
+            },
         }
     }
 }
@@ -226,12 +285,13 @@ fn main() -> ExitCode {
         boot::run();
     }
     let cli = Cli::parse();
-    if !matches!(cli.command, Some(Command::Push(_))) {
+    if matches!(cli.command, Some(Command::Install(_)) | None) {
         install::interrupt::watch();
     }
     let result = match cli.command {
         Some(Command::Install(args)) => install(args.params()),
         Some(Command::Push(args)) => push(*args),
+        Some(Command::Overlay(args)) => write_overlay(&args),
         Some(Command::Disks) => {
             for line in disks::table(&disks::list()) {
                 out!("{line}");
@@ -239,8 +299,11 @@ fn main() -> ExitCode {
             Ok(())
         }
         None => {
-            let words: Vec<&[u8]> = cli.words.iter().map(|w| w.as_bytes()).collect();
-            text_words(&words)
+            // The words form is what the emergency shell suggests (`ocidd $(cat
+            // /proc/cmdline)`): the site's defaults apply as they did at boot.
+            let words: Vec<Vec<u8>> = cli.words.iter().map(|w| w.as_bytes().to_vec()).collect();
+            boot::init::with_site_defaults(words)
+                .and_then(|words| text_words(&words))
                 .and_then(|words| parse_words(&words))
                 .and_then(|words| install(words.install))
         }
@@ -257,6 +320,22 @@ fn main() -> ExitCode {
 fn install(params: Params) -> anyhow::Result<()> {
     let summary = install::run(params)?;
     install::print_summary(&summary);
+    Ok(())
+}
+
+fn write_overlay(args: &OverlayArgs) -> anyhow::Result<()> {
+    let written = overlay::write(&args.files, &args.output)?;
+    for path in &written.missing {
+        say!(
+            "ocidd: note: the default words name {path}, which this overlay does not carry; it must be in the main initramfs"
+        );
+    }
+    out!(
+        "ocidd: wrote {} ({} files, {} bytes); load it after the main initramfs",
+        args.output.display(),
+        written.files,
+        written.bytes
+    );
     Ok(())
 }
 

@@ -44,6 +44,14 @@ pub fn result(text: &str) {
     let _ = stdout.flush();
 }
 
+/// Writes a line to stdout as it is: only for text made safe already (JSON with every
+/// control character escaped).
+pub fn result_raw(text: &str) {
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
+    let _ = stdout.flush();
+}
+
 /// A line for the operator, on stderr; never fails.
 #[macro_export]
 macro_rules! say {

@@ -39,6 +39,11 @@ impl Progress {
         self.written.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// How many bytes there are to fetch, if known.
+    pub fn total(&self) -> Option<u64> {
+        Some(self.total.load(Ordering::Relaxed)).filter(|&t| t > 0)
+    }
+
     pub fn set_total(&self, total: Option<u64>) {
         self.total.store(total.unwrap_or(0), Ordering::Relaxed);
     }
@@ -56,7 +61,7 @@ impl Progress {
     }
 
     /// One plain line: what was fetched and written, the rate and the time left.
-    fn line(&self) -> String {
+    pub fn summary(&self) -> String {
         let fetched = self.fetched_bytes();
         let total = self.total.load(Ordering::Relaxed);
         let seconds = self.elapsed().as_secs_f64().max(0.001);
@@ -161,7 +166,7 @@ fn report(progress: &Progress, display: Display, stop: &(Mutex<bool>, Condvar)) 
                 bar.set_position(progress.fetched_bytes());
                 bar.set_message(format!("wrote {}", HumanBytes(progress.written_bytes())));
             }
-            None => say!("ocidd: {}", progress.line()),
+            None => say!("ocidd: {}", progress.summary()),
         }
     }
     if let Some(bar) = bar {
@@ -179,7 +184,7 @@ mod tests {
         p.set_total(Some(4 << 20));
         p.fetched(1 << 20);
         p.written(3 << 20);
-        let line = p.line();
+        let line = p.summary();
         assert!(
             line.starts_with("fetched 1.00 MiB of 4.00 MiB (25%) at "),
             "{line}"

@@ -22,7 +22,10 @@ use rustix::system::RebootCommand;
 use crate::boot::console::{Mirror, active_consoles};
 use crate::boot::modules::{ModuleIndex, load_for_hardware};
 use crate::boot::network::{configure, parse_ip_param};
-use crate::cmdline::{After, Words, parse_words, split_kernel_cmdline, text_words};
+use crate::cmdline::{
+    After, DEFAULTS_FILE, Words, parse_words, read_defaults, split_kernel_cmdline, text_words,
+    with_defaults,
+};
 use crate::disks::{self, hints::Selection};
 use crate::progress::Display;
 use crate::{say, say_inline};
@@ -79,10 +82,11 @@ fn boot() -> Result<After> {
         env!("CARGO_PKG_VERSION")
     );
     let cmdline = fs::read("/proc/cmdline").context("reading /proc/cmdline")?;
+    let words = with_site_defaults(split_kernel_cmdline(&cmdline))?;
     let Words {
         install: params,
         boot,
-    } = parse_words(&text_words(&split_kernel_cmdline(&cmdline))?)?;
+    } = parse_words(&text_words(&words)?)?;
     let ip = parse_ip_param(boot.ip.as_deref()).map_err(anyhow::Error::msg)?;
     let after = boot.after.unwrap_or(After::Reboot);
 
@@ -125,6 +129,29 @@ fn boot() -> Result<After> {
     let summary = crate::install::run_with(params, display)?;
     crate::install::print_summary(&summary);
     Ok(after)
+}
+
+/// The site's default words (from an overlay's [`DEFAULTS_FILE`]) that the kernel's do not
+/// override, then the kernel's. Says which names came from the site, not their values: a
+/// proxy URL may hold a password.
+pub fn with_site_defaults(words: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+    let defaults = read_defaults(Path::new(DEFAULTS_FILE))?;
+    let words = with_defaults(defaults.clone(), words);
+    let used: Vec<String> = defaults
+        .iter()
+        .filter(|d| words.contains(d))
+        .map(|d| {
+            let name = d.split(|&b| b == b'=').next().unwrap_or(d);
+            String::from_utf8_lossy(name).into_owned()
+        })
+        .collect();
+    if !used.is_empty() {
+        say!(
+            "ocidd: site defaults from {DEFAULTS_FILE}: {}",
+            used.join(" ")
+        );
+    }
+    Ok(words)
 }
 
 /// Mounts proc, sys, dev, run and tmp; what is already mounted stays.

@@ -9,7 +9,7 @@
 //! while too many compressed bytes are in flight.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::io::{self, Read};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -29,6 +29,7 @@ use crate::install::writer::{AlignedBuffer, BlockFailure, BlockWriter, Held, Wri
 use crate::progress::Progress;
 use crate::registry::Registry;
 use crate::registry::blob::BlobReader;
+use crate::say;
 
 /// Compressed bytes per range request.
 const GROUP_BYTES: u64 = 4 << 20;
@@ -304,12 +305,14 @@ impl Shared<'_> {
 }
 
 /// Installs the chunked image onto `target`, which already has the image's length if it is a
-/// file that grows (chunks land anywhere, zero chunks nowhere). Returns the image size.
+/// file that grows (chunks land anywhere, zero chunks nowhere). Calls `on_verified` once the blob
+/// matched its digest, before the held-back first MiB is written. Returns the image size.
 pub fn install(
     source: &ChunkedSource,
     target: &Target,
     block_size: usize,
     progress: &Arc<Progress>,
+    on_verified: &dyn Fn(),
 ) -> Result<u64, WriteFailure> {
     let index = source.index;
     let groups = groups(index);
@@ -348,14 +351,15 @@ pub fn install(
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     let workers = (cores + 1).min(MAX_WORKERS);
     let next_span = AtomicUsize::new(0);
+    let probe = RangeProbe::new();
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers * 2);
     let job_rx = Mutex::new(job_rx);
     let verified = thread::scope(|scope| {
         let (fetched_tx, fetched_rx) = mpsc::channel::<(usize, Vec<u8>)>();
-        for _ in 0..FETCHERS.min(groups.len()) {
+        for i in 0..FETCHERS.min(groups.len()) {
             let fetched_tx = fetched_tx.clone();
-            let (shared, groups, next_span) = (&shared, &groups, &next_span);
-            scope.spawn(move || fetcher(shared, groups, next_span, fetched_tx));
+            let (shared, groups, next_span, probe) = (&shared, &groups, &next_span, &probe);
+            scope.spawn(move || fetcher(shared, groups, next_span, probe, i == 0, fetched_tx));
         }
         drop(fetched_tx);
         for _ in 0..workers {
@@ -392,6 +396,7 @@ pub fn install(
     if let Err(error) = outcome {
         return Err(WriteFailure { error, written });
     }
+    on_verified();
     // A target file that grows was given the image's length before the install began.
     shared
         .held
@@ -529,33 +534,122 @@ fn trailer(crc: u32, size: u64) -> [u8; 8] {
     bytes
 }
 
+/// What range requests showed about the source. A pull-through cache that does not hold
+/// the blob yet (distribution's proxy mode, Harbor's proxy cache) answers a range with 200
+/// and the whole blob, and would do so for every range: so the first request goes alone, and
+/// once a range brings the whole blob, that one response is read to the end instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeSupport {
+    /// The first range request is under way; the other fetchers wait for its answer.
+    Unknown,
+    /// Ranges are served (206): fetchers fetch in parallel.
+    Served,
+    /// A range came back as the whole blob: one fetcher reads it all as a stream.
+    Ignored,
+}
+
+struct RangeProbe {
+    support: Mutex<RangeSupport>,
+    decided: Condvar,
+}
+
+impl RangeProbe {
+    fn new() -> Self {
+        RangeProbe {
+            support: Mutex::new(RangeSupport::Unknown),
+            decided: Condvar::new(),
+        }
+    }
+
+    /// Records what a response showed; true for the first to show that ranges are ignored.
+    fn learn(&self, ignored: bool) -> bool {
+        let mut support = self.support.lock().unwrap_or_else(|p| p.into_inner());
+        let first_ignored = ignored && *support != RangeSupport::Ignored;
+        if ignored {
+            *support = RangeSupport::Ignored;
+        } else if *support == RangeSupport::Unknown {
+            *support = RangeSupport::Served;
+        }
+        self.decided.notify_all();
+        first_ignored
+    }
+
+    /// Waits until the first answer came (or the install stopped).
+    fn wait(&self, stop: &AtomicBool) -> RangeSupport {
+        let mut support = self.support.lock().unwrap_or_else(|p| p.into_inner());
+        while *support == RangeSupport::Unknown && !stop.load(Ordering::Relaxed) {
+            support = self
+                .decided
+                .wait_timeout(support, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *support
+    }
+}
+
+/// Fetches spans of groups until none is left. The first fetcher's first request finds out
+/// whether the source serves ranges; the others wait for that.
 fn fetcher(
     shared: &Shared,
     groups: &[Group],
     next_span: &AtomicUsize,
+    probe: &RangeProbe,
+    first: bool,
     fetched: mpsc::Sender<(usize, Vec<u8>)>,
 ) {
     let source = shared.source;
+    if !first && probe.wait(&shared.stop) != RangeSupport::Served {
+        return;
+    }
     loop {
-        let first = next_span.fetch_add(SPAN, Ordering::SeqCst);
-        if first >= groups.len() {
+        let first_group = next_span.fetch_add(SPAN, Ordering::SeqCst);
+        if first_group >= groups.len() {
             return;
         }
-        let span = first..(first + SPAN).min(groups.len());
-        let range = groups[span.start].start..groups[span.end - 1].end;
+        let owned = first_group..(first_group + SPAN).min(groups.len());
+        let range = groups[owned.start].start..groups[owned.end - 1].end;
         let mut reader = BlobReader::range(source.registry, source.digest, range, source.blob_size)
             .counting(Arc::clone(shared.progress))
             .stopping_on(&shared.stop);
-        for g in span {
-            let Some(buffer) = shared.buffers.acquire(g, &shared.stop) else {
-                return;
+        if let Err(e) = reader.connect() {
+            probe.learn(false);
+            if !shared.stop.load(Ordering::Relaxed) {
+                shared.fail(e);
+            }
+            return;
+        }
+        // Groups read here that another fetcher already claimed are read past, not delivered.
+        let mut also_owned = groups.len()..groups.len();
+        let mut last = owned.end;
+        if probe.learn(reader.range_ignored()) {
+            let rest = next_span
+                .swap(groups.len(), Ordering::SeqCst)
+                .min(groups.len());
+            also_owned = rest..groups.len();
+            last = groups.len();
+            reader.read_to_blob_end();
+            say!(
+                "ocidd: the source sent the whole blob for a range (a cache filling?); reading it as one stream"
+            );
+        }
+        for (g, group) in groups.iter().enumerate().take(last).skip(owned.start) {
+            let mine = owned.contains(&g) || also_owned.contains(&g);
+            let buffer = if mine {
+                match shared.buffers.acquire(g, &shared.stop) {
+                    Some(buffer) => buffer,
+                    None => return,
+                }
+            } else {
+                Vec::new()
             };
-            match read_group(&mut reader, &groups[g], buffer) {
-                Ok(data) => {
+            match read_group(&mut reader, group, buffer, mine) {
+                Ok(data) if mine => {
                     if fetched.send((g, data)).is_err() {
                         return;
                     }
                 }
+                Ok(_) => {}
                 Err(e) => {
                     // Once the install stopped, this is only the echo of that.
                     if !shared.stop.load(Ordering::Relaxed) {
@@ -568,21 +662,29 @@ fn fetcher(
     }
 }
 
-/// Reads `group`'s bytes from `reader` into `data`.
-fn read_group(reader: &mut BlobReader, group: &Group, mut data: Vec<u8>) -> Result<Vec<u8>> {
+/// Reads `group`'s bytes from `reader` into `data`, or past them when they are not `wanted`.
+fn read_group(
+    reader: &mut BlobReader,
+    group: &Group,
+    mut data: Vec<u8>,
+    wanted: bool,
+) -> Result<Vec<u8>> {
     let length = group.end - group.start;
     data.clear();
-    reader
-        .take(length)
-        .read_to_end(&mut data)
+    let read = if wanted {
+        reader.take(length).read_to_end(&mut data)
+    } else {
+        io::copy(&mut reader.take(length), &mut io::sink()).map(|n| n as usize)
+    };
+    let read = read
         .context("fetching the blob")
         .classify(Failure::Registry)?;
-    if data.len() as u64 != length {
+    if read as u64 != length {
         return Err(classified(
             Failure::Registry,
             anyhow!(
                 "fetching the blob: it ended at byte {}",
-                group.start + data.len() as u64
+                group.start + read as u64
             ),
         ));
     }

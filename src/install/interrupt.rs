@@ -85,7 +85,9 @@ fn stop(signal: i32) -> ! {
     };
     let _tables = changing_tables();
     let phase = PHASE.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    say!("ocidd: error: stopped by {name}; {}", holds(&phase));
+    let message = format!("stopped by {name}; {}", holds(&phase));
+    say!("ocidd: error: {message}");
+    crate::report::interrupted(128 + signal, &message);
     std::process::exit(128 + signal)
 }
 

@@ -26,9 +26,11 @@ use crate::error::{Classify, Failure, classified, failure_of};
 use crate::fail;
 use crate::progress::{Display, Progress, Reporter};
 use crate::reference::Platform;
+use crate::registry::Registry;
 use crate::registry::blob::{BlobReader, read_small_blob};
 use crate::registry::manifest::ANNOTATION_IMAGE_SIZE;
-use crate::registry::{self, Registry};
+use crate::report::Report;
+use crate::report::event::Phase;
 use crate::{out, say};
 use chunked::ChunkedSource;
 use prompt::InstallOptions;
@@ -45,6 +47,8 @@ pub struct Summary {
     pub bytes: u64,
     pub seconds: f64,
     pub digest: Digest,
+    /// Stdout carries JSON lines (`--json`): the summary goes to stderr.
+    pub json_lines: bool,
 }
 
 /// Installs the image the parameters name, asking for what is missing. Progress is a bar on
@@ -63,8 +67,17 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// [`run`] with the progress shown as `display`.
 pub fn run_with(params: Params, display: Display) -> Result<Summary> {
-    let options = prompt::complete(params)?;
-    install(&options, display)
+    let report = Report::new(&params.report, &params.registry)?;
+    let json_lines = params.report.json_lines;
+    let result = prompt::complete(params).and_then(|options| install(&options, display, &report));
+    if let Err(error) = &result {
+        report.fail(error);
+    }
+    report.close();
+    result.map(|summary| Summary {
+        json_lines,
+        ..summary
+    })
 }
 
 /// What the registry said the image is.
@@ -134,21 +147,38 @@ fn plan(registry: &Registry, options: &InstallOptions) -> Result<Plan> {
     })
 }
 
-fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
+fn install(options: &InstallOptions, display: Display, report: &Report) -> Result<Summary> {
     if options.source.implied_registry() {
         say!(
             "ocidd: no registry was named, so the image is {} (Docker Hub)",
             options.source
         );
     }
-    let target = Target::open(&options.target)?;
-    let http = registry::http_client(&options.registry)?;
+    // The disk first: a wrong dd.match or dd.of fails at once, without the network.
+    report.start(Phase::SelectDisk, "choosing the target disk".to_string());
+    let (path, disk) = prompt::choose_target(&options.selection, options.target.as_deref())?;
+    let target = Target::open(&path)?;
+    report.set_disk(
+        &path,
+        disk.as_ref().and_then(|d| d.serial()),
+        disk.as_ref().map(|d| d.size).or(target.capacity()),
+    );
+    report.succeed(Phase::SelectDisk, target.describe());
+
+    let source = options.source.to_string();
+    report.set_image(
+        &source,
+        options.source.blob().map(|d| d.to_string()).as_deref(),
+    );
+    report.start(Phase::Resolve, format!("resolving {source}"));
     let reference = options.source.reference();
-    let registry = Registry::new(reference, &options.registry, http)?;
+    let registry = Registry::new(reference, &options.registry)?;
     let plan = plan(&registry, options)?;
+    report.set_image(&source, Some(&plan.digest.to_string()));
     if let Some(size) = plan.image_size {
         target.check_fits(size)?;
     }
+    report.succeed(Phase::Resolve, format!("{source} is {}", plan.digest));
     say!(
         "ocidd: writing onto {} in {} blocks",
         target.describe(),
@@ -159,6 +189,25 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
     }
 
     let progress = Arc::new(Progress::default());
+    report.track(&progress, plan.blob_size);
+    report.start(
+        Phase::Write,
+        format!("writing {} onto {}", plan.digest, target.path().display()),
+    );
+    // The data paths call this once the blob matched its digest, before they write the
+    // held-back first and last MiB.
+    let verified = || {
+        report.succeed(
+            Phase::Write,
+            "written but for the first and last MiB".to_string(),
+        );
+        report.start(Phase::Verify, "checking the blob's digest".to_string());
+        report.succeed(Phase::Verify, format!("blob {} verified", plan.digest));
+        report.start(
+            Phase::Finalize,
+            "writing the first and last MiB and syncing".to_string(),
+        );
+    };
     let result = match (&plan.index, plan.compression, plan.blob_size) {
         (Some(index), Some(compression), Some(blob_size)) => {
             let source = ChunkedSource {
@@ -168,21 +217,26 @@ fn install(options: &InstallOptions, display: Display) -> Result<Summary> {
                 index,
                 compression,
             };
-            install_chunked(&source, &target, options, &progress, display)
+            install_chunked(&source, &target, options, &progress, display, &verified)
         }
-        _ => install_sequential(&registry, &plan, &target, options, &progress, display),
+        _ => install_sequential(
+            &registry, &plan, &target, options, &progress, display, &verified,
+        ),
     };
     match result {
         Ok(bytes) => {
             if let Err(e) = target.reread_partitions() {
                 say!("ocidd: note: {e:#}");
             }
-            Ok(Summary {
+            let summary = Summary {
                 target: target.path().display().to_string(),
                 bytes,
                 seconds: progress.elapsed().as_secs_f64(),
                 digest: plan.digest,
-            })
+                json_lines: false,
+            };
+            report.succeed(Phase::Finalize, summary_line(&summary));
+            Ok(summary)
         }
         Err(failure) => Err(after_failure(failure, &target, options)),
     }
@@ -204,11 +258,12 @@ fn install_chunked(
     options: &InstallOptions,
     progress: &Arc<Progress>,
     display: Display,
+    verified: &dyn Fn(),
 ) -> Result<u64, WriteFailure> {
     grow_target(target, source.index.image_size)?;
     progress.set_total(Some(source.blob_size));
     let reporter = Reporter::start(Arc::clone(progress), display);
-    let result = chunked::install(source, target, options.block_size, progress);
+    let result = chunked::install(source, target, options.block_size, progress, verified);
     reporter.finish();
     result
 }
@@ -221,6 +276,7 @@ fn install_sequential(
     options: &InstallOptions,
     progress: &Arc<Progress>,
     display: Display,
+    verified: &dyn Fn(),
 ) -> Result<u64, WriteFailure> {
     let mut blob =
         BlobReader::whole(registry, &plan.digest, plan.blob_size).counting(Arc::clone(progress));
@@ -253,6 +309,7 @@ fn install_sequential(
     let mut writer = ImageWriter::new(target, options.block_size, Arc::clone(progress));
     let result = match stream::install(blob, head, compression, image_size, &mut writer) {
         Ok(()) => {
+            verified();
             let written = writer.written();
             writer.finish().map_err(|error| WriteFailure {
                 error,
@@ -300,16 +357,25 @@ fn after_failure(
     }
 }
 
-/// Prints the final line of a successful install.
-pub fn print_summary(summary: &Summary) {
+/// The final line of a successful install.
+fn summary_line(summary: &Summary) -> String {
     let rate = summary.bytes as f64 / summary.seconds.max(0.001);
-    out!(
-        "ocidd: installed {} ({} bytes) onto {} in {:.1} s ({}/s); blob {} verified",
+    format!(
+        "installed {} ({} bytes) onto {} in {:.1} s ({}/s); blob {} verified",
         HumanBytes(summary.bytes),
         summary.bytes,
         summary.target,
         summary.seconds,
         HumanBytes(rate as u64),
         summary.digest
-    );
+    )
+}
+
+/// Prints the final line of a successful install: on stdout, unless that carries JSON lines.
+pub fn print_summary(summary: &Summary) {
+    if summary.json_lines {
+        say!("ocidd: {}", summary_line(summary));
+    } else {
+        out!("ocidd: {}", summary_line(summary));
+    }
 }

@@ -19,7 +19,9 @@ const DEFAULT_BLOCK_SIZE: &str = "1M";
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstallOptions {
     pub source: ImageSource,
-    pub target: PathBuf,
+    /// The target named, if any; [`choose_target`] checks it against `selection`, or picks one.
+    pub target: Option<PathBuf>,
+    pub selection: Selection,
     pub block_size: usize,
     pub registry: RegistryOptions,
     pub wait: bool,
@@ -60,8 +62,8 @@ pub fn complete(params: Params) -> Result<InstallOptions> {
         None => ask_source()?,
     };
     let target = match (params.target, params.selection.hints.is_empty()) {
-        (None, true) => choose_target(&params.selection, Some(&ask_target()?))?,
-        (target, _) => choose_target(&params.selection, target.as_deref())?,
+        (None, true) => Some(ask_target()?),
+        (target, _) => target,
     };
     let block_size = match params.block_size {
         Some(block_size) => block_size,
@@ -79,6 +81,7 @@ pub fn complete(params: Params) -> Result<InstallOptions> {
     Ok(InstallOptions {
         source,
         target,
+        selection: params.selection,
         block_size,
         registry: params.registry,
         wait: params.wait,
@@ -127,17 +130,22 @@ fn ask_source() -> Result<ImageSource> {
 }
 
 /// The target: the disk the hints choose, or `target` resolved (a disk's name, or a
-/// /dev/disk/by-id or by-path name as udev would make it) and checked against them. Without
-/// one, the table of the machine's disks goes with the error, so that the operator can see
-/// which values to give.
-pub fn choose_target(selection: &Selection, target: Option<&Path>) -> Result<PathBuf> {
+/// /dev/disk/by-id or by-path name as udev would make it) and checked against them; with the
+/// disk it is, if it is one. Without one, the table of the machine's disks goes with the
+/// error, so that the operator can see which values to give.
+pub fn choose_target(
+    selection: &Selection,
+    target: Option<&Path>,
+) -> Result<(PathBuf, Option<disks::Disk>)> {
     let disks = disks::list();
-    selection.choose(&disks, target).map_err(|refusal| {
+    let path = selection.choose(&disks, target).map_err(|refusal| {
         for line in disks::table(&disks) {
             say!("ocidd: {line}");
         }
         crate::error::classified(Failure::Target, anyhow!(refusal.0))
-    })
+    })?;
+    let disk = disks.into_iter().find(|d| d.path() == path);
+    Ok((path, disk))
 }
 
 fn ask_target() -> Result<PathBuf> {

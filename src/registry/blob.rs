@@ -44,6 +44,8 @@ pub struct BlobReader<'a> {
     progress: Option<Arc<Progress>>,
     /// Set when the install stopped for another reason: no more reconnecting.
     stop: Option<&'a AtomicBool>,
+    /// The last connection asked for a range and got the whole blob.
+    range_ignored: bool,
 }
 
 impl<'a> BlobReader<'a> {
@@ -61,6 +63,7 @@ impl<'a> BlobReader<'a> {
             interruptions: Interruptions::new(registry.backoff()),
             progress: None,
             stop: None,
+            range_ignored: false,
         }
     }
 
@@ -102,6 +105,7 @@ impl<'a> BlobReader<'a> {
             body,
             skip,
             total_size,
+            range_ignored,
         } = self
             .registry
             .fetch_blob(&self.digest, self.position, range_end)?;
@@ -125,7 +129,20 @@ impl<'a> BlobReader<'a> {
         }
         self.skip = skip;
         self.body = Some(body);
+        self.range_ignored = range_ignored;
         Ok(())
+    }
+
+    /// Whether the last connection asked for a range and the whole blob came instead.
+    pub fn range_ignored(&self) -> bool {
+        self.range_ignored
+    }
+
+    /// Reads on to the blob's end instead of stopping at the range's: the one response that
+    /// brings the whole blob anyway serves everything after the range too.
+    pub fn read_to_blob_end(&mut self) {
+        self.ranged = false;
+        self.end = self.size;
     }
 
     /// Counts an interruption; waits before the next attempt, or gives up.

@@ -6,14 +6,17 @@
 //! Retry-After), a cap on the manifest size before it is read, and plain error messages.
 //! oci-client is still used for pushing (see `push`).
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use oci_spec::distribution::Reference;
+use reqwest::NoProxy;
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::{Client, ClientBuilder, Response};
 use reqwest::header::{
     ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue, RANGE,
     RETRY_AFTER, WWW_AUTHENTICATE,
@@ -23,14 +26,15 @@ use serde::Deserialize;
 use super::auth::{Auth, lookup_credentials};
 use super::manifest::media_type::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use super::manifest::{ImageLayer, MAX_MANIFEST_SIZE, Resolved, interpret_manifest};
+use super::mirror::Scheme;
 use crate::cmdline::RegistryOptions;
 use crate::digest::Digest;
 use crate::error::{Classify, Failure, classified};
-use crate::fail;
 use crate::reference::Platform;
 use crate::retry::{Attempt, Backoff, Transient, parse_retry_after, with_retries};
+use crate::{fail, say};
 
-/// A blob GET that the registry answered with 200 or 206.
+/// A blob GET that a source answered with 200 or 206.
 pub struct BlobResponse {
     pub body: Response,
     /// Bytes at the body's start that come before the offset asked for: a server that ignored
@@ -38,15 +42,60 @@ pub struct BlobResponse {
     pub skip: u64,
     /// The blob's total size, when the response says.
     pub total_size: Option<u64>,
+    /// A range was asked for and the whole blob came (200): a pull-through cache's miss does
+    /// that, and more ranges in parallel would each pull the whole blob.
+    pub range_ignored: bool,
 }
 
-/// A connection to one repository of one registry.
+/// A connection to one repository of a registry, through its mirrors.
 pub struct Registry {
-    http: Client,
-    /// `https://HOST/v2/REPOSITORY`
-    base: String,
-    auth: Auth,
+    /// The mirrors in the order given, then the registry itself.
+    sources: Vec<Source>,
+    /// Whether mirrors may resolve tags (`oci.mirror_resolve`).
+    mirror_resolve: bool,
     backoff: Backoff,
+    /// What the console was told about which source served what, so it is told once.
+    told: Mutex<HashSet<String>>,
+}
+
+/// A mirror, or the registry.
+struct Source {
+    /// How the console names it: `mirror HOST[/PREFIX]` or `registry HOST`.
+    name: String,
+    /// `SCHEME://HOST/v2/[PREFIX/]REPOSITORY`
+    base: String,
+    /// `?ns=REGISTRY` at a mirror, as containerd sends it (Spegel needs it to tell registries
+    /// apart; Dragonfly reads it too); nothing at the registry.
+    query: String,
+    http: Client,
+    auth: Auth,
+    /// A mirror that could not be connected to is left alone until then.
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// How long a mirror that could not be connected to is skipped: each try costs the connect
+/// timeout, and a chunked install makes many requests.
+const MIRROR_DOWN_FOR: Duration = Duration::from_secs(30);
+/// The connect timeout for mirrors: a mirror is an optimisation, and a dead one must cost
+/// little before the registry is asked.
+const MIRROR_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The connect timeout for the registry.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Source {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}{}", self.base, self.query)
+    }
+
+    fn is_down(&self) -> bool {
+        let down_until = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+        down_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn set_down(&self) {
+        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + MIRROR_DOWN_FOR);
+    }
 }
 
 #[derive(Deserialize)]
@@ -60,12 +109,25 @@ struct ErrorEntry {
     message: Option<String>,
 }
 
-/// Builds the HTTP client all registry traffic goes through.
+/// Builds the HTTP client registry traffic goes through: the CA, the proxy, plain HTTP only
+/// when allowed.
 pub fn http_client(options: &RegistryOptions) -> Result<Client> {
+    client_builder(options, CONNECT_TIMEOUT)?
+        .build()
+        .context("setting up HTTP client")
+        .classify(Failure::Usage)
+}
+
+/// The settings every client that talks for the install shares (registry, mirrors, report
+/// receivers): the CA (`oci.ca=`), the proxy (`oci.proxy=`), plain HTTP only when allowed.
+pub fn client_builder(
+    options: &RegistryOptions,
+    connect_timeout: Duration,
+) -> Result<ClientBuilder> {
     install_crypto_provider();
     let mut builder = Client::builder()
         .user_agent(concat!("ocidd/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
+        .connect_timeout(connect_timeout)
         // Applies to each read of a body too, so a stalled download is noticed.
         .timeout(options.stall_timeout())
         // Redirects (blob GETs often go to object storage) are followed; reqwest drops the
@@ -82,10 +144,23 @@ pub fn http_client(options: &RegistryOptions) -> Result<Client> {
             .classify(Failure::Usage)?;
         builder = builder.tls_certs_merge(certificates);
     }
-    builder
-        .build()
-        .context("setting up HTTP client")
-        .classify(Failure::Usage)
+    // Without oci.proxy=, the environment's proxy (HTTPS_PROXY, NO_PROXY, …) is used, as
+    // reqwest does by default; at boot there is no environment to set.
+    match (&options.proxy, &options.no_proxy) {
+        (Some(url), no_proxy) => {
+            let proxy = reqwest::Proxy::all(url.as_str())
+                .map_err(|_| anyhow!("invalid oci.proxy: not a proxy URL"))
+                .classify(Failure::Usage)?
+                .no_proxy(no_proxy.as_deref().and_then(NoProxy::from_string));
+            builder = builder.proxy(proxy);
+        }
+        (None, Some(_)) => fail!(
+            Failure::Usage,
+            "oci.no_proxy= is given without oci.proxy= (at a shell, set NO_PROXY instead)"
+        ),
+        (None, None) => {}
+    }
+    Ok(builder)
 }
 
 /// The certificates of a CA file (PEM) to trust besides the system's, DER-encoded, for the
@@ -118,19 +193,61 @@ pub fn install_crypto_provider() {
 }
 
 impl Registry {
-    pub fn new(reference: &Reference, options: &RegistryOptions, http: Client) -> Result<Self> {
-        let scheme = if options.allow_no_tls {
-            "http"
+    /// The registry of `reference`, and the mirrors `options` name.
+    pub fn new(reference: &Reference, options: &RegistryOptions) -> Result<Self> {
+        let default_scheme = if options.allow_no_tls {
+            Scheme::Http
         } else {
-            "https"
+            Scheme::Https
         };
-        let host = reference.resolve_registry();
+        let repository = reference.repository();
+        let registry_host = reference.resolve_registry();
+        let mut sources = Vec::with_capacity(options.mirrors.len() + 1);
+        if !options.mirrors.is_empty() {
+            let http = client_builder(options, MIRROR_CONNECT_TIMEOUT)?
+                .build()
+                .context("setting up HTTP client")
+                .classify(Failure::Usage)?;
+            let mut ns = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
+            ns.append_pair("ns", reference.registry());
+            let query = ns.finish();
+            for mirror in &options.mirrors {
+                let scheme = mirror.scheme().unwrap_or(default_scheme);
+                if scheme == Scheme::Http && !options.allow_no_tls {
+                    fail!(
+                        Failure::Usage,
+                        "oci.mirror={mirror} is plain HTTP, which is allowed only with oci.allow_no_tls or --plain-http"
+                    );
+                }
+                let repository = mirror.repository(repository);
+                let credentials = lookup_credentials(mirror.host(), options.auth.as_deref())?;
+                sources.push(Source {
+                    name: format!("mirror {mirror}"),
+                    base: format!("{}://{}/v2/{repository}", scheme.as_str(), mirror.host()),
+                    query: query.clone(),
+                    http: http.clone(),
+                    auth: Auth::new(&repository, credentials, options.allow_no_tls),
+                    down_until: Mutex::new(None),
+                });
+            }
+        }
         let credentials = lookup_credentials(reference.registry(), options.auth.as_deref())?;
+        sources.push(Source {
+            name: format!("registry {}", reference.registry()),
+            base: format!(
+                "{}://{registry_host}/v2/{repository}",
+                default_scheme.as_str()
+            ),
+            query: String::new(),
+            http: http_client(options)?,
+            auth: Auth::new(repository, credentials, options.allow_no_tls),
+            down_until: Mutex::new(None),
+        });
         Ok(Registry {
-            http,
-            base: format!("{scheme}://{host}/v2/{}", reference.repository()),
-            auth: Auth::new(reference.repository(), credentials, options.allow_no_tls),
+            sources,
+            mirror_resolve: options.mirror_resolve,
             backoff: options.backoff(),
+            told: Mutex::new(HashSet::new()),
         })
     }
 
@@ -164,16 +281,23 @@ impl Registry {
         name: &str,
         pinned: Option<&Digest>,
     ) -> Result<(Vec<u8>, Option<String>)> {
-        let url = format!("{}/manifests/{name}", self.base);
         let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", ");
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_str(&accept)?);
-        let response = self.get(&url, &headers, &format!("fetching manifest {name}"))?;
+        // Mirrors serve what a digest names; a tag is the registry's to say, unless the
+        // mirrors were trusted with it.
+        let at_mirrors = pinned.is_some() || self.mirror_resolve;
+        let (response, source) = self.get(
+            &format!("/manifests/{name}"),
+            &headers,
+            &format!("fetching manifest {name}"),
+            at_mirrors,
+        )?;
         if !response.status().is_success() {
-            return Err(self
-                .refused(response)
+            return Err(registry_error(response, source.auth.has_credentials())
                 .context(format!("fetching manifest {name}")));
         }
+        self.tell_source(source, &format!("manifest {name}"));
         let declared = header_u64(response.headers(), CONTENT_LENGTH);
         if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE) {
             fail!(
@@ -215,22 +339,31 @@ impl Registry {
         offset: u64,
         end: Option<u64>,
     ) -> Result<BlobResponse> {
-        let url = format!("{}/blobs/{digest}", self.base);
         let mut headers = HeaderMap::new();
         let range = match end {
             Some(end) => Some(format!("bytes={offset}-{}", end.saturating_sub(1))),
             None if offset > 0 => Some(format!("bytes={offset}-")),
             None => None,
         };
+        let ranged = range.is_some();
         if let Some(range) = range {
             headers.insert(RANGE, HeaderValue::from_str(&range)?);
         }
-        let response = self.get(&url, &headers, "fetching the blob")?;
+        let (response, source) = self.get(
+            &format!("/blobs/{digest}"),
+            &headers,
+            "fetching the blob",
+            true,
+        )?;
+        if response.status().is_success() {
+            self.tell_source(source, &format!("blob {digest}"));
+        }
         match response.status() {
             StatusCode::OK => Ok(BlobResponse {
                 total_size: header_u64(response.headers(), CONTENT_LENGTH),
                 skip: offset,
                 body: response,
+                range_ignored: ranged,
             }),
             StatusCode::PARTIAL_CONTENT => {
                 let range = response
@@ -256,6 +389,7 @@ impl Registry {
                     body: response,
                     skip: offset - start,
                     total_size,
+                    range_ignored: false,
                 })
             }
             // docker-registry's 416 carries a wrong Content-Length: never read its body.
@@ -263,13 +397,24 @@ impl Registry {
                 Failure::Registry,
                 "fetching the blob: the registry cannot serve it from byte {offset} (HTTP 416)"
             ),
-            _ => Err(self.refused(response).context("fetching the blob")),
+            _ => Err(registry_error(response, source.auth.has_credentials())
+                .context("fetching the blob")),
         }
     }
 
-    /// The registry's answer to a request it did not serve, as an error.
-    fn refused(&self, response: Response) -> anyhow::Error {
-        registry_error(response, self.auth.has_credentials())
+    /// Says once which source served `what`, when there are mirrors to tell apart.
+    fn tell_source(&self, source: &Source, what: &str) {
+        if self.sources.len() > 1 && self.tell_once(format!("{what} {}", source.name)) {
+            say!("ocidd: {what} from {}", source.name);
+        }
+    }
+
+    /// Whether `key` is new to the console.
+    fn tell_once(&self, key: String) -> bool {
+        self.told
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key)
     }
 
     /// How failing requests and broken downloads are retried.
@@ -277,29 +422,110 @@ impl Registry {
         self.backoff
     }
 
-    /// Sends a GET, authenticating when the registry asks for it, and retrying connection
-    /// failures and answers that may pass (408, 429, 5xx) with backoff.
-    fn get(&self, url: &str, headers: &HeaderMap, what: &str) -> Result<Response> {
+    /// Sends a GET for `path` (`/manifests/…`, `/blobs/…`): to each mirror in turn when
+    /// `at_mirrors`, once each, then to the registry. A mirror that cannot be reached or does
+    /// not answer 2xx passes the request on (containerd's rule); the registry's answer is
+    /// final. Connection failures and answers that may pass (408, 429, 5xx) at the registry
+    /// are retried with backoff, each time through the mirrors again.
+    fn get(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        what: &str,
+        at_mirrors: bool,
+    ) -> Result<(Response, &Source)> {
+        let (registry, mirrors) = self
+            .sources
+            .split_last()
+            .ok_or_else(|| anyhow!("no registry to ask"))?;
         with_retries(&self.backoff, what, || {
-            let request = || {
-                self.auth
-                    .authorize(self.http.get(url).headers(headers.clone()))
-            };
-            let mut response = request().send().map_err(transient_network_error)?;
-            if response.status() == StatusCode::UNAUTHORIZED {
-                let challenge = response
-                    .headers()
-                    .get(WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                if let Some(challenge) = challenge
-                    && self.auth.answer(&challenge, &self.http, &self.backoff)?
-                {
-                    response = request().send().map_err(transient_network_error)?;
+            if at_mirrors {
+                for mirror in mirrors.iter().filter(|m| !m.is_down()) {
+                    match self.send(mirror, path, headers, &Backoff::with_retries(0)) {
+                        Ok(response) if response.status().is_success() => {
+                            return Ok((response, mirror));
+                        }
+                        Ok(response) => {
+                            let reason = format!("{:#}", registry_error(response, false));
+                            self.passed_on(mirror, path, &reason);
+                        }
+                        Err(error) => {
+                            if let SendFailure::Network(error) = &error
+                                && (error.is_connect() || error.is_timeout())
+                            {
+                                mirror.set_down();
+                            }
+                            self.passed_on(mirror, path, &error.reason());
+                        }
+                    }
                 }
             }
-            check_transient(response)
+            match self.send(registry, path, headers, &self.backoff) {
+                Ok(response) => check_transient(response).map(|r| (r, registry)),
+                Err(SendFailure::Network(error)) => Err(transient_network_error(error)),
+                Err(SendFailure::Auth(error)) => Err(Attempt::Permanent(error)),
+            }
         })
+    }
+
+    /// Says that a mirror did not serve `path` and why (once per mirror and object).
+    fn passed_on(&self, mirror: &Source, path: &str, reason: &str) {
+        let object = path.rsplit('/').next().unwrap_or(path);
+        if self.tell_once(format!("{} {object} failed", mirror.name)) {
+            let reason = reason.strip_prefix("registry answered ").unwrap_or(reason);
+            say!(
+                "ocidd: {} did not serve {object} ({reason}); trying the next source",
+                mirror.name
+            );
+        }
+    }
+
+    /// Sends one GET to `source`, answering its authentication challenge if it makes one.
+    fn send(
+        &self,
+        source: &Source,
+        path: &str,
+        headers: &HeaderMap,
+        backoff: &Backoff,
+    ) -> Result<Response, SendFailure> {
+        let url = source.url(path);
+        let request = || {
+            source
+                .auth
+                .authorize(source.http.get(&url).headers(headers.clone()))
+        };
+        let mut response = request().send().map_err(SendFailure::Network)?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let challenge = response
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if let Some(challenge) = challenge
+                && source
+                    .auth
+                    .answer(&challenge, &source.http, backoff)
+                    .map_err(SendFailure::Auth)?
+            {
+                response = request().send().map_err(SendFailure::Network)?;
+            }
+        }
+        Ok(response)
+    }
+}
+
+/// Why a request got no answer: the network, or answering the source's challenge.
+enum SendFailure {
+    Network(reqwest::Error),
+    Auth(anyhow::Error),
+}
+
+impl SendFailure {
+    fn reason(&self) -> String {
+        match self {
+            SendFailure::Network(error) => short_reason(error),
+            SendFailure::Auth(error) => format!("{error:#}"),
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! Talking to an OCI registry: the pull protocol ([`client`]), authentication ([`auth`]),
-//! what manifests say ([`manifest`]), and the resumable reader every blob fetch goes through
+//! what manifests say ([`manifest`]), the mirrors tried before the registry ([`mirror`]), and the resumable reader every blob fetch goes through
 //! ([`blob`]).
 
 pub mod auth;
 pub mod blob;
 pub mod client;
 pub mod manifest;
+pub mod mirror;
 
 pub use client::{Registry, http_client};
