@@ -5,6 +5,7 @@
 
 pub mod files;
 pub mod proxy;
+pub mod receiver;
 pub mod vm;
 
 use std::fs;
@@ -45,6 +46,8 @@ pub struct Registry {
     htpasswd: Option<PathBuf>,
     /// The loopback address it listens on: `127.0.0.1` or `[::1]`.
     loopback: &'static str,
+    /// The registry this one is a pull-through cache of (`proxy: remoteurl:`).
+    remote: Option<String>,
 }
 
 impl Registry {
@@ -71,6 +74,12 @@ impl Registry {
         Registry::start_on("[::1]", None, None)
     }
 
+    /// A pull-through cache of the registry at `remote` (distribution's proxy mode): it
+    /// fetches what it lacks from there, stores it, and serves it again.
+    pub fn start_cache(remote: &str) -> Registry {
+        Registry::start_full("127.0.0.1", None, None, Some(remote.to_string()))
+    }
+
     fn start_with(tls: Option<(PathBuf, PathBuf)>, htpasswd: Option<PathBuf>) -> Registry {
         Registry::start_on("127.0.0.1", tls, htpasswd)
     }
@@ -79,6 +88,15 @@ impl Registry {
         loopback: &'static str,
         tls: Option<(PathBuf, PathBuf)>,
         htpasswd: Option<PathBuf>,
+    ) -> Registry {
+        Registry::start_full(loopback, tls, htpasswd, None)
+    }
+
+    fn start_full(
+        loopback: &'static str,
+        tls: Option<(PathBuf, PathBuf)>,
+        htpasswd: Option<PathBuf>,
+        remote: Option<String>,
     ) -> Registry {
         // The tests' own HTTP client needs rustls's cryptography selected, as ocidd does.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -91,6 +109,7 @@ impl Registry {
             tls,
             htpasswd,
             loopback,
+            remote,
         };
         registry.restart();
         registry
@@ -122,10 +141,14 @@ impl Registry {
             ),
             None => String::new(),
         };
+        let proxy = match &self.remote {
+            Some(url) => format!("proxy:\n  remoteurl: {url}\n"),
+            None => String::new(),
+        };
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth}http:\n  addr: \"{}:{}\"\n{tls}",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{auth}{proxy}http:\n  addr: \"{}:{}\"\n{tls}",
                 storage.display(),
                 self.loopback,
                 self.port

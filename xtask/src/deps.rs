@@ -28,6 +28,7 @@ pub const PACKAGES: &[&str] = &[
     "grub-efi-amd64-bin",
     "pxelinux",
     "syslinux-common",
+    "tinyproxy",
 ];
 
 /// Installs the missing ones among `packages`.
