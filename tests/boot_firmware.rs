@@ -182,3 +182,115 @@ fn the_readme_grub_config_boots_under_uefi() {
         "GRUB under OVMF",
     );
 }
+
+/// The README's fleet iPXE script: the main initramfs plus a site overlay (made by `ocidd
+/// overlay`) whose /etc/ocidd/cmdline names a CA and credentials that the overlay carries. The
+/// registry serves HTTPS and demands a password; the kernel line has only the reference and
+/// `dd.*`.
+#[test]
+fn the_readme_fleet_ipxe_script_boots_with_a_site_overlay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, certificate, key) = certificates(dir.path());
+    let htpasswd = dir.path().join("htpasswd");
+    let made = std::process::Command::new("htpasswd")
+        .args(["-Bbc"])
+        .arg(&htpasswd)
+        .args(["site", "fleet pass"])
+        .output()
+        .expect("running htpasswd (apache2-utils)");
+    assert!(made.status.success(), "htpasswd failed");
+    let registry = Registry::start_with_htpasswd(&certificate, &key, &htpasswd);
+    let auth = |host: &str| {
+        use base64::Engine;
+        let user_pass = base64::engine::general_purpose::STANDARD.encode("site:fleet pass");
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{user_pass}"}}}}}}"#)
+    };
+    let host_auth = write_file(
+        dir.path(),
+        "host-auth.json",
+        auth(&registry.host()).as_bytes(),
+    );
+    let path = dir.path().join("base.raw");
+    fs::write(&path, image_bytes(16 * MIB, 71)).unwrap();
+    gpt_label(&path);
+    let image = fs::read(&path).unwrap();
+    let pushed = Run::from(
+        ocidd()
+            .args(["push", "--ca"])
+            .arg(&ca)
+            .arg("--auth")
+            .arg(&host_auth)
+            .arg(&path)
+            .arg(format!("{}/disks/base:v1", registry.host()))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(pushed.code, 0, "push: {}", pushed.stderr);
+
+    // The site's files, as an operator writes them: the registry is 10.0.2.2 from inside.
+    let words = write_file(
+        dir.path(),
+        "cmdline",
+        b"# site defaults\noci.ca=/etc/ocidd/ca.pem oci.auth=/etc/ocidd/auth.json\n",
+    );
+    let guest_auth = write_file(
+        dir.path(),
+        "auth.json",
+        auth(&format!("10.0.2.2:{}", registry.port)).as_bytes(),
+    );
+    let root = dir.path().join("boot");
+    fs::create_dir_all(&root).unwrap();
+    let (kernel, initramfs) = boot_files("amd64");
+    fs::copy(kernel, root.join("vmlinuz-amd64")).unwrap();
+    fs::copy(initramfs, root.join("initramfs-amd64.img")).unwrap();
+    let overlay = Run::from(
+        ocidd()
+            .args(["overlay", "--output"])
+            .arg(root.join("site.img"))
+            .arg(format!("{}=/etc/ocidd/cmdline", words.display()))
+            .arg(format!("{}=/etc/ocidd/ca.pem", ca.display()))
+            .arg(format!("{}=/etc/ocidd/auth.json", guest_auth.display()))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(overlay.code, 0, "overlay: {}", overlay.stderr);
+    assert!(overlay.stdout.contains("3 files"), "{}", overlay.stdout);
+
+    let files = FileServer::start(&root);
+    let script = readme_snippet("initrd=site.img")
+        .replace(
+            "oci.tag=registry.example.com/",
+            &format!("oci.tag=10.0.2.2:{}/", registry.port),
+        )
+        .replace("boot.example.com", &format!("10.0.2.2:{}", files.port));
+    assert!(!script.contains("example.com"), "{script}");
+    assert!(!script.contains("oci.ca") && !script.contains("oci.auth"));
+    fs::write(root.join("ocidd.ipxe"), script).unwrap();
+    let bootfile = format!("http://10.0.2.2:{}/ocidd.ipxe", files.port);
+    let disk = dir.path().join("disk.img");
+    fs::write(&disk, vec![0xAAu8; 64 * MIB]).unwrap();
+    let mut vm = Vm::start(
+        "amd64",
+        &disk,
+        Bus::Sata,
+        Boot::Network {
+            firmware: Firmware::Bios,
+            bootfile: &bootfile,
+            tftp: None,
+        },
+    );
+    let seconds = vm.wait_exit(BOOT_LIMIT);
+    let console = vm.console();
+    assert!(
+        console.contains("ocidd: site defaults from /etc/ocidd/cmdline: oci.ca oci.auth"),
+        "{console}"
+    );
+    assert!(console.contains("ocidd: installed 16.00 MiB"), "{console}");
+    assert!(!console.contains("fleet pass"), "{console}");
+    let on_disk = read_prefix(&disk, image.len());
+    assert!(
+        on_disk[1024..] == image[1024..],
+        "the disk does not hold the image"
+    );
+    eprintln!("site overlay: power-on to reboot {seconds:.1} s");
+}

@@ -393,6 +393,35 @@ fn installs_through_a_forward_proxy() {
     run.assert_installed();
     assert_eq!(proxy.log().len(), before, "{}", proxy.log());
 
+    // HTTPS goes through the proxy too, tunnelled with CONNECT, and its certificate checked.
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, certificate, key) = certificates(certs.path());
+    let tls = Registry::start_tls(&certificate, &key);
+    let tls_reference = format!("{}/proxied/disk:v1", tls.host());
+    let pushed = Run::from(
+        ocidd()
+            .args(["push", "--ca"])
+            .arg(&ca)
+            .arg(&file)
+            .arg(&tls_reference)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+    let run = install_words(&[
+        &format!("oci.tag={tls_reference}"),
+        &format!("oci.ca={}", ca.display()),
+        &via,
+        &format!("dd.of={}", target.display()),
+        "dd.bs=1M",
+    ]);
+    run.assert_installed();
+    assert!(
+        proxy.log().contains(&format!("CONNECT {}", tls.host())),
+        "{}",
+        proxy.log()
+    );
+
     // A proxy that is down fails as a network failure naming what was being fetched.
     let dead = format!("oci.proxy=http://127.0.0.1:{}", free_port());
     let run = install_tag(&reference, &target, &[&dead, "oci.retries=1"]);
