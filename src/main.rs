@@ -331,9 +331,10 @@ fn write_overlay(args: &OverlayArgs) -> anyhow::Result<()> {
         );
     }
     out!(
-        "ocidd: wrote {} ({} files, {} bytes); load it after the main initramfs",
+        "ocidd: wrote {} ({} file{}, {} bytes); load it after the main initramfs",
         args.output.display(),
         written.files,
+        if written.files == 1 { "" } else { "s" },
         written.bytes
     );
     Ok(())

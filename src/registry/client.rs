@@ -56,6 +56,8 @@ pub struct Registry {
     backoff: Backoff,
     /// What the console was told about which source served what, so it is told once.
     told: Mutex<HashSet<String>>,
+    /// Requests go through `oci.proxy=`: a refused connection may be the proxy's.
+    proxied: bool,
 }
 
 /// A mirror, or the registry.
@@ -248,6 +250,7 @@ impl Registry {
             mirror_resolve: options.mirror_resolve,
             backoff: options.backoff(),
             told: Mutex::new(HashSet::new()),
+            proxied: options.proxy.is_some(),
         })
     }
 
@@ -462,7 +465,17 @@ impl Registry {
             }
             match self.send(registry, path, headers, &self.backoff) {
                 Ok(response) => check_transient(response).map(|r| (r, registry)),
-                Err(SendFailure::Network(error)) => Err(transient_network_error(error)),
+                Err(SendFailure::Network(error)) => {
+                    let connect = error.is_connect();
+                    match transient_network_error(error) {
+                        // Which connection failed is not in the error: say the proxy may be it.
+                        Attempt::Transient(mut t) if connect && self.proxied => {
+                            t.reason += " (through oci.proxy)";
+                            Err(Attempt::Transient(t))
+                        }
+                        attempt => Err(attempt),
+                    }
+                }
                 Err(SendFailure::Auth(error)) => Err(Attempt::Permanent(error)),
             }
         })
