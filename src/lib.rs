@@ -5,13 +5,15 @@
 //!
 //! 1. [`cmdline`] reads kernel words (`oci.tag=`, `dd.of=`, …) into the install's
 //!    [`cmdline::Params`] and /init's [`cmdline::BootParams`]; `ocidd install`'s flags fill the
-//!    same `Params`. [`install::prompt`] asks for what is missing, and chooses the target
-//!    disk: [`disks`] reads the machine's disks from sysfs, and [`disks::hints`] matches them
-//!    against `dd.match=`/`dd.hints=` or resolves a /dev/disk/by-id name as udev would.
-//! 2. [`install`] plans: [`registry::client`] fetches the manifest, [`registry::manifest`]
-//!    reads it (an image index entry is chosen by [`reference::Platform::selects`]), and
-//!    [`registry::auth`] answers the registry's challenges. A chunked image's index
-//!    ([`chunks`]) comes through [`registry::blob::read_small_blob`].
+//!    same `Params`; a site overlay's `/etc/ocidd/cmdline` ([`overlay`] writes it) gives
+//!    defaults. [`install::prompt`] asks for what is missing, and chooses the target disk
+//!    first: [`disks`] reads the machine's disks from sysfs, and [`disks::hints`] matches
+//!    them against `dd.match=`/`dd.hints=` or resolves a /dev/disk/by-id name as udev would.
+//! 2. [`install`] plans: [`registry::client`] fetches the manifest (what a digest names
+//!    from the [`registry::mirror`]s first, then the registry), [`registry::manifest`] reads
+//!    it (an image index entry is chosen by [`reference::Platform::selects`]), and
+//!    [`registry::auth`] answers the challenges. A chunked image's index ([`chunks`]) comes
+//!    through [`registry::blob::read_small_blob`].
 //! 3. [`install::target`] opens the disk or file and refuses one in use or too small.
 //! 4. Every blob byte comes through [`registry::blob::BlobReader`], which resumes broken
 //!    downloads with Range requests. Then either
@@ -26,7 +28,8 @@
 //!    the image verified (with a GPT's backup moved to the disk's end, [`install::gpt`]).
 //!    [`install::interrupt`] stops on SIGTERM/SIGINT/SIGHUP saying what the target holds.
 //! 5. [`error`] tags each failure with its exit status, [`retry`] waits out transient ones,
-//!    [`progress`] shows how far it got.
+//!    [`progress`] shows how far it got, and [`report`] tells the provisioning system each
+//!    phase's start and end (`ocidd.report=`, `--json`).
 //!
 //! # The other paths
 //!
@@ -34,6 +37,8 @@
 //!   push the manifest, or merge it into the image index at the tag.
 //! - [`boot`]: `/init`: mount the kernel's file systems, copy output to every console, load
 //!   modules, bring the network up (DHCP or `ip=`), install, then reboot.
+//! - [`overlay`]: a site's files (default words, CA, credentials) as an initramfs that boot
+//!   loaders load after the main one.
 //! - [`compression`] and [`registry::manifest::media_type`] are shared by push and install.
 
 pub mod boot;
