@@ -77,7 +77,7 @@ enum Entry {
     File { mode: u32, data: Vec<u8> },
 }
 
-/// What [`write`] wrote.
+/// What [`write()`] wrote.
 #[derive(Debug)]
 pub struct Written {
     pub files: usize,
