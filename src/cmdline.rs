@@ -55,6 +55,15 @@ impl RegistryOptions {
     }
 }
 
+/// Which signatures an install by tag requires (`oci.verify.key=`, `oci.verify=`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Keys any one of which may sign: PEM files, or `b64:` DER inline (checked when read).
+    pub keys: Vec<String>,
+    /// `oci.verify=warn`: an image without a valid signature is installed, loudly.
+    pub warn_only: bool,
+}
+
 /// Where the install reports its progress (`ocidd.report=`, …).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReportOptions {
@@ -92,6 +101,8 @@ pub struct Params {
     pub keep_on_error: bool,
     /// Status reports.
     pub report: ReportOptions,
+    /// Signatures required.
+    pub verify: VerifyOptions,
 }
 
 /// What only `/init` reads from the command line.
@@ -256,6 +267,7 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
     let mut boot = BootParams::default();
     let mut tag = None;
     let mut blob = None;
+    let mut verify_mode = None;
     for word in words {
         let word = word.as_ref();
         let (raw_name, value) = match word.split_once('=') {
@@ -325,6 +337,23 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
                 value_of("HOST,…")?.to_string(),
                 raw_name,
             )?,
+            "oci.verify.key" => {
+                let v = value_of("PATH|b64:KEY")?;
+                if v.starts_with("b64:") {
+                    crate::signature::keys::parse_inline(v).map_err(invalid)?;
+                }
+                if !params.verify.keys.iter().any(|k| k == v) {
+                    params.verify.keys.push(v.to_string());
+                }
+            }
+            "oci.verify" => {
+                let warn = match value_of("warn|enforce")? {
+                    "warn" => true,
+                    "enforce" => false,
+                    other => return Err(invalid(format!("{other:?} is not warn or enforce"))),
+                };
+                set_once(&mut verify_mode, warn, raw_name)?;
+            }
             "ocidd.report" => {
                 let v = parse_report_url(value_of("URL")?).map_err(invalid)?;
                 if !params.report.urls.contains(&v) {
@@ -379,6 +408,13 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
         ),
         (tag, blob) => tag.or(blob),
     };
+    if verify_mode.is_some() && params.verify.keys.is_empty() {
+        fail!(
+            Failure::Usage,
+            "oci.verify= needs a key to verify with (oci.verify.key=)"
+        );
+    }
+    params.verify.warn_only = verify_mode == Some(true);
     Ok(Words {
         install: params,
         boot,
@@ -655,6 +691,14 @@ mod tests {
         assert!(error("ocidd.report=maas.lan/x").contains("invalid ocidd.report"));
         assert!(error("ocidd.report_interval=0").contains("invalid ocidd.report_interval"));
         assert!(error("ocidd.reprot=http://x").contains("unknown parameter ocidd.reprot"));
+        assert!(error("oci.verify=warn").contains("needs a key"));
+        assert!(error("oci.verify.key=b64:xyz").contains("invalid oci.verify.key"));
+        let key = "b64:MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE";
+        assert!(error(&format!("oci.verify.key={key}")).contains("not an ECDSA P-256"));
+        assert!(error("oci.verify.key=/k.pub oci.verify=maybe").contains("is not warn or enforce"));
+        let p = parse("oci.verify.key=/a.pub oci.verify.key=/b.pub oci.verify=warn").unwrap();
+        assert_eq!(p.verify.keys, ["/a.pub", "/b.pub"]);
+        assert!(p.verify.warn_only);
         // A password in a bad proxy URL is not repeated on the console.
         let e = error("oci.proxy=ftp://u:hunter2@p:1");
         assert!(!e.contains("hunter2"), "{e}");

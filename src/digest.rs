@@ -17,7 +17,7 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "sha256",
             Algorithm::Sha512 => "sha512",
@@ -87,6 +87,11 @@ impl fmt::Display for Digest {
 impl Digest {
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
+    }
+
+    /// The hex part, after `ALGORITHM:`.
+    pub fn hex(&self) -> &str {
+        &self.hex
     }
 
     /// Checks that `actual`, computed over `what` ("blob", "manifest"), is this digest.

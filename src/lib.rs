@@ -57,3 +57,4 @@ pub mod reference;
 pub mod registry;
 pub mod report;
 pub mod retry;
+pub mod signature;

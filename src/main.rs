@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ocidd::chunks::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use ocidd::cmdline::{
     DEFAULT_REPORT_INTERVAL, DEFAULT_STALL_TIMEOUT, Params, RegistryOptions, ReportOptions,
-    parse_block_size, parse_proxy, parse_report_url, parse_retries, parse_seconds, parse_words,
-    text_words,
+    VerifyOptions, parse_block_size, parse_proxy, parse_report_url, parse_retries, parse_seconds,
+    parse_words, text_words,
 };
 use ocidd::compression::Compression;
 use ocidd::disks::hints::{Hint, Pick, Selection, parse_ironic, parse_match};
@@ -36,7 +36,8 @@ use ocidd::{out, say};
         dd.bs=SIZE, oci.allow_no_tls, wait, oci.ca=PATH, oci.auth=PATH, oci.platform=OS/ARCH, \
         oci.keep_on_error, oci.retries=N, oci.stall_timeout=SECONDS, oci.mirror=HOST[/PREFIX] \
         (repeatable), oci.mirror_resolve, oci.proxy=URL, oci.no_proxy=LIST, ocidd.report=URL \
-        (repeatable), ocidd.report_interval=SECONDS, ocidd.report_token=PATH. Other words are \
+        (repeatable), ocidd.report_interval=SECONDS, ocidd.report_token=PATH, oci.verify.key=PATH|b64:KEY \
+        (repeatable), oci.verify=warn. Other words are \
         ignored. Default words come from /etc/ocidd/cmdline (a site overlay's); the words given \
         override them. As /init (PID 1) it also reads ocidd.after=reboot|poweroff|shell and ip=.",
     args_conflicts_with_subcommands = true
@@ -161,6 +162,27 @@ struct InstallArgs {
     /// Print the status events as JSON lines on stdout (the final line goes to stderr)
     #[arg(long)]
     json: bool,
+    /// Install by tag only if a cosign signature by this key covers it: a PEM public key
+    /// file, or b64:DER (oci.verify.key); repeatable, any one may sign
+    #[arg(long = "verify-key", value_name = "PATH|b64:KEY", value_parser = parse_verify_key)]
+    verify_keys: Vec<String>,
+    /// warn: install an image whose signature does not verify, saying so (oci.verify)
+    #[arg(long, value_name = "MODE", requires = "verify_keys")]
+    verify: Option<VerifyMode>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VerifyMode {
+    Enforce,
+    Warn,
+}
+
+/// `--verify-key`: an inline key is checked now; a file when the install reads it.
+fn parse_verify_key(text: &str) -> Result<String, String> {
+    if text.starts_with("b64:") {
+        ocidd::signature::keys::parse_inline(text)?;
+    }
+    Ok(text.to_string())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -189,6 +211,10 @@ struct PushArgs {
     /// at the tag, keeping the entries for other platforms
     #[arg(long, value_name = "OS/ARCH")]
     platform: Option<Platform>,
+    /// Sign what the tag names with this unencrypted PEM ECDSA P-256 private key, as cosign
+    /// does (its legacy layout, at tag sha256-HEX.sig)
+    #[arg(long, value_name = "KEY.pem")]
+    sign_key: Option<PathBuf>,
     #[command(flatten)]
     registry: RegistryArgs,
     /// The raw disk image (a file or a block device)
@@ -276,6 +302,10 @@ impl InstallArgs {
                 token: self.report_token,
                 json_lines: self.json,
             },
+            verify: VerifyOptions {
+                keys: self.verify_keys,
+                warn_only: matches!(self.verify, Some(VerifyMode::Warn)),
+            },
         }
     }
 }
@@ -353,6 +383,7 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
         chunk_size: args.chunk_size.0,
         platform: args.platform,
         registry: args.registry.options(None),
+        sign_key: args.sign_key,
     };
     let pushed = push::run(&options)?;
     say!(
@@ -378,6 +409,9 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
             update.platforms.join(", ")
         );
         out!("index {}", update.digest);
+    }
+    for tag in &pushed.signatures {
+        out!("signature {tag}");
     }
     Ok(())
 }

@@ -31,6 +31,7 @@ use crate::registry::blob::{BlobReader, read_small_blob};
 use crate::registry::manifest::ANNOTATION_IMAGE_SIZE;
 use crate::report::Report;
 use crate::report::event::Phase;
+use crate::signature::{Outcome, Policy};
 use crate::{out, say};
 use chunked::ChunkedSource;
 use prompt::InstallOptions;
@@ -49,6 +50,8 @@ pub struct Summary {
     pub digest: Digest,
     /// Stdout carries JSON lines (`--json`): the summary goes to stderr.
     pub json_lines: bool,
+    /// Installed without the signature required, as `oci.verify=warn` allows: why.
+    pub unverified: Option<String>,
 }
 
 /// Installs the image the parameters name, asking for what is missing. Progress is a bar on
@@ -88,16 +91,21 @@ struct Plan {
     compression: Option<Compression>,
     image_size: Option<u64>,
     index: Option<ChunkIndex>,
+    signature: Option<Outcome>,
 }
 
-fn plan(registry: &Registry, options: &InstallOptions) -> Result<Plan> {
+fn plan(registry: &Registry, options: &InstallOptions, policy: Option<&Policy>) -> Result<Plan> {
     if let Some(digest) = options.source.blob() {
+        if policy.is_some() {
+            say!("ocidd: oci.blob names the blob by its digest, so no signature is looked for");
+        }
         return Ok(Plan {
             digest: digest.clone(),
             blob_size: None,
             compression: None,
             image_size: None,
             index: None,
+            signature: None,
         });
     }
     let reference = options.source.reference();
@@ -106,9 +114,19 @@ fn plan(registry: &Registry, options: &InstallOptions) -> Result<Plan> {
         .platform
         .clone()
         .unwrap_or_else(Platform::current);
-    let layer = registry
+    let resolution = registry
         .resolve(reference, &platform)
         .with_context(|| format!("resolving {reference}"))?;
+    // Before anything else is read from what the tag names: a signature must cover it.
+    let signature = match policy {
+        Some(policy) => Some(
+            policy
+                .check(registry, &resolution)
+                .with_context(|| format!("verifying the signature of {reference}"))?,
+        ),
+        None => None,
+    };
+    let layer = resolution.layer;
     say!(
         "ocidd: {reference} is {} ({}, {}{})",
         layer.digest,
@@ -144,6 +162,7 @@ fn plan(registry: &Registry, options: &InstallOptions) -> Result<Plan> {
         compression: Some(layer.compression),
         image_size: index.as_ref().map(|i| i.image_size).or(layer.image_size),
         index,
+        signature,
     })
 }
 
@@ -154,6 +173,8 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
             options.source
         );
     }
+    // Keys first: a missing key file is the operator's mistake, found before anything else.
+    let policy = Policy::new(&options.verify)?;
     // The disk first: a wrong dd.match or dd.of fails at once, without the network.
     report.start(Phase::SelectDisk, "choosing the target disk".to_string());
     let (path, disk) = prompt::choose_target(&options.selection, options.target.as_deref())?;
@@ -173,7 +194,7 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
     report.start(Phase::Resolve, format!("resolving {source}"));
     let reference = options.source.reference();
     let registry = Registry::new(reference, &options.registry)?;
-    let plan = plan(&registry, options)?;
+    let plan = plan(&registry, options, policy.as_ref())?;
     report.set_image(&source, Some(&plan.digest.to_string()));
     if let Some(size) = plan.image_size {
         target.check_fits(size)?;
@@ -234,6 +255,10 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
                 seconds: progress.elapsed().as_secs_f64(),
                 digest: plan.digest,
                 json_lines: false,
+                unverified: match plan.signature {
+                    Some(Outcome::Unverified(why)) => Some(why),
+                    _ => None,
+                },
             };
             report.succeed(Phase::Finalize, summary_line(&summary));
             Ok(summary)
@@ -360,8 +385,13 @@ fn after_failure(
 /// The final line of a successful install.
 fn summary_line(summary: &Summary) -> String {
     let rate = summary.bytes as f64 / summary.seconds.max(0.001);
+    let unsigned = if summary.unverified.is_some() {
+        "; WARNING: its signature did not verify (oci.verify=warn)"
+    } else {
+        ""
+    };
     format!(
-        "installed {} ({} bytes) onto {} in {:.1} s ({}/s); blob {} verified",
+        "installed {} ({} bytes) onto {} in {:.1} s ({}/s); blob {} verified{unsigned}",
         HumanBytes(summary.bytes),
         summary.bytes,
         summary.target,

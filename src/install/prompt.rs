@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 
-use crate::cmdline::{Params, RegistryOptions, parse_block_size};
+use crate::cmdline::{Params, RegistryOptions, VerifyOptions, parse_block_size};
 use crate::disks::{self, hints::Selection};
 use crate::error::{Classify, Failure};
 use crate::fail;
@@ -26,6 +26,7 @@ pub struct InstallOptions {
     pub registry: RegistryOptions,
     pub wait: bool,
     pub keep_on_error: bool,
+    pub verify: VerifyOptions,
 }
 
 /// Fills in what `params` lacks by asking on the terminal; without a terminal, names what is
@@ -86,6 +87,7 @@ pub fn complete(params: Params) -> Result<InstallOptions> {
         registry: params.registry,
         wait: params.wait,
         keep_on_error: params.keep_on_error,
+        verify: params.verify,
     })
 }
 

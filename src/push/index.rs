@@ -71,7 +71,7 @@ pub(super) async fn push_for_platform(
 }
 
 /// Whether the registry said the tag (or the whole repository) does not exist yet.
-fn is_not_found(error: &OciDistributionError) -> bool {
+pub(super) fn is_not_found(error: &OciDistributionError) -> bool {
     use oci_client::errors::OciErrorCode;
     match error {
         OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {

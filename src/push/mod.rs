@@ -5,6 +5,7 @@
 
 mod compress;
 mod index;
+pub mod sign;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -51,6 +52,8 @@ pub struct PushOptions {
     /// Push into the image index at the tag, as this platform's entry.
     pub platform: Option<Platform>,
     pub registry: RegistryOptions,
+    /// Sign what the tag names with this key (cosign's legacy layout).
+    pub sign_key: Option<PathBuf>,
 }
 
 /// What was pushed.
@@ -65,6 +68,8 @@ pub struct Pushed {
     pub index_digest: Option<String>,
     /// The image index the tag now holds, when pushed for a platform.
     pub image_index: Option<IndexUpdate>,
+    /// The tags of the signatures pushed (`--sign-key`).
+    pub signatures: Vec<String>,
 }
 
 pub fn run(options: &PushOptions) -> Result<Pushed> {
@@ -82,15 +87,25 @@ pub fn run(options: &PushOptions) -> Result<Pushed> {
     if size == 0 {
         fail!(Failure::Usage, "{} is empty", options.file.display());
     }
+    // A bad key is found before anything is uploaded.
+    let sign_key = options
+        .sign_key
+        .as_deref()
+        .map(crate::signature::keys::read_signing_key)
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
         .classify(Failure::Target)?;
-    runtime.block_on(push(options, file))
+    runtime.block_on(push(options, file, sign_key.as_ref()))
 }
 
-async fn push(options: &PushOptions, file: File) -> Result<Pushed> {
+async fn push(
+    options: &PushOptions,
+    file: File,
+    sign_key: Option<&p256::ecdsa::SigningKey>,
+) -> Result<Pushed> {
     crate::registry::client::install_crypto_provider();
     let reference = &options.reference;
     let client = Client::new(client_config(&options.registry)?);
@@ -127,7 +142,21 @@ async fn push(options: &PushOptions, file: File) -> Result<Pushed> {
                 .await?,
         ),
     };
+    // The image's manifest is signed, and the index at the tag too: a later push for another
+    // platform changes the index, but not this manifest's signature.
+    let mut signatures = Vec::new();
+    if let Some(key) = sign_key {
+        let mut signed: Vec<Digest> = vec![manifest_digest.parse()?];
+        if let Some(update) = &image_index {
+            signed.push(update.digest.parse()?);
+        }
+        for digest in &signed {
+            signatures
+                .push(sign::sign(&client, &auth, reference, key, digest, &config_digest).await?);
+        }
+    }
     Ok(Pushed {
+        signatures,
         manifest_digest,
         layer_digest: layer.digest,
         layer_size: layer.size,
@@ -224,7 +253,7 @@ async fn upload_chunk_index(
 }
 
 /// Uploads a small blob (`what` it is, for the error); returns its digest.
-async fn upload_blob(
+pub(super) async fn upload_blob(
     client: &Client,
     reference: &Reference,
     body: Vec<u8>,
@@ -241,7 +270,7 @@ async fn upload_blob(
 
 /// JSON through a `Value`, whose maps are sorted, so that the same content always gets the
 /// same digest (annotations are a HashMap).
-fn canonical_json(value: &impl Serialize) -> serde_json::Result<Vec<u8>> {
+pub(super) fn canonical_json(value: &impl Serialize) -> serde_json::Result<Vec<u8>> {
     serde_json::to_value(value).and_then(|value| serde_json::to_vec(&value))
 }
 

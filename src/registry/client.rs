@@ -28,7 +28,7 @@ use super::manifest::media_type::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_M
 use super::manifest::{ImageLayer, MAX_MANIFEST_SIZE, Resolved, interpret_manifest};
 use super::mirror::Scheme;
 use crate::cmdline::RegistryOptions;
-use crate::digest::Digest;
+use crate::digest::{Algorithm, Digest};
 use crate::error::{Classify, Failure, classified};
 use crate::reference::Platform;
 use crate::retry::{Attempt, Backoff, Transient, parse_retry_after, with_retries};
@@ -58,6 +58,27 @@ pub struct Registry {
     told: Mutex<HashSet<String>>,
     /// Requests go through `oci.proxy=`: a refused connection may be the proxy's.
     proxied: bool,
+}
+
+/// What a tag or digest resolved to.
+#[derive(Debug)]
+pub struct Resolution {
+    /// The disk-image layer.
+    pub layer: ImageLayer,
+    /// The digest of the manifest the name gave (an image index, or the image's manifest).
+    pub manifest: Digest,
+    /// The digest of the platform's image manifest, when `manifest` is an index.
+    pub platform_manifest: Option<Digest>,
+}
+
+/// A manifest as fetched.
+#[derive(Debug)]
+pub struct FetchedManifest {
+    pub body: Vec<u8>,
+    /// The Content-Type it came with.
+    pub media_type: Option<String>,
+    /// The digest of `body`, computed here.
+    pub digest: Digest,
 }
 
 /// A mirror, or the registry.
@@ -255,21 +276,30 @@ impl Registry {
     }
 
     /// Resolves a tag (or manifest digest) to the disk-image layer of its manifest, choosing
-    /// `platform` from an image index.
-    pub fn resolve(&self, reference: &Reference, platform: &Platform) -> Result<ImageLayer> {
+    /// `platform` from an image index; with the digests of what was read on the way, which a
+    /// signature must name.
+    pub fn resolve(&self, reference: &Reference, platform: &Platform) -> Result<Resolution> {
         let name = match (reference.tag(), reference.digest()) {
             (_, Some(digest)) => digest,
             (Some(tag), None) => tag,
             (None, None) => "latest",
         };
         let pinned = reference.digest().map(str::parse::<Digest>).transpose()?;
-        let (body, media_type) = self.fetch_manifest(name, pinned.as_ref())?;
-        match interpret_manifest(&body, media_type.as_deref(), platform)? {
-            Resolved::Layer(layer) => Ok(layer),
+        let top = self.fetch_manifest(name, pinned.as_ref())?;
+        match interpret_manifest(&top.body, top.media_type.as_deref(), platform)? {
+            Resolved::Layer(layer) => Ok(Resolution {
+                layer,
+                manifest: top.digest,
+                platform_manifest: None,
+            }),
             Resolved::Manifest(digest) => {
-                let (body, media_type) = self.fetch_manifest(&digest.to_string(), Some(&digest))?;
-                match interpret_manifest(&body, media_type.as_deref(), platform)? {
-                    Resolved::Layer(layer) => Ok(layer),
+                let entry = self.fetch_manifest(&digest.to_string(), Some(&digest))?;
+                match interpret_manifest(&entry.body, entry.media_type.as_deref(), platform)? {
+                    Resolved::Layer(layer) => Ok(Resolution {
+                        layer,
+                        manifest: top.digest,
+                        platform_manifest: Some(entry.digest),
+                    }),
                     Resolved::Manifest(_) => fail!(
                         Failure::Verification,
                         "the image index entry for {platform} is another index; nested indexes are not supported"
@@ -279,11 +309,46 @@ impl Registry {
         }
     }
 
-    fn fetch_manifest(
+    /// The manifest `name` (a tag or a digest, checked when `pinned`) in this repository, or
+    /// `None` when the registry has none by that name.
+    pub fn manifest_if_any(
         &self,
         name: &str,
         pinned: Option<&Digest>,
-    ) -> Result<(Vec<u8>, Option<String>)> {
+    ) -> Result<Option<FetchedManifest>> {
+        self.fetch_manifest_or_none(name, pinned, true)
+    }
+
+    /// The referrers of `subject` (an image index, as the OCI referrers API lists them), or
+    /// `None` when the registry has no referrers API.
+    pub fn referrers(&self, subject: &Digest) -> Result<Option<Vec<u8>>> {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(OCI_INDEX));
+        let what = format!("listing the referrers of {subject}");
+        let (response, source) =
+            self.get(&format!("/referrers/{subject}"), &headers, &what, false)?;
+        match response.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            status if !status.is_success() => {
+                return Err(registry_error(response, source.auth.has_credentials()).context(what));
+            }
+            _ => {}
+        }
+        read_limited(response, MAX_MANIFEST_SIZE, &what).map(Some)
+    }
+
+    fn fetch_manifest(&self, name: &str, pinned: Option<&Digest>) -> Result<FetchedManifest> {
+        self.fetch_manifest_or_none(name, pinned, false)?
+            .ok_or_else(|| anyhow!("fetching manifest {name}: not found"))
+            .classify(Failure::Registry)
+    }
+
+    fn fetch_manifest_or_none(
+        &self,
+        name: &str,
+        pinned: Option<&Digest>,
+        missing_ok: bool,
+    ) -> Result<Option<FetchedManifest>> {
         let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", ");
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_str(&accept)?);
@@ -296,41 +361,31 @@ impl Registry {
             &format!("fetching manifest {name}"),
             at_mirrors,
         )?;
+        if missing_ok && response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         if !response.status().is_success() {
             return Err(registry_error(response, source.auth.has_credentials())
                 .context(format!("fetching manifest {name}")));
         }
         self.tell_source(source, &format!("manifest {name}"));
-        let declared = header_u64(response.headers(), CONTENT_LENGTH);
-        if declared.is_some_and(|n| n > MAX_MANIFEST_SIZE) {
-            fail!(
-                Failure::Verification,
-                "manifest {name} is larger than the {} MiB limit",
-                MAX_MANIFEST_SIZE >> 20
-            );
-        }
         let media_type = response
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
-        let mut body = Vec::new();
-        response
-            .take(MAX_MANIFEST_SIZE + 1)
-            .read_to_end(&mut body)
-            .with_context(|| format!("reading manifest {name}"))
-            .classify(Failure::Registry)?;
-        if body.len() as u64 > MAX_MANIFEST_SIZE {
-            fail!(
-                Failure::Verification,
-                "manifest {name} is larger than the {} MiB limit",
-                MAX_MANIFEST_SIZE >> 20
-            );
-        }
+        let body = read_limited(response, MAX_MANIFEST_SIZE, &format!("manifest {name}"))?;
+        // The digest of what was read, never what a header claims: it is what a signature
+        // and a pinned reference are checked against.
+        let digest = Digest::of(pinned.map_or(Algorithm::Sha256, Digest::algorithm), &body);
         if let Some(expected) = pinned {
-            expected.check(&Digest::of(expected.algorithm(), &body), "manifest")?;
+            expected.check(&digest, "manifest")?;
         }
-        Ok((body, media_type))
+        Ok(Some(FetchedManifest {
+            body,
+            media_type,
+            digest,
+        }))
     }
 
     /// Starts a GET of a blob from `offset` (to its end, or to `end` exclusive), with a
@@ -540,6 +595,33 @@ impl SendFailure {
             SendFailure::Auth(error) => format!("{error:#}"),
         }
     }
+}
+
+/// Reads a small response body (`what` it is), refusing one over `limit` bytes before and
+/// while reading it.
+fn read_limited(response: Response, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let declared = header_u64(response.headers(), CONTENT_LENGTH);
+    if declared.is_some_and(|n| n > limit) {
+        fail!(
+            Failure::Verification,
+            "{what} is larger than the {} MiB limit",
+            limit >> 20
+        );
+    }
+    let mut body = Vec::new();
+    response
+        .take(limit + 1)
+        .read_to_end(&mut body)
+        .with_context(|| format!("reading {what}"))
+        .classify(Failure::Registry)?;
+    if body.len() as u64 > limit {
+        fail!(
+            Failure::Verification,
+            "{what} is larger than the {} MiB limit",
+            limit >> 20
+        );
+    }
+    Ok(body)
 }
 
 fn header_u64(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<u64> {

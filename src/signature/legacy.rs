@@ -1,0 +1,218 @@
+//! Cosign's legacy layout (sigstore/cosign `specs/SIGNATURE_SPEC.md`): the signatures of
+//! manifest `sha256:HEX` are the layers of the manifest at tag `sha256-HEX.sig` in the same
+//! repository. Each layer of type simple signing is a payload blob naming the signed digest,
+//! with the base64 DER ECDSA signature over the payload's bytes in an annotation.
+
+use anyhow::Result;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+use super::keys::PublicKey;
+use super::{
+    Accepted, COSIGN_SIGN_PREDICATE, COSIGN_SIGNATURE_TYPE, Finding, MAX_SIGNATURE_BLOB,
+    MAX_SIGNATURES, SIGNATURE_ANNOTATION, SIMPLE_SIGNING, decode_signature, signed_by,
+};
+use crate::digest::Digest;
+use crate::error::{Failure, failure_of};
+use crate::registry::Registry;
+use crate::registry::blob::read_small_blob;
+
+/// The tag the signatures of `digest` are at: `sha256-HEX.sig`.
+pub fn signature_tag(digest: &Digest) -> String {
+    format!("{}-{}.sig", digest.algorithm().name(), digest.hex())
+}
+
+#[derive(Deserialize)]
+struct SignatureManifest {
+    #[serde(default)]
+    layers: Vec<Layer>,
+}
+
+#[derive(Deserialize, Clone)]
+pub(super) struct Layer {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+}
+
+/// Every legacy signature of `digest`, checked against `keys`.
+pub(super) fn findings(
+    registry: &Registry,
+    digest: &Digest,
+    keys: &[PublicKey],
+) -> Result<Vec<Finding>> {
+    let tag = signature_tag(digest);
+    let Some(manifest) = registry.manifest_if_any(&tag, None)? else {
+        return Ok(Vec::new());
+    };
+    let Ok(manifest) = serde_json::from_slice::<SignatureManifest>(&manifest.body) else {
+        return Ok(vec![Err(format!(
+            "malformed signature: the manifest at tag {tag} is not a signature manifest"
+        ))]);
+    };
+    let layers: Vec<&Layer> = manifest
+        .layers
+        .iter()
+        .filter(|layer| layer.media_type == SIMPLE_SIGNING)
+        .take(MAX_SIGNATURES)
+        .collect();
+    if layers.is_empty() {
+        return Ok(vec![Err(format!(
+            "malformed signature: the manifest at tag {tag} has no {SIMPLE_SIGNING} layer"
+        ))]);
+    }
+    layers
+        .into_iter()
+        .map(|layer| check_layer(registry, digest, keys, layer))
+        .collect()
+}
+
+/// One signature layer: its payload fetched and matched to its digest, its signature checked
+/// against the keys, then what the payload says.
+fn check_layer(
+    registry: &Registry,
+    digest: &Digest,
+    keys: &[PublicKey],
+    layer: &Layer,
+) -> Result<Finding> {
+    let Some(signature) = layer.annotations.get(SIGNATURE_ANNOTATION) else {
+        return Ok(Err(format!(
+            "malformed signature: a payload layer without the {SIGNATURE_ANNOTATION} annotation"
+        )));
+    };
+    let signature = match decode_signature(signature) {
+        Ok(signature) => signature,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let Ok(payload_digest) = layer.digest.parse::<Digest>() else {
+        return Ok(Err(
+            "malformed signature: the payload layer's digest is not a digest".to_string(),
+        ));
+    };
+    let payload = match read_small_blob(
+        registry,
+        &payload_digest,
+        Some(layer.size),
+        MAX_SIGNATURE_BLOB,
+    ) {
+        Ok(payload) => payload,
+        // A payload that does not match its digest, or is too large, is evidence against
+        // this signature; a network failure is not evidence either way.
+        Err(error) if failure_of(&error) == Some(Failure::Verification) => {
+            return Ok(Err(format!(
+                "the signed payload is not as its layer says ({error:#})"
+            )));
+        }
+        Err(error) => return Err(error),
+    };
+    let key = match signed_by(keys, &payload, &signature) {
+        Ok(key) => key,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    Ok(check_payload(&payload, digest).map(|()| Accepted {
+        key: key.label.clone(),
+        layout: "legacy",
+    }))
+}
+
+/// Checks a signed simple-signing payload: a cosign signature naming `digest`.
+pub(super) fn check_payload(payload: &[u8], digest: &Digest) -> Result<(), String> {
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|_| "malformed signature: the signed payload is not JSON".to_string())?;
+    let critical = &value["critical"];
+    let kind = critical["type"].as_str().unwrap_or("");
+    if kind != COSIGN_SIGNATURE_TYPE && kind != COSIGN_SIGN_PREDICATE {
+        return Err(format!(
+            "the signed payload's type is {kind:?}, not {COSIGN_SIGNATURE_TYPE:?}"
+        ));
+    }
+    let named = manifest_digest(&critical["image"])
+        .ok_or_else(|| "malformed signature: the signed payload names no digest".to_string())?;
+    if named != digest.to_string() {
+        return Err(format!(
+            "the signature is for {named}, not for this manifest"
+        ));
+    }
+    Ok(())
+}
+
+/// `docker-manifest-digest`; cosign's Go reader matches the key's case loosely (the spec's
+/// example writes `Docker-manifest-digest`), so one key in another case is taken too.
+fn manifest_digest(image: &serde_json::Value) -> Option<String> {
+    let object = image.as_object()?;
+    if let Some(value) = object.get("docker-manifest-digest") {
+        return value.as_str().map(str::to_string);
+    }
+    let mut loose = object
+        .iter()
+        .filter(|(key, _)| key.eq_ignore_ascii_case("docker-manifest-digest"));
+    match (loose.next(), loose.next()) {
+        (Some((_, value)), None) => value.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest() -> Digest {
+        format!("sha256:{}", "ab".repeat(32)).parse().unwrap()
+    }
+
+    #[test]
+    fn the_tag_of_a_digest() {
+        assert_eq!(
+            signature_tag(&digest()),
+            format!("sha256-{}.sig", "ab".repeat(32))
+        );
+    }
+
+    #[test]
+    fn payloads() {
+        let d = digest();
+        let payload = |kind: &str, key: &str, named: &str| {
+            format!(
+                r#"{{"critical":{{"identity":{{"docker-reference":"r/x"}},"image":{{"{key}":"{named}"}},"type":"{kind}"}},"optional":null}}"#
+            )
+        };
+        let good = payload(
+            COSIGN_SIGNATURE_TYPE,
+            "docker-manifest-digest",
+            &d.to_string(),
+        );
+        assert_eq!(check_payload(good.as_bytes(), &d), Ok(()));
+        let capital = payload(
+            COSIGN_SIGNATURE_TYPE,
+            "Docker-manifest-digest",
+            &d.to_string(),
+        );
+        assert_eq!(check_payload(capital.as_bytes(), &d), Ok(()));
+        let other = format!("sha256:{}", "cd".repeat(32));
+        let e = check_payload(
+            payload(COSIGN_SIGNATURE_TYPE, "docker-manifest-digest", &other).as_bytes(),
+            &d,
+        )
+        .unwrap_err();
+        assert!(e.contains(&format!("is for {other}")), "{e}");
+        let e = check_payload(
+            payload(
+                "atomic container signature",
+                "docker-manifest-digest",
+                &d.to_string(),
+            )
+            .as_bytes(),
+            &d,
+        )
+        .unwrap_err();
+        assert!(e.contains("type is"), "{e}");
+        assert!(
+            check_payload(b"not json", &d)
+                .unwrap_err()
+                .contains("not JSON")
+        );
+    }
+}
