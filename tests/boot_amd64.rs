@@ -236,3 +236,64 @@ fn power_cut_mid_install_leaves_no_partition_table() {
         "last MiB not zeroed: the old backup GPT is there"
     );
 }
+
+/// Signed images only, at boot: the key inline on the kernel line (`oci.verify.key=b64:…`),
+/// the image signed by `ocidd push --sign-key` with a key openssl made.
+#[test]
+fn installs_a_signed_image_with_the_key_on_the_kernel_line() {
+    use base64::Engine;
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("running openssl");
+        assert!(out.status.success(), "openssl {args:?}");
+        out.stdout
+    };
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "k.key",
+    ]);
+    let der = openssl(&["ec", "-in", "k.key", "-pubout", "-outform", "DER"]);
+    let key = format!(
+        "b64:{}",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    );
+    let image = gpt_image(16 * MIB);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    let reference = format!("{}/disks/signed:v1", registry.host());
+    push_with(
+        &source,
+        &reference,
+        &["--sign-key", dir.path().join("k.key").to_str().unwrap()],
+    );
+    let disk = disk(dir.path(), 0);
+    let mut vm = Vm::boot(
+        "amd64",
+        &disk,
+        &append(&format!(
+            "oci.tag=10.0.2.2:{}/disks/signed:v1 oci.allow_no_tls oci.verify.key={key}",
+            registry.port
+        )),
+    );
+    vm.wait_exit(BOOT_LIMIT);
+    let console = vm.console();
+    assert!(
+        console.contains("ocidd: signature verified: ") && console.contains("inline key sha256:"),
+        "{console}"
+    );
+    assert!(console.contains("ocidd: installed 16.00 MiB"), "{console}");
+    let on_disk = read_prefix(&disk, image.len());
+    assert!(
+        on_disk[1024..] == image[1024..],
+        "the disk does not hold the image"
+    );
+}

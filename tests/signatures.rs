@@ -1,0 +1,527 @@
+//! Signed images only (`oci.verify.key=`): signatures made here with openssl, independently of
+//! ocidd's own signer, following cosign's byte layouts (legacy: simple-signing payload and
+//! annotation at `sha256-HEX.sig`; bundle: a DSSE envelope in an OCI 1.1 artifact found
+//! through the referrers tag, since docker-registry has no referrers API). Every refusal
+//! exits 4 before writing and leaves the target as it was.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::*;
+
+const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+const EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A P-256 key pair made by openssl: (private PEM, public PEM).
+fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let private = format!("{name}.key");
+    let public = format!("{name}.pub");
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &private,
+        ],
+    );
+    openssl(dir, &["ec", "-in", &private, "-pubout", "-out", &public]);
+    (dir.join(private), dir.join(public))
+}
+
+/// `b64:` and the DER of a public key, as the kernel line takes it.
+fn inline_key(dir: &Path, public: &Path) -> String {
+    let der = openssl(
+        dir,
+        &[
+            "pkey",
+            "-pubin",
+            "-in",
+            public.to_str().unwrap(),
+            "-outform",
+            "DER",
+        ],
+    );
+    format!("b64:{}", STANDARD.encode(der))
+}
+
+/// The base64 DER ECDSA/SHA-256 signature of `data` by `private`.
+fn sign(dir: &Path, private: &Path, data: &[u8]) -> String {
+    let input = dir.join("to-sign");
+    fs::write(&input, data).unwrap();
+    let der = openssl(
+        dir,
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            private.to_str().unwrap(),
+            "to-sign",
+        ],
+    );
+    STANDARD.encode(der)
+}
+
+fn simple_signing_payload(repo: &str, digest: &str) -> Vec<u8> {
+    format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"{repo}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    )
+    .into_bytes()
+}
+
+fn hex(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap()
+}
+
+struct Setup {
+    registry: Registry,
+    dir: tempfile::TempDir,
+    image: Vec<u8>,
+    repo: String,
+    manifest: String,
+    key: (PathBuf, PathBuf),
+    other: (PathBuf, PathBuf),
+}
+
+impl Setup {
+    fn new(repo: &str) -> Setup {
+        let registry = Registry::start();
+        let dir = tempfile::tempdir().unwrap();
+        let image = image_bytes(2 * MIB, 21);
+        let file = write_file(dir.path(), "disk.img", &image);
+        let (manifest, _) = push(&file, &format!("{}/{repo}:v1", registry.host()), "gzip");
+        let key = key_pair(dir.path(), "site");
+        let other = key_pair(dir.path(), "other");
+        Setup {
+            registry,
+            dir,
+            image,
+            repo: repo.to_string(),
+            manifest,
+            key,
+            other,
+        }
+    }
+
+    fn reference(&self) -> String {
+        format!("{}/{}:v1", self.registry.host(), self.repo)
+    }
+
+    /// A legacy signature manifest for `digest` with one layer per (payload, signature).
+    fn put_legacy(&self, digest: &str, layers: &[(Vec<u8>, String)]) {
+        let config = self.registry.put_blob(&self.repo, b"{}");
+        let layers: Vec<String> = layers
+            .iter()
+            .map(|(payload, signature)| {
+                let blob = self.registry.put_blob(&self.repo, payload);
+                format!(
+                    r#"{{"mediaType":"{SIMPLE_SIGNING}","digest":"{blob}","size":{},"annotations":{{"dev.cosignproject.cosign/signature":"{signature}"}}}}"#,
+                    payload.len()
+                )
+            })
+            .collect();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{}]}}"#,
+            layers.join(",")
+        );
+        self.registry.put_manifest(
+            &self.repo,
+            &format!("sha256-{}.sig", hex(digest)),
+            OCI_MANIFEST,
+            &manifest,
+        );
+    }
+
+    /// A legacy signature of `digest` by `key` (over a payload naming `named`).
+    fn sign_legacy(&self, digest: &str, named: &str, key: &Path) {
+        let payload = simple_signing_payload(&self.repo, named);
+        let signature = sign(self.dir.path(), key, &payload);
+        self.put_legacy(digest, &[(payload, signature)]);
+    }
+
+    /// A bundle signature of `digest` by `key`, over a statement naming `named`, attached
+    /// with the referrers tag.
+    fn sign_bundle(&self, digest: &str, named: &str, key: &Path) {
+        let statement = format!(
+            r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"name":"{}","digest":{{"sha256":"{}"}}}}],"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{{}}}}"#,
+            self.repo,
+            hex(named)
+        );
+        let payload_type = "application/vnd.in-toto+json";
+        let mut pae = format!(
+            "DSSEv1 {} {payload_type} {} ",
+            payload_type.len(),
+            statement.len()
+        )
+        .into_bytes();
+        pae.extend_from_slice(statement.as_bytes());
+        let signature = sign(self.dir.path(), key, &pae);
+        let bundle = format!(
+            r#"{{"mediaType":"{BUNDLE}","verificationMaterial":{{"publicKey":{{"hint":"site"}},"tlogEntries":[]}},"dsseEnvelope":{{"payload":"{}","payloadType":"{payload_type}","signatures":[{{"sig":"{signature}","keyid":""}}]}}}}"#,
+            STANDARD.encode(&statement)
+        );
+        let blob = self.registry.put_blob(&self.repo, bundle.as_bytes());
+        let empty = self.registry.put_blob(&self.repo, b"{}");
+        let artifact = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{BUNDLE}","config":{{"mediaType":"{EMPTY}","digest":"{empty}","size":2}},"layers":[{{"mediaType":"{BUNDLE}","digest":"{blob}","size":{}}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":1}}}}"#,
+            bundle.len()
+        );
+        let artifact_digest = sha256(artifact.as_bytes());
+        self.registry
+            .put_manifest(&self.repo, &artifact_digest, OCI_MANIFEST, &artifact);
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{artifact_digest}","size":{},"artifactType":"{BUNDLE}"}}]}}"#,
+            artifact.len()
+        );
+        self.registry.put_manifest(
+            &self.repo,
+            &format!("sha256-{}", hex(digest)),
+            OCI_INDEX,
+            &index,
+        );
+    }
+
+    fn key_word(&self) -> String {
+        format!("oci.verify.key={}", self.key.1.display())
+    }
+
+    /// Installs with `words` onto a fresh target holding 0x5A.
+    fn install(&self, words: &[&str]) -> (Run, PathBuf) {
+        let target = self.dir.path().join("target.img");
+        fs::write(&target, vec![0x5Au8; 4 * MIB]).unwrap();
+        (install_tag(&self.reference(), &target, words), target)
+    }
+
+    fn assert_refused(&self, words: &[&str], message: &str) {
+        let (run, target) = self.install(words);
+        run.assert_failed(4, message);
+        assert!(run.stderr.contains("nothing was written"), "{}", run.stderr);
+        assert_eq!(fs::read(&target).unwrap(), vec![0x5Au8; 4 * MIB]);
+    }
+
+    fn assert_installed(&self, words: &[&str], layout: &str) -> Run {
+        let (run, target) = self.install(words);
+        run.assert_installed();
+        assert!(
+            run.stderr.contains("ocidd: signature verified: ") && run.stderr.contains(layout),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            &fs::read(&target).unwrap()[..self.image.len()],
+            &self.image[..]
+        );
+        run
+    }
+}
+
+#[test]
+fn legacy_signatures() {
+    let s = Setup::new("signed/legacy");
+    let key = s.key_word();
+    s.assert_refused(&[&key], "unsigned");
+
+    s.sign_legacy(&s.manifest, &s.manifest, &s.other.0);
+    s.assert_refused(&[&key], "signed by another key");
+
+    let elsewhere = format!("sha256:{}", "cd".repeat(32));
+    s.sign_legacy(&s.manifest, &elsewhere, &s.key.0);
+    s.assert_refused(&[&key], &format!("the signature is for {elsewhere}"));
+
+    // The payload changed after signing (and uploaded under its new digest).
+    let signature = sign(
+        s.dir.path(),
+        &s.key.0,
+        &simple_signing_payload(&s.repo, &s.manifest),
+    );
+    let changed = simple_signing_payload("signed/other", &s.manifest);
+    s.put_legacy(&s.manifest, &[(changed, signature.clone())]);
+    s.assert_refused(&[&key], "the signed payload was changed");
+
+    s.put_legacy(
+        &s.manifest,
+        &[(
+            simple_signing_payload(&s.repo, &s.manifest),
+            "%%%".to_string(),
+        )],
+    );
+    s.assert_refused(&[&key], "malformed signature: not base64");
+
+    // Several signatures: one valid one is enough, inline key form too.
+    let good = simple_signing_payload(&s.repo, &s.manifest);
+    let good_signature = sign(s.dir.path(), &s.key.0, &good);
+    let other_signature = sign(s.dir.path(), &s.other.0, &good);
+    s.put_legacy(
+        &s.manifest,
+        &[(good.clone(), other_signature), (good, good_signature)],
+    );
+    s.assert_installed(&[&key], "legacy layout");
+    let value = inline_key(s.dir.path(), &s.key.1);
+    // b64: and the 124 characters of 91 bytes of DER: it fits a kernel command line.
+    assert_eq!(value.len(), 128, "{value}");
+    let inline = format!("oci.verify.key={value}");
+    s.assert_installed(&[&inline], "legacy layout");
+    // Any one of several keys.
+    let other_key = format!("oci.verify.key={}", s.other.1.display());
+    s.assert_installed(&[&other_key, &key], "legacy layout");
+    // Signed by the site's key alone: the other key alone is refused.
+    s.sign_legacy(&s.manifest, &s.manifest, &s.key.0);
+    s.assert_refused(&[&other_key], "signed by another key");
+}
+
+#[test]
+fn bundle_signatures() {
+    let s = Setup::new("signed/bundle");
+    let key = s.key_word();
+    s.sign_bundle(&s.manifest, &s.manifest, &s.other.0);
+    s.assert_refused(&[&key], "signed by another key");
+    let elsewhere = format!("sha256:{}", "cd".repeat(32));
+    s.sign_bundle(&s.manifest, &elsewhere, &s.key.0);
+    s.assert_refused(&[&key], &format!("the signature is for {elsewhere}"));
+    s.sign_bundle(&s.manifest, &s.manifest, &s.key.0);
+    s.assert_installed(&[&key], "bundle layout");
+}
+
+#[test]
+fn an_index_is_signed_at_the_index_or_at_the_platform_manifest() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(MIB, 22);
+    let file = write_file(dir.path(), "disk.img", &image);
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    let reference = format!("{}/signed/index:v1", registry.host());
+    let (platform_manifest, _) =
+        push_with(&file, &reference, &["--platform", &format!("linux/{arch}")]);
+    let index = registry
+        .client()
+        .get(format!("{}/v2/signed/index/manifests/v1", registry.url()))
+        .header("accept", OCI_INDEX)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let index_digest = sha256(&index);
+    let s = Setup {
+        registry,
+        dir,
+        image,
+        repo: "signed/index".to_string(),
+        manifest: index_digest.clone(),
+        key: (PathBuf::new(), PathBuf::new()),
+        other: (PathBuf::new(), PathBuf::new()),
+    };
+    let key = key_pair(s.dir.path(), "site");
+    let s = Setup { key, ..s };
+    let word = s.key_word();
+    s.assert_refused(&[&word], "unsigned");
+    // At the platform's manifest.
+    s.sign_legacy(&platform_manifest, &platform_manifest, &s.key.0);
+    s.assert_installed(&[&word], &platform_manifest);
+    // At the index (bundle layout), with the platform's signature gone.
+    let sig_tag = format!("sha256-{}.sig", hex(&platform_manifest));
+    let gone = s
+        .registry
+        .client()
+        .delete(format!(
+            "{}/v2/signed/index/manifests/{}",
+            s.registry.url(),
+            sha256(
+                &s.registry
+                    .client()
+                    .get(format!(
+                        "{}/v2/signed/index/manifests/{sig_tag}",
+                        s.registry.url()
+                    ))
+                    .header("accept", OCI_MANIFEST)
+                    .send()
+                    .unwrap()
+                    .bytes()
+                    .unwrap()
+            )
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(gone.status().as_u16(), 202);
+    s.assert_refused(&[&word], "unsigned");
+    s.sign_bundle(&index_digest, &index_digest, &s.key.0);
+    s.assert_installed(&[&word], &index_digest);
+}
+
+#[test]
+fn warn_installs_unsigned_images_loudly() {
+    let s = Setup::new("signed/warn");
+    let key = s.key_word();
+    let (run, target) = s.install(&[&key, "oci.verify=warn"]);
+    run.assert_installed();
+    assert!(
+        run.stderr.contains("ocidd: WARNING: no valid signature"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("WARNING: its signature did not verify"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(&fs::read(&target).unwrap()[..s.image.len()], &s.image[..]);
+    // Without a key nothing changes; a blob is pinned by its digest.
+    let (run, _) = s.install(&[]);
+    run.assert_installed();
+    assert!(!run.stderr.contains("signature"), "{}", run.stderr);
+    // A key file that is missing is the operator's mistake: exit 2.
+    let (run, _) = s.install(&["oci.verify.key=/nonexistent/cosign.pub"]);
+    run.assert_failed(2, "reading the verify key /nonexistent/cosign.pub");
+}
+
+#[test]
+fn push_sign_key_makes_signatures_openssl_and_ocidd_verify() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = key_pair(dir.path(), "push");
+    let image = image_bytes(MIB, 23);
+    let file = write_file(dir.path(), "disk.img", &image);
+    let reference = format!("{}/signed/pushed:v1", registry.host());
+    let run = Run::from(
+        ocidd()
+            .args(["push", "--plain-http", "--sign-key"])
+            .arg(&private)
+            .arg(&file)
+            .arg(&reference)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let manifest = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("manifest "))
+        .unwrap()
+        .to_string();
+    let tag = format!("sha256-{}.sig", hex(&manifest));
+    assert!(
+        run.stdout.contains(&format!("signature {tag}")),
+        "{}",
+        run.stdout
+    );
+
+    // Read the signature as cosign would, and check it with openssl.
+    let client = registry.client();
+    let sig_manifest: serde_json::Value = client
+        .get(format!(
+            "{}/v2/signed/pushed/manifests/{tag}",
+            registry.url()
+        ))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let layer = &sig_manifest["layers"][0];
+    assert_eq!(layer["mediaType"], SIMPLE_SIGNING);
+    let payload = client
+        .get(format!(
+            "{}/v2/signed/pushed/blobs/{}",
+            registry.url(),
+            layer["digest"].as_str().unwrap()
+        ))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let payload_json: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        payload_json["critical"]["image"]["docker-manifest-digest"],
+        manifest.as_str()
+    );
+    assert_eq!(
+        payload_json["critical"]["type"],
+        "cosign container image signature"
+    );
+    let signature = STANDARD
+        .decode(
+            layer["annotations"]["dev.cosignproject.cosign/signature"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    fs::write(dir.path().join("payload"), &payload).unwrap();
+    fs::write(dir.path().join("sig.der"), &signature).unwrap();
+    let verified = openssl(
+        dir.path(),
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            public.to_str().unwrap(),
+            "-signature",
+            "sig.der",
+            "payload",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&verified).contains("Verified OK"),
+        "{}",
+        String::from_utf8_lossy(&verified)
+    );
+
+    // Pushing again with another key keeps the first signature.
+    let (other, _) = key_pair(dir.path(), "second");
+    let run = Run::from(
+        ocidd()
+            .args(["push", "--plain-http", "--sign-key"])
+            .arg(&other)
+            .arg(&file)
+            .arg(&reference)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let target = write_file(dir.path(), "t.img", b"");
+    let key = format!("oci.verify.key={}", public.display());
+    let run = install_tag(&reference, &target, &[&key]);
+    run.assert_installed();
+    assert!(run.stderr.contains("signature verified"), "{}", run.stderr);
+
+    // A cosign-encrypted key is refused before anything is uploaded.
+    let encrypted = write_file(
+        dir.path(),
+        "cosign.key",
+        b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n",
+    );
+    let run = Run::from(
+        ocidd()
+            .args(["push", "--plain-http", "--sign-key"])
+            .arg(&encrypted)
+            .arg(&file)
+            .arg(format!("{}/signed/never:v1", registry.host()))
+            .output()
+            .unwrap(),
+    );
+    run.assert_failed(2, "is encrypted");
+}
