@@ -12,8 +12,9 @@
 //! 2. [`install`] plans: [`registry::client`] fetches the manifest (what a digest names
 //!    from the [`registry::mirror`]s first, then the registry), [`registry::manifest`] reads
 //!    it (an image index entry is chosen by [`reference::Platform::selects`]), and
-//!    [`registry::auth`] answers the challenges. A chunked image's index ([`chunks`]) comes
-//!    through [`registry::blob::read_small_blob`].
+//!    [`registry::auth`] answers the challenges. With `oci.verify.key=`, [`signature`] then
+//!    requires a cosign signature over what the tag named. A chunked image's index
+//!    ([`chunks`]) comes through [`registry::blob::read_small_blob`].
 //! 3. [`install::target`] opens the disk or file and refuses one in use or too small.
 //! 4. Every blob byte comes through [`registry::blob::BlobReader`], which resumes broken
 //!    downloads with Range requests. Then either
