@@ -82,8 +82,8 @@ enum Entry {
 pub struct Written {
     pub files: usize,
     pub bytes: u64,
-    /// Paths the default words name that the overlay does not carry: they must be in the main
-    /// initramfs, or the install will not find them.
+    /// Paths the default words name (CA, credentials, token, verify keys) that the overlay
+    /// does not carry: they must be in the main initramfs, or the install will not find them.
     pub missing: Vec<String>,
 }
 
@@ -188,19 +188,26 @@ fn check_defaults(data: &[u8], entries: &BTreeMap<String, Entry>) -> Result<Vec<
         .map_err(|e| anyhow!("{DEFAULTS_FILE}: {e:#}"))
         .classify(Failure::Usage)?;
     let params = &words.install;
-    let named = [
+    let mut named: Vec<String> = [
         params.registry.ca.as_ref(),
         params.registry.auth.as_ref(),
         params.report.token.as_ref(),
-    ];
+    ]
+    .into_iter()
+    .flatten()
+    .map(|path| path.display().to_string())
+    .collect();
+    named.extend(
+        params
+            .verify
+            .keys
+            .iter()
+            .filter(|key| !key.starts_with("b64:"))
+            .cloned(),
+    );
     Ok(named
         .into_iter()
-        .flatten()
-        .filter(|path| {
-            let name = path.to_string_lossy();
-            !entries.contains_key(name.trim_start_matches('/'))
-        })
-        .map(|path| path.display().to_string())
+        .filter(|path| !entries.contains_key(path.trim_start_matches('/')))
         .collect())
 }
 
@@ -274,7 +281,7 @@ mod tests {
         );
         fs::write(
             &words,
-            "oci.ca=/etc/ocidd/ca.pem oci.auth=/etc/ocidd/auth.json\n",
+            "oci.ca=/etc/ocidd/ca.pem oci.auth=/etc/ocidd/auth.json oci.verify.key=/etc/ocidd/k.pub\n",
         )
         .unwrap();
         fs::write(&ca, "PEM").unwrap();
@@ -291,7 +298,10 @@ mod tests {
         let (first, second) = (dir.path().join("a.img"), dir.path().join("b.img"));
         let written = write(&files, &first).unwrap();
         assert_eq!(written.files, 3);
-        assert_eq!(written.missing, ["/etc/ocidd/auth.json"]);
+        assert_eq!(
+            written.missing,
+            ["/etc/ocidd/auth.json", "/etc/ocidd/k.pub"]
+        );
         // Another time, and a day later: the same bytes.
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(86400);
         fs::File::options()
