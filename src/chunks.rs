@@ -7,6 +7,12 @@
 //! zeros. With it, install fetches ranges concurrently, decompresses chunks in parallel, writes
 //! each in place, and neither decompresses nor writes the zero chunks (the target is zeroed
 //! there by the device). Without it, install reads the stream in order.
+//!
+//! Version 2 of the index adds each chunk's SHA-256 (of its uncompressed bytes), which makes
+//! each chunk verifiable on its own: an install checks every chunk before writing it, and
+//! `dd.delta` reads the target, hashes it, and fetches only the chunks that differ. Version 1
+//! indexes (no `version` field, no digests) keep working; older ocidd reads version 2 as
+//! version 1, ignoring the digests.
 
 use anyhow::{Result, anyhow};
 use serde::{Deserialize, Serialize};
@@ -32,6 +38,43 @@ fn max_compressed_length(size: u64) -> u64 {
     size + size / 64 + (64 << 10)
 }
 
+/// The index version `ocidd push` writes.
+pub const INDEX_VERSION: u32 = 2;
+
+/// The SHA-256 of a chunk's uncompressed bytes, written `sha256:HEX` in the index.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ChunkDigest(pub [u8; 32]);
+
+impl ChunkDigest {
+    pub fn of(data: &[u8]) -> ChunkDigest {
+        use sha2::Digest as _;
+        ChunkDigest(sha2::Sha256::digest(data).into())
+    }
+}
+
+impl std::fmt::Debug for ChunkDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", hex::encode(self.0))
+    }
+}
+
+impl Serialize for ChunkDigest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{self:?}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let mut bytes = [0u8; 32];
+        text.strip_prefix("sha256:")
+            .and_then(|hex| hex::decode_to_slice(hex, &mut bytes).ok())
+            .ok_or_else(|| serde::de::Error::custom("a chunk digest is not sha256:<64 hex>"))?;
+        Ok(ChunkDigest(bytes))
+    }
+}
+
 /// Where one chunk of the image is in the blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {
@@ -44,12 +87,22 @@ pub struct Chunk {
     /// Whether it is all zeros.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub zero: bool,
+    /// The digest of its uncompressed bytes (version 2; none for a zero chunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<ChunkDigest>,
+}
+
+fn version_1() -> u32 {
+    1
 }
 
 /// The chunk index layer's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChunkIndex {
+    /// 1: where the chunks are; 2: and their digests.
+    #[serde(default = "version_1")]
+    pub version: u32,
     /// The digest of the image layer this index describes.
     pub blob: String,
     pub chunk_size: u64,
@@ -79,6 +132,24 @@ impl ChunkIndex {
         }
         if self.chunk_size == 0 || self.chunks.is_empty() {
             fail!(Failure::Verification, "the chunk index is empty");
+        }
+        if !(1..=INDEX_VERSION).contains(&self.version) {
+            fail!(
+                Failure::Verification,
+                "the chunk index is version {}, which this ocidd does not read (it reads 1 to {INDEX_VERSION})",
+                self.version
+            );
+        }
+        if self.has_digests()
+            && let Some(i) = self
+                .chunks
+                .iter()
+                .position(|c| !c.zero && c.digest.is_none())
+        {
+            fail!(
+                Failure::Verification,
+                "the chunk index (version 2) has no digest for chunk {i}"
+            );
         }
         if self.chunk_size > MAX_CHUNK_SIZE {
             fail!(
@@ -115,6 +186,11 @@ impl ChunkIndex {
         Ok(())
     }
 
+    /// Whether every (non-zero) chunk has its digest: version 2.
+    pub fn has_digests(&self) -> bool {
+        self.version >= 2
+    }
+
     /// Where chunk `i` goes on the target.
     pub fn image_offset(&self, i: usize) -> u64 {
         i as u64 * self.chunk_size
@@ -139,6 +215,7 @@ mod tests {
 
     fn index(chunks: Vec<Chunk>, image_size: u64) -> ChunkIndex {
         ChunkIndex {
+            version: 1,
             blob: digest().to_string(),
             chunk_size: 100,
             image_size,
@@ -152,7 +229,41 @@ mod tests {
             length,
             size,
             zero: false,
+            digest: None,
         }
+    }
+
+    #[test]
+    fn version_2_carries_chunk_digests() {
+        let mut v2 = index(vec![chunk(0, 10, 100), chunk(10, 5, 30)], 130);
+        v2.version = 2;
+        v2.chunks[0].digest = Some(ChunkDigest::of(b"a"));
+        v2.chunks[1].digest = Some(ChunkDigest::of(b"b"));
+        let json = serde_json::to_string(&v2).unwrap();
+        assert!(json.contains(r#""version":2"#), "{json}");
+        assert!(
+            json.contains(r#""digest":"sha256:ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb""#),
+            "{json}"
+        );
+        let parsed = ChunkIndex::parse(json.as_bytes(), &digest(), 15).unwrap();
+        assert_eq!(parsed, v2);
+        assert!(parsed.has_digests());
+        // A version 1 index (no version field) reads as before.
+        let v1 = r#"{"blob":"BLOB","chunkSize":100,"imageSize":100,"chunks":[{"offset":0,"length":10,"size":100}]}"#
+            .replace("BLOB", &digest().to_string());
+        let parsed = ChunkIndex::parse(v1.as_bytes(), &digest(), 10).unwrap();
+        assert_eq!(parsed.version, 1);
+        assert!(!parsed.has_digests());
+        // Version 2 without a digest, a later version, a bad digest: refused.
+        v2.chunks[1].digest = None;
+        let e = ChunkIndex::parse(&serde_json::to_vec(&v2).unwrap(), &digest(), 15).unwrap_err();
+        assert!(format!("{e}").contains("no digest for chunk 1"), "{e}");
+        v2.chunks[1].digest = Some(ChunkDigest::of(b"b"));
+        v2.version = 3;
+        let e = ChunkIndex::parse(&serde_json::to_vec(&v2).unwrap(), &digest(), 15).unwrap_err();
+        assert!(format!("{e}").contains("version 3"), "{e}");
+        let bad = json.replace("sha256:ca97", "sha256:zz97");
+        assert!(ChunkIndex::parse(bad.as_bytes(), &digest(), 15).is_err());
     }
 
     #[test]

@@ -103,6 +103,8 @@ pub struct Params {
     pub report: ReportOptions,
     /// Signatures required.
     pub verify: VerifyOptions,
+    /// Fetch and write only the chunks the target does not hold already (`dd.delta`).
+    pub delta: bool,
 }
 
 /// What only `/init` reads from the command line.
@@ -302,6 +304,7 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
                 set_once(&mut blob, v, raw_name)?;
             }
             "oci.allow_no_tls" => params.registry.allow_no_tls = parse_flag(raw_name, value)?,
+            "dd.delta" => params.delta = parse_flag(raw_name, value)?,
             "oci.ca" => set_once(&mut params.registry.ca, value_of("PATH")?.into(), raw_name)?,
             "oci.auth" => set_once(
                 &mut params.registry.auth,

@@ -33,7 +33,7 @@ use ocidd::{out, say};
         With no subcommand, the arguments are read as kernel command-line words, so that \
         `ocidd $(cat /proc/cmdline)` works: oci.tag=REF | oci.blob=REF@DIGEST, dd.of=DISK, \
         dd.match=NAME=VALUE (repeatable), dd.hints=b64:JSON, dd.pick=smallest|largest, \
-        dd.bs=SIZE, oci.allow_no_tls, wait, oci.ca=PATH, oci.auth=PATH, oci.platform=OS/ARCH, \
+        dd.bs=SIZE, dd.delta, oci.allow_no_tls, wait, oci.ca=PATH, oci.auth=PATH, oci.platform=OS/ARCH, \
         oci.keep_on_error, oci.retries=N, oci.stall_timeout=SECONDS, oci.mirror=HOST[/PREFIX] \
         (repeatable), oci.mirror_resolve, oci.proxy=URL, oci.no_proxy=LIST, ocidd.report=URL \
         (repeatable), ocidd.report_interval=SECONDS, ocidd.report_token=PATH, oci.verify.key=PATH|b64:KEY \
@@ -166,6 +166,10 @@ struct InstallArgs {
     /// file, or b64:DER (oci.verify.key); repeatable, any one may sign
     #[arg(long = "verify-key", value_name = "PATH|b64:KEY", value_parser = parse_verify_key)]
     verify_keys: Vec<String>,
+    /// Fetch and write only the chunks the target does not hold already; a chunked image
+    /// pushed by this ocidd (dd.delta)
+    #[arg(long)]
+    delta: bool,
     /// warn: install an image whose signature does not verify, saying so (oci.verify)
     #[arg(long, value_name = "MODE", requires = "verify_keys")]
     verify: Option<VerifyMode>,
@@ -302,6 +306,7 @@ impl InstallArgs {
                 token: self.report_token,
                 json_lines: self.json,
             },
+            delta: self.delta,
             verify: VerifyOptions {
                 keys: self.verify_keys,
                 warn_only: matches!(self.verify, Some(VerifyMode::Warn)),

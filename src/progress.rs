@@ -17,6 +17,23 @@ pub struct Progress {
     /// The compressed size to fetch; 0 when unknown.
     total: AtomicU64,
     started: Instant,
+    /// What `dd.delta` found on the target, once its read pass is done.
+    delta: Mutex<Option<DeltaCounts>>,
+}
+
+/// What `dd.delta` does with the image's chunks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeltaCounts {
+    /// Chunks in the image.
+    pub total: u64,
+    /// Chunks the target held already: neither fetched nor written.
+    pub reused: u64,
+    /// Their bytes.
+    pub reused_bytes: u64,
+    /// Chunks fetched and written.
+    pub fetched: u64,
+    /// Zero chunks zeroed on the target (it held something else there).
+    pub zeroed: u64,
 }
 
 impl Default for Progress {
@@ -26,6 +43,7 @@ impl Default for Progress {
             written: AtomicU64::new(0),
             total: AtomicU64::new(0),
             started: Instant::now(),
+            delta: Mutex::new(None),
         }
     }
 }
@@ -46,6 +64,15 @@ impl Progress {
 
     pub fn set_total(&self, total: Option<u64>) {
         self.total.store(total.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn set_delta(&self, counts: DeltaCounts) {
+        *self.delta.lock().unwrap_or_else(|p| p.into_inner()) = Some(counts);
+    }
+
+    /// What `dd.delta` found, if it ran.
+    pub fn delta(&self) -> Option<DeltaCounts> {
+        *self.delta.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn fetched_bytes(&self) -> u64 {

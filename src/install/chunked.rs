@@ -18,15 +18,16 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use indicatif::HumanBytes;
 
-use crate::chunks::{Chunk, ChunkIndex, is_zero};
+use crate::chunks::{Chunk, ChunkDigest, ChunkIndex, is_zero};
 use crate::compression::Compression;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Classify, Failure, classified};
 use crate::install::decompress::MemberInflater;
 use crate::install::target::Target;
 use crate::install::writer::{AlignedBuffer, BlockFailure, BlockWriter, Held, WriteFailure};
-use crate::progress::Progress;
+use crate::progress::{DeltaCounts, Progress};
 use crate::registry::Registry;
 use crate::registry::blob::BlobReader;
 use crate::say;
@@ -61,13 +62,21 @@ struct Group {
     end: u64,
 }
 
-/// Consecutive chunks, up to [`GROUP_BYTES`] of them (or one larger chunk) per group.
-fn groups(index: &ChunkIndex) -> Vec<Group> {
+/// Consecutive chunks, up to [`GROUP_BYTES`] of them (or one larger chunk) per group: all of
+/// them, or (`dd.delta`) only the chunks `wanted` says, a group never spanning one that is not.
+fn groups(index: &ChunkIndex, wanted: Option<&[bool]>) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     for (i, chunk) in index.chunks.iter().enumerate() {
+        if wanted.is_some_and(|wanted| !wanted[i]) {
+            continue;
+        }
         let end = chunk.offset + chunk.length;
         match groups.last_mut() {
-            Some(group) if end - group.start <= GROUP_BYTES => {
+            Some(group)
+                if group.chunks.end == i
+                    && group.end == chunk.offset
+                    && end - group.start <= GROUP_BYTES =>
+            {
                 group.chunks.end = i + 1;
                 group.end = end;
             }
@@ -79,6 +88,20 @@ fn groups(index: &ChunkIndex) -> Vec<Group> {
         }
     }
     groups
+}
+
+/// The range requests: up to [`SPAN`] groups each, back to back in the blob.
+fn spans(groups: &[Group]) -> Vec<Range<usize>> {
+    let mut spans: Vec<Range<usize>> = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        match spans.last_mut() {
+            Some(span) if span.len() < SPAN && groups[span.end - 1].end == group.start => {
+                span.end = g + 1;
+            }
+            _ => spans.push(g..g + 1),
+        }
+    }
+    spans
 }
 
 /// The buffers fetched ranges go into: a fixed number, each big enough for the largest
@@ -304,18 +327,45 @@ impl Shared<'_> {
     }
 }
 
+/// What a chunked install did.
+#[derive(Debug)]
+pub struct Installed {
+    pub image_size: u64,
+    /// The whole blob was fetched and matched its digest (else each chunk fetched matched its
+    /// digest in the index, and the others were on the target already).
+    pub whole_blob: bool,
+}
+
 /// Installs the chunked image onto `target`, which already has the image's length if it is a
-/// file that grows (chunks land anywhere, zero chunks nowhere). Calls `on_verified` once the blob
-/// matched its digest, before the held-back first MiB is written. Returns the image size.
+/// file that grows (chunks land anywhere, zero chunks nowhere). With `delta`, chunks the
+/// target holds already are neither fetched nor written (see [`read_pass`]). Calls
+/// `on_verified` with what was verified once everything was, before the held-back first MiB
+/// is written.
 pub fn install(
     source: &ChunkedSource,
     target: &Target,
     block_size: usize,
     progress: &Arc<Progress>,
-    on_verified: &dyn Fn(),
-) -> Result<u64, WriteFailure> {
+    delta: bool,
+    on_verified: &dyn Fn(&str),
+) -> Result<Installed, WriteFailure> {
     let index = source.index;
-    let groups = groups(index);
+    let wanted = match delta {
+        true if index.has_digests() => Some(read_pass(index, target, progress)),
+        true => {
+            say!(
+                "ocidd: dd.delta: the chunk index has no chunk digests (an image pushed by an older ocidd), so the whole image is installed"
+            );
+            None
+        }
+        false => None,
+    };
+    let groups = groups(index, wanted.as_deref());
+    let spans = spans(&groups);
+    let whole_blob = wanted.as_ref().is_none_or(|w| w.iter().all(|&x| x));
+    if wanted.is_some() {
+        progress.set_total(Some(groups.iter().map(|g| g.end - g.start).sum()));
+    }
     let shared = Shared {
         source,
         target,
@@ -350,23 +400,40 @@ pub fn install(
     // decompresses.
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     let workers = (cores + 1).min(MAX_WORKERS);
+    // dd.delta: the zero chunks the target does not hold as zeros yet are zeroed; none is
+    // fetched.
+    if let Some(wanted) = &wanted {
+        for (i, chunk) in index.chunks.iter().enumerate() {
+            if chunk.zero
+                && wanted[i]
+                && let Err(error) = shared.zero(index.image_offset(i), chunk.size)
+            {
+                let written = Some(shared.done.load(Ordering::Relaxed));
+                return Err(WriteFailure { error, written });
+            }
+        }
+    }
     let next_span = AtomicUsize::new(0);
     let probe = RangeProbe::new();
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(workers * 2);
     let job_rx = Mutex::new(job_rx);
     let verified = thread::scope(|scope| {
         let (fetched_tx, fetched_rx) = mpsc::channel::<(usize, Vec<u8>)>();
-        for i in 0..FETCHERS.min(groups.len()) {
+        for i in 0..FETCHERS.min(spans.len()) {
             let fetched_tx = fetched_tx.clone();
-            let (shared, groups, next_span, probe) = (&shared, &groups, &next_span, &probe);
-            scope.spawn(move || fetcher(shared, groups, next_span, probe, i == 0, fetched_tx));
+            let (shared, groups, spans, next_span, probe) =
+                (&shared, &groups, &spans, &next_span, &probe);
+            let first = i == 0;
+            scope.spawn(move || {
+                fetcher(shared, groups, spans, next_span, probe, first, fetched_tx);
+            });
         }
         drop(fetched_tx);
         for _ in 0..workers {
             let (shared, job_rx) = (&shared, &job_rx);
             scope.spawn(move || worker(shared, job_rx));
         }
-        let verified = sequence(&shared, &groups, fetched_rx, job_tx);
+        let verified = sequence(&shared, &groups, whole_blob, fetched_rx, job_tx);
         // Wake anything waiting for a buffer.
         if verified.is_err() {
             shared.stop.store(true, Ordering::Relaxed);
@@ -396,7 +463,14 @@ pub fn install(
     if let Err(error) = outcome {
         return Err(WriteFailure { error, written });
     }
-    on_verified();
+    on_verified(&if whole_blob {
+        format!("blob {} verified", source.digest)
+    } else {
+        format!(
+            "the chunks fetched verified against the chunk index of blob {}",
+            source.digest
+        )
+    });
     // A target file that grows was given the image's length before the install began.
     shared
         .held
@@ -407,14 +481,100 @@ pub fn install(
             error,
             written: Some(index.image_size),
         })?;
-    Ok(index.image_size)
+    Ok(Installed {
+        image_size: index.image_size,
+        whole_blob,
+    })
 }
 
-/// Takes the fetched groups in order, hashes them, and dispatches their chunks. Returns
-/// whether the whole blob matched its digest.
+/// `dd.delta`'s read pass: reads each chunk's range from the target, on several threads, and
+/// says which chunks must be fetched (or, for zero chunks, zeroed): those whose bytes there do
+/// not hash to their digest, and always those in the image's held-back first and last MiB,
+/// which are written last whatever the target holds.
+fn read_pass(index: &ChunkIndex, target: &Target, progress: &Progress) -> Vec<bool> {
+    let held = Held::new(Some(index.image_size));
+    let next = AtomicUsize::new(0);
+    let wanted: Vec<AtomicBool> = index.chunks.iter().map(|_| AtomicBool::new(true)).collect();
+    let read_error = Mutex::new(None);
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    thread::scope(|scope| {
+        for _ in 0..(cores + 1).min(MAX_WORKERS) {
+            scope.spawn(|| {
+                let mut buffer = vec![0u8; index.chunk_size as usize];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(chunk) = index.chunks.get(i) else {
+                        return;
+                    };
+                    let offset = index.image_offset(i);
+                    let range = offset..offset + chunk.size;
+                    if held.unheld(range.clone()) != range {
+                        continue;
+                    }
+                    let data = &mut buffer[..chunk.size as usize];
+                    let holds = match target.read_at(data, offset) {
+                        Ok(n) if n == data.len() => match chunk.digest {
+                            _ if chunk.zero => is_zero(data),
+                            Some(digest) => ChunkDigest::of(data) == digest,
+                            None => false,
+                        },
+                        Ok(_) => false,
+                        Err(e) => {
+                            read_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(format!("at byte {offset}: {e}"));
+                            false
+                        }
+                    };
+                    wanted[i].store(!holds, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    if let Some(error) = read_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        say!(
+            "ocidd: dd.delta: reading the target failed ({error}); what could not be read is fetched"
+        );
+    }
+    let wanted: Vec<bool> = wanted.into_iter().map(AtomicBool::into_inner).collect();
+    let mut counts = DeltaCounts {
+        total: index.chunks.len() as u64,
+        ..DeltaCounts::default()
+    };
+    let mut fetch_bytes = 0;
+    for (chunk, &want) in index.chunks.iter().zip(&wanted) {
+        match (want, chunk.zero) {
+            (false, _) => {
+                counts.reused += 1;
+                counts.reused_bytes += chunk.size;
+            }
+            (true, true) => counts.zeroed += 1,
+            (true, false) => {
+                counts.fetched += 1;
+                fetch_bytes += chunk.length;
+            }
+        }
+    }
+    progress.set_delta(counts);
+    say!(
+        "ocidd: dd.delta: the target holds {} of {} chunks ({}) already; fetching {} ({} of the blob), zeroing {}",
+        counts.reused,
+        counts.total,
+        HumanBytes(counts.reused_bytes),
+        counts.fetched,
+        HumanBytes(fetch_bytes),
+        counts.zeroed
+    );
+    wanted
+}
+
+/// Takes the fetched groups in order, hashes them (when they are the whole blob), and
+/// dispatches their chunks. Returns whether the whole blob matched its digest.
 fn sequence(
     shared: &Shared,
     groups: &[Group],
+    whole_blob: bool,
     fetched: mpsc::Receiver<(usize, Vec<u8>)>,
     jobs: mpsc::SyncSender<Job>,
 ) -> Result<()> {
@@ -472,13 +632,18 @@ fn sequence(
         // The digest runs over the blob in order.
         waiting.insert(g, data);
         while let Some(data) = waiting.remove(&next) {
-            hasher.update(&data);
+            if whole_blob {
+                hasher.update(&data);
+            }
             drop(data);
             shared.group_done(next);
             next += 1;
         }
     }
     drop(jobs);
+    if !whole_blob {
+        return Ok(());
+    }
     source.digest.check(&hasher.finish(), "blob")
 }
 
@@ -593,6 +758,7 @@ impl RangeProbe {
 fn fetcher(
     shared: &Shared,
     groups: &[Group],
+    spans: &[Range<usize>],
     next_span: &AtomicUsize,
     probe: &RangeProbe,
     first: bool,
@@ -603,11 +769,10 @@ fn fetcher(
         return;
     }
     loop {
-        let first_group = next_span.fetch_add(SPAN, Ordering::SeqCst);
-        if first_group >= groups.len() {
+        let span = next_span.fetch_add(1, Ordering::SeqCst);
+        let Some(owned) = spans.get(span).cloned() else {
             return;
-        }
-        let owned = first_group..(first_group + SPAN).min(groups.len());
+        };
         let range = groups[owned.start].start..groups[owned.end - 1].end;
         let mut reader = BlobReader::range(source.registry, source.digest, range, source.blob_size)
             .counting(Arc::clone(shared.progress))
@@ -623,10 +788,10 @@ fn fetcher(
         let mut also_owned = groups.len()..groups.len();
         let mut last = owned.end;
         if probe.learn(reader.range_ignored()) {
-            let rest = next_span
-                .swap(groups.len(), Ordering::SeqCst)
-                .min(groups.len());
-            also_owned = rest..groups.len();
+            let rest = next_span.swap(spans.len(), Ordering::SeqCst);
+            if let Some(rest) = spans.get(rest) {
+                also_owned = rest.start..groups.len();
+            }
             last = groups.len();
             reader.read_to_blob_end();
             say!(
@@ -643,6 +808,16 @@ fn fetcher(
             } else {
                 Vec::new()
             };
+            // Streaming the whole blob: the bytes between wanted groups are read past.
+            let gap = group.start.saturating_sub(reader.position());
+            if gap > 0
+                && let Err(e) = io::copy(&mut (&mut reader).take(gap), &mut io::sink())
+            {
+                if !shared.stop.load(Ordering::Relaxed) {
+                    shared.fail(anyhow::Error::from(e).context("fetching the blob"));
+                }
+                return;
+            }
             match read_group(&mut reader, group, buffer, mine) {
                 Ok(data) if mine => {
                     if fetched.send((g, data)).is_err() {
@@ -718,6 +893,12 @@ fn worker(shared: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>) {
                 &mut inflater,
                 zstd.as_mut(),
             ) {
+                Ok(()) if chunk.digest.is_some_and(|d| d != ChunkDigest::of(&output)) => {
+                    shared.corrupt(classified(
+                        Failure::Verification,
+                        anyhow!("chunk {i} does not match its digest in the chunk index"),
+                    ));
+                }
                 Ok(()) => {
                     if let Err(e) = shared.write(index.image_offset(i), &output) {
                         shared.fail(e);
@@ -793,12 +974,14 @@ mod tests {
                     length,
                     size: 100,
                     zero: false,
+                    digest: None,
                 };
                 offset += length;
                 chunk
             })
             .collect::<Vec<_>>();
         ChunkIndex {
+            version: 1,
             blob: String::new(),
             chunk_size: 100,
             image_size: 100 * lengths.len() as u64,
@@ -810,7 +993,7 @@ mod tests {
     fn groups_cover_the_blob_in_order() {
         let mib = 1 << 20;
         let index = index(&[5 * mib, mib, 2 * mib, mib, 3 * mib, 1]);
-        let groups = groups(&index);
+        let groups = groups(&index, None);
         let spans: Vec<(Range<usize>, u64, u64)> = groups
             .iter()
             .map(|g| (g.chunks.clone(), g.start, g.end))
@@ -823,6 +1006,36 @@ mod tests {
                 (4..6, 9 * mib, 12 * mib + 1)
             ]
         );
+    }
+
+    #[test]
+    fn delta_groups_skip_what_is_not_wanted_and_spans_stay_contiguous() {
+        let mib = 1 << 20;
+        let index = index(&[mib, mib, mib, mib, mib, mib, mib, mib, mib, mib]);
+        let wanted = [true, true, false, true, true, true, true, true, true, false];
+        let groups = groups(&index, Some(&wanted));
+        let found: Vec<(Range<usize>, u64, u64)> = groups
+            .iter()
+            .map(|g| (g.chunks.clone(), g.start, g.end))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (0..2, 0, 2 * mib),
+                (3..7, 3 * mib, 7 * mib),
+                (7..9, 7 * mib, 9 * mib)
+            ]
+        );
+        // The gap after group 0 starts a new span; groups 1 and 2 are back to back.
+        assert_eq!(spans(&groups), [0..1, 1..3]);
+        let many: Vec<Group> = (0..9u64)
+            .map(|i| Group {
+                chunks: i as usize..i as usize + 1,
+                start: i * mib,
+                end: (i + 1) * mib,
+            })
+            .collect();
+        assert_eq!(spans(&many), [0..4, 4..8, 8..9]);
     }
 
     #[test]
@@ -860,6 +1073,7 @@ mod tests {
             length: zeros.len() as u64,
             size: 4096,
             zero: true,
+            digest: None,
         };
         let mut trailers = ZeroTrailers::default();
         assert!(trailers.check(Compression::Gzip, &zeros, &chunk, 0).is_ok());
@@ -886,6 +1100,7 @@ mod tests {
             length: member.len() as u64,
             size,
             zero: false,
+            digest: None,
         };
         let mut output = AlignedBuffer::with_capacity(8192);
         let mut inflater = MemberInflater::new();

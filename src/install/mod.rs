@@ -24,7 +24,7 @@ use crate::compression::Compression;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Classify, Failure, classified, failure_of};
 use crate::fail;
-use crate::progress::{Display, Progress, Reporter};
+use crate::progress::{DeltaCounts, Display, Progress, Reporter};
 use crate::reference::Platform;
 use crate::registry::Registry;
 use crate::registry::blob::{BlobReader, read_small_blob};
@@ -52,6 +52,11 @@ pub struct Summary {
     pub json_lines: bool,
     /// Installed without the signature required, as `oci.verify=warn` allows: why.
     pub unverified: Option<String>,
+    /// The whole blob was fetched and matched its digest; else (`dd.delta`) each chunk
+    /// fetched matched its digest in the chunk index.
+    pub whole_blob: bool,
+    /// What `dd.delta` reused, fetched and zeroed.
+    pub delta: Option<DeltaCounts>,
 }
 
 /// Installs the image the parameters name, asking for what is missing. Progress is a bar on
@@ -217,13 +222,13 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
     );
     // The data paths call this once the blob matched its digest, before they write the
     // held-back first and last MiB.
-    let verified = || {
+    let verified = |what: &str| {
         report.succeed(
             Phase::Write,
             "written but for the first and last MiB".to_string(),
         );
-        report.start(Phase::Verify, "checking the blob's digest".to_string());
-        report.succeed(Phase::Verify, format!("blob {} verified", plan.digest));
+        report.start(Phase::Verify, "checking the digests".to_string());
+        report.succeed(Phase::Verify, what.to_string());
         report.start(
             Phase::Finalize,
             "writing the first and last MiB and syncing".to_string(),
@@ -240,12 +245,20 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
             };
             install_chunked(&source, &target, options, &progress, display, &verified)
         }
-        _ => install_sequential(
-            &registry, &plan, &target, options, &progress, display, &verified,
-        ),
+        _ => {
+            if options.delta {
+                say!(
+                    "ocidd: dd.delta needs an image pushed in chunks (ocidd push); installing the whole image"
+                );
+            }
+            install_sequential(
+                &registry, &plan, &target, options, &progress, display, &verified,
+            )
+            .map(|bytes| (bytes, true))
+        }
     };
     match result {
-        Ok(bytes) => {
+        Ok((bytes, whole_blob)) => {
             if let Err(e) = target.reread_partitions() {
                 say!("ocidd: note: {e:#}");
             }
@@ -254,6 +267,8 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
                 bytes,
                 seconds: progress.elapsed().as_secs_f64(),
                 digest: plan.digest,
+                whole_blob,
+                delta: progress.delta(),
                 json_lines: false,
                 unverified: match plan.signature {
                     Some(Outcome::Unverified(why)) => Some(why),
@@ -283,14 +298,21 @@ fn install_chunked(
     options: &InstallOptions,
     progress: &Arc<Progress>,
     display: Display,
-    verified: &dyn Fn(),
-) -> Result<u64, WriteFailure> {
+    verified: &dyn Fn(&str),
+) -> Result<(u64, bool), WriteFailure> {
     grow_target(target, source.index.image_size)?;
     progress.set_total(Some(source.blob_size));
     let reporter = Reporter::start(Arc::clone(progress), display);
-    let result = chunked::install(source, target, options.block_size, progress, verified);
+    let result = chunked::install(
+        source,
+        target,
+        options.block_size,
+        progress,
+        options.delta,
+        verified,
+    );
     reporter.finish();
-    result
+    result.map(|installed| (installed.image_size, installed.whole_blob))
 }
 
 /// The image as one stream.
@@ -301,7 +323,7 @@ fn install_sequential(
     options: &InstallOptions,
     progress: &Arc<Progress>,
     display: Display,
-    verified: &dyn Fn(),
+    verified: &dyn Fn(&str),
 ) -> Result<u64, WriteFailure> {
     let mut blob =
         BlobReader::whole(registry, &plan.digest, plan.blob_size).counting(Arc::clone(progress));
@@ -334,7 +356,7 @@ fn install_sequential(
     let mut writer = ImageWriter::new(target, options.block_size, Arc::clone(progress));
     let result = match stream::install(blob, head, compression, image_size, &mut writer) {
         Ok(()) => {
-            verified();
+            verified(&format!("blob {} verified", plan.digest));
             let written = writer.written();
             writer.finish().map_err(|error| WriteFailure {
                 error,
@@ -390,14 +412,31 @@ fn summary_line(summary: &Summary) -> String {
     } else {
         ""
     };
+    let delta = summary.delta.map_or(String::new(), |d| {
+        format!(
+            "; dd.delta reused {} of {} chunks ({}), fetched {}, zeroed {}",
+            d.reused,
+            d.total,
+            HumanBytes(d.reused_bytes),
+            d.fetched,
+            d.zeroed
+        )
+    });
+    let verified = if summary.whole_blob {
+        format!("blob {} verified", summary.digest)
+    } else {
+        format!(
+            "each chunk fetched verified against the chunk index of blob {}",
+            summary.digest
+        )
+    };
     format!(
-        "installed {} ({} bytes) onto {} in {:.1} s ({}/s); blob {} verified{unsigned}",
+        "installed {} ({} bytes) onto {} in {:.1} s ({}/s){delta}; {verified}{unsigned}",
         HumanBytes(summary.bytes),
         summary.bytes,
         summary.target,
         summary.seconds,
         HumanBytes(rate as u64),
-        summary.digest
     )
 }
 

@@ -27,6 +27,8 @@ pub struct InstallOptions {
     pub wait: bool,
     pub keep_on_error: bool,
     pub verify: VerifyOptions,
+    /// `dd.delta`: fetch and write only the chunks the target does not hold.
+    pub delta: bool,
 }
 
 /// Fills in what `params` lacks by asking on the terminal; without a terminal, names what is
@@ -88,6 +90,7 @@ pub fn complete(params: Params) -> Result<InstallOptions> {
         wait: params.wait,
         keep_on_error: params.keep_on_error,
         verify: params.verify,
+        delta: params.delta,
     })
 }
 

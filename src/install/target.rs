@@ -306,6 +306,21 @@ impl Target {
         Ok(())
     }
 
+    /// Reads what the target holds at `offset` into `buf`: as much as there is (a file may end
+    /// sooner). Returns how much was read.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
     /// Writes `data` at `offset`: directly when the buffer, the offset and the length are
     /// aligned for it, else through the page cache.
     pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {

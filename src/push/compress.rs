@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use oci_client::errors::OciDistributionError;
 use tokio::sync::mpsc;
 
-use crate::chunks::{Chunk, is_zero};
+use crate::chunks::{Chunk, ChunkDigest, is_zero};
 use crate::compression::Compression;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Classified, Classify, Failure};
@@ -149,7 +149,9 @@ fn compress_chunks(
     let workers = thread::available_parallelism().map_or(1, |n| n.get());
     let (work_tx, work_rx) = sync_channel::<(usize, Vec<u8>)>(workers);
     let work_rx = Mutex::new(work_rx);
-    let (done_tx, done_rx) = sync_channel::<(usize, u64, bool, io::Result<Vec<u8>>)>(workers);
+    // Per chunk: its number, size, digest (none when all zeros), compressed bytes.
+    type Done = (usize, u64, Option<ChunkDigest>, io::Result<Vec<u8>>);
+    let (done_tx, done_rx) = sync_channel::<Done>(workers);
     thread::scope(|scope| {
         for _ in 0..workers {
             let done_tx = done_tx.clone();
@@ -158,10 +160,10 @@ fn compress_chunks(
                 loop {
                     let job = work_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok((i, data))) = job else { break };
-                    let zero = is_zero(&data);
+                    let digest = (!is_zero(&data)).then(|| ChunkDigest::of(&data));
                     let compressed = compress_chunk(compression, level, &data);
                     if done_tx
-                        .send((i, data.len() as u64, zero, compressed))
+                        .send((i, data.len() as u64, digest, compressed))
                         .is_err()
                     {
                         break;
@@ -198,16 +200,17 @@ fn compress_chunks(
         let mut chunks = Vec::new();
         let mut offset = 0u64;
         let collected = (|| -> Result<()> {
-            for (i, size, zero, compressed) in done_rx.iter() {
-                waiting.insert(i, (size, zero, compressed));
-                while let Some((size, zero, compressed)) = waiting.remove(&chunks.len()) {
+            for (i, size, digest, compressed) in done_rx.iter() {
+                waiting.insert(i, (size, digest, compressed));
+                while let Some((size, digest, compressed)) = waiting.remove(&chunks.len()) {
                     let compressed = compressed.classify(Failure::Usage)?;
                     output.write_all(&compressed).classify(Failure::Registry)?;
                     chunks.push(Chunk {
                         offset,
                         length: compressed.len() as u64,
                         size,
-                        zero,
+                        zero: digest.is_none(),
+                        digest,
                     });
                     offset += compressed.len() as u64;
                 }

@@ -239,6 +239,7 @@ async fn upload_chunk_index(
     chunks: Vec<Chunk>,
 ) -> Result<Uploaded> {
     let index = ChunkIndex {
+        version: crate::chunks::INDEX_VERSION,
         blob: layer.digest.clone(),
         chunk_size: options
             .chunk_size

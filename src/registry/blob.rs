@@ -133,6 +133,11 @@ impl<'a> BlobReader<'a> {
         Ok(())
     }
 
+    /// Where the next byte read is in the blob.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
     /// Whether the last connection asked for a range and the whole blob came instead.
     pub fn range_ignored(&self) -> bool {
         self.range_ignored

@@ -62,6 +62,10 @@ pub struct Event {
     pub bytes_written: u64,
     /// The compressed bytes to fetch, when known.
     pub bytes_total: Option<u64>,
+    /// With `dd.delta`: chunks in the image, reused from the target (and their bytes),
+    /// fetched, zeroed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<crate::progress::DeltaCounts>,
 }
 
 /// Which machine this is: what the firmware says (DMI) and its network interfaces' MACs.
@@ -188,6 +192,7 @@ mod tests {
             bytes_fetched: 0,
             bytes_written: 0,
             bytes_total: None,
+            chunks: None,
         };
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["origin"], "ocidd");

@@ -237,9 +237,10 @@ impl Inner {
             // The install's last word: a failure, or the last phase's success.
             state.ended = matches!(result, Some((Outcome::Fail, _)))
                 || (event_type == EventType::Finish && name == Phase::Finalize);
-            let (fetched, written, total) = state.progress.as_ref().map_or((0, 0, None), |p| {
-                (p.fetched_bytes(), p.written_bytes(), p.total())
-            });
+            let (fetched, written, total, chunks) =
+                state.progress.as_ref().map_or((0, 0, None, None), |p| {
+                    (p.fetched_bytes(), p.written_bytes(), p.total(), p.delta())
+                });
             Event {
                 origin: "ocidd",
                 event_type,
@@ -254,7 +255,8 @@ impl Inner {
                 disk: state.disk.clone(),
                 bytes_fetched: fetched,
                 bytes_written: written,
-                bytes_total: state.bytes_total.or(total),
+                bytes_total: total.or(state.bytes_total),
+                chunks,
             }
         };
         let Ok(json) = serde_json::to_string(&event) else {
