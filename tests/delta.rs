@@ -1,0 +1,264 @@
+//! Reinstalling only what changed (`dd.delta`): v1 on the target, then v2 with a few MiB
+//! changed, through a byte-counting proxy in front of the real registry; per-chunk digests in
+//! the chunk index (version 2), and what happens when they do not match.
+
+mod common;
+
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+
+use common::proxy::{Action, Proxy};
+use common::*;
+
+const CHUNK_INDEX: &str = "application/vnd.ocidd.chunk-index.v1+json";
+
+/// A 32 MiB image, and the same with `changed` MiB rewritten (1 MiB chunks).
+fn versions(changed: &[usize]) -> (Vec<u8>, Vec<u8>) {
+    let v1 = image_bytes(32 * MIB, 41);
+    let mut v2 = v1.clone();
+    let noise = image_bytes(MIB, 42);
+    for &mib in changed {
+        // Not all of the MiB: a package update changes parts of blocks.
+        v2[mib * MIB + 4096..mib * MIB + MIB / 2].copy_from_slice(&noise[4096..MIB / 2]);
+    }
+    (v1, v2)
+}
+
+struct Setup {
+    registry: Registry,
+    link: Proxy,
+    dir: tempfile::TempDir,
+    v1: Vec<u8>,
+    v2: Vec<u8>,
+    /// The v2 blob's size.
+    blob: u64,
+}
+
+impl Setup {
+    fn new(changed: &[usize]) -> Setup {
+        let registry = Registry::start();
+        let link = Proxy::start(registry.port, |_| Action::forward());
+        let dir = tempfile::tempdir().unwrap();
+        let (v1, v2) = versions(changed);
+        let args = ["--compression", "zstd", "--chunk-size", "1M"];
+        for (tag, image) in [("v1", &v1), ("v2", &v2)] {
+            let file = write_file(dir.path(), &format!("{tag}.img"), image);
+            push_with(
+                &file,
+                &format!("{}/delta/disk:{tag}", registry.host()),
+                &args,
+            );
+        }
+        let manifest = manifest(&registry, "v2");
+        let layer = manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let blob = fs::metadata(registry.blob_path(&layer)).unwrap().len();
+        Setup {
+            registry,
+            link,
+            dir,
+            v1,
+            v2,
+            blob,
+        }
+    }
+
+    fn reference(&self, tag: &str) -> String {
+        format!("{}/delta/disk:{tag}", self.link.host())
+    }
+
+    /// A 48 MiB target (a disk larger than the image) holding v1.
+    fn target_with_v1(&self) -> std::path::PathBuf {
+        let target = target_file(self.dir.path(), "disk.img", 48 * MIB);
+        install_tag(&self.reference("v1"), &target, &["dd.bs=1M"]).assert_installed();
+        assert_eq!(read_prefix(&target, self.v1.len()), self.v1);
+        target
+    }
+
+    /// Installs `tag` onto `target` with `words`; returns the run and the blob bytes fetched.
+    fn install(&self, tag: &str, target: &Path, words: &[&str]) -> (Run, u64) {
+        let before = self.link.blob_bytes();
+        let run = install_tag(&self.reference(tag), target, words);
+        (run, self.link.blob_bytes() - before)
+    }
+}
+
+fn manifest(registry: &Registry, tag: &str) -> serde_json::Value {
+    registry
+        .client()
+        .get(format!("{}/v2/delta/disk/manifests/{tag}", registry.url()))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// Pushes a copy of `tag` as `new_tag` whose chunk index `edit` changed.
+fn with_index_edited(
+    registry: &Registry,
+    tag: &str,
+    new_tag: &str,
+    edit: impl Fn(&mut serde_json::Value),
+) {
+    let mut manifest = manifest(registry, tag);
+    let layers = manifest["layers"].as_array_mut().unwrap();
+    let layer = layers
+        .iter_mut()
+        .find(|l| l["mediaType"] == CHUNK_INDEX)
+        .expect("a chunk index layer");
+    let digest = layer["digest"].as_str().unwrap().to_string();
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(registry.blob_path(&digest)).unwrap()).unwrap();
+    edit(&mut index);
+    let body = serde_json::to_vec(&index).unwrap();
+    let new_digest = registry.put_blob("delta/disk", &body);
+    layer["digest"] = new_digest.into();
+    layer["size"] = body.len().into();
+    registry.put_manifest(
+        "delta/disk",
+        new_tag,
+        OCI_MANIFEST,
+        &serde_json::to_string(&manifest).unwrap(),
+    );
+}
+
+#[test]
+fn a_delta_reinstall_fetches_only_what_changed() {
+    // 3 of 32 chunks changed; the first and last MiB are always fetched and written.
+    let s = Setup::new(&[5, 12, 20]);
+    let target = s.target_with_v1();
+    let (run, fetched) = s.install("v2", &target, &["dd.delta"]);
+    run.assert_installed();
+    assert_eq!(read_prefix(&target, s.v2.len()), s.v2);
+    assert!(
+        run.stderr
+            .contains("dd.delta: the target holds 27 of 32 chunks"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("dd.delta reused 27 of 32 chunks")
+            && run
+                .stdout
+                .contains("each chunk fetched verified against the chunk index"),
+        "{}",
+        run.stdout
+    );
+    let share = fetched as f64 / s.blob as f64;
+    println!("delta-table: 5 of 32 chunks to fetch: {share:.3} of the blob fetched");
+    // 5 of 32 chunks are 16 % of the image; they are noise, so a little more of the blob.
+    assert!(share < 0.25, "{fetched} of {} bytes fetched", s.blob);
+
+    // Again: everything but the held-back MiBs is there now.
+    let (run, fetched) = s.install("v2", &target, &["dd.delta"]);
+    run.assert_installed();
+    assert_eq!(read_prefix(&target, s.v2.len()), s.v2);
+    assert!(
+        run.stderr.contains("holds 30 of 32 chunks"),
+        "{}",
+        run.stderr
+    );
+    assert!((fetched as f64) < 0.1 * s.blob as f64, "{fetched}");
+}
+
+#[test]
+fn a_target_written_since_ends_equal_to_the_image() {
+    let s = Setup::new(&[7]);
+    let target = s.target_with_v1();
+    // A booted system wrote to its disk: 2 MiB over chunks 15 and 16, and a byte in 25.
+    let mut file = fs::OpenOptions::new().write(true).open(&target).unwrap();
+    file.seek(SeekFrom::Start(15 * MIB as u64 + 100)).unwrap();
+    file.write_all(&vec![0xEE; 2 * MIB]).unwrap();
+    file.seek(SeekFrom::Start(25 * MIB as u64 + 77)).unwrap();
+    file.write_all(&[0x01]).unwrap();
+    drop(file);
+    let (run, _) = s.install("v2", &target, &["dd.delta"]);
+    run.assert_installed();
+    assert_eq!(read_prefix(&target, s.v2.len()), s.v2);
+    // Changed: chunk 7; written since: 15, 16, 17, 25; held: 0 and 31.
+    assert!(
+        run.stderr.contains("holds 25 of 32 chunks"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_blank_disk_with_delta_installs_in_full() {
+    let s = Setup::new(&[3]);
+    let dir = tempfile::tempdir().unwrap();
+    let device = LoopDevice::without_partitions(dir.path(), 40 * MIB);
+    let (run, fetched) = s.install("v2", &device.device, &["dd.delta", "dd.bs=1M"]);
+    run.assert_installed();
+    assert_eq!(device.read(s.v2.len()), s.v2);
+    // Only zero chunks (which the blank disk holds) are not fetched.
+    let index_zero = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("dd.delta: the target holds"))
+        .unwrap()
+        .to_string();
+    println!(
+        "delta-table: blank disk: {index_zero}; {fetched} of {} bytes",
+        s.blob
+    );
+    assert!(fetched as f64 > 0.9 * s.blob as f64, "{fetched}");
+    assert!(run.stdout.contains("blob sha256:"), "{}", run.stdout);
+}
+
+#[test]
+fn a_chunk_that_does_not_match_its_digest_fails_with_exit_4() {
+    let s = Setup::new(&[9]);
+    // An index whose digest for chunk 9 is another chunk's.
+    with_index_edited(&s.registry, "v2", "tampered", |index| {
+        let other = index["chunks"][10]["digest"].clone();
+        index["chunks"][9]["digest"] = other;
+    });
+    // Without dd.delta: the blob matches its digest, the chunk does not.
+    let target = target_file(s.dir.path(), "full.img", 48 * MIB);
+    let run = install_tag(&s.reference("tampered"), &target, &["dd.bs=1M"]);
+    run.assert_failed(4, "chunk 9 does not match its digest in the chunk index");
+    assert_no_table_left(&run, &target);
+    // With dd.delta onto v1: refused the same way. Chunk 9 is the only one to write (the
+    // held-back MiBs come last), so nothing was written and v1 is still there, whole; had
+    // writing begun, the first MiB would be zeroed.
+    let target = s.target_with_v1();
+    let (run, _) = s.install("tampered", &target, &["dd.delta"]);
+    run.assert_failed(4, "chunk 9 does not match its digest in the chunk index");
+    if run.stderr.contains("nothing was written") {
+        assert_eq!(read_prefix(&target, s.v1.len()), s.v1);
+    } else {
+        assert_start_zeroed(&target);
+    }
+}
+
+#[test]
+fn version_1_indexes_keep_working_and_delta_says_it_cannot_use_them() {
+    let s = Setup::new(&[2]);
+    with_index_edited(&s.registry, "v2", "old-index", |index| {
+        let object = index.as_object_mut().unwrap();
+        object.remove("version");
+        for chunk in object["chunks"].as_array_mut().unwrap() {
+            chunk.as_object_mut().unwrap().remove("digest");
+        }
+    });
+    let target = s.target_with_v1();
+    let (run, fetched) = s.install("old-index", &target, &["dd.delta"]);
+    run.assert_installed();
+    assert_eq!(read_prefix(&target, s.v2.len()), s.v2);
+    assert!(
+        run.stderr.contains("the chunk index has no chunk digests"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("verified"), "{}", run.stdout);
+    // The whole blob, and the (small) chunk index.
+    assert!(
+        fetched >= s.blob && fetched < s.blob + (64 << 10),
+        "{fetched}"
+    );
+}
