@@ -9,6 +9,12 @@
 //! the original's oras + jq + gunzip + dd do), `gzip -dc` to /dev/null (what one core can
 //! inflate), and ocidd into a file and onto a loop device (the chunked image also on one core,
 //! to show how it scales).
+//!
+//! Then `dd.delta` (cases with "delta" in their label): the realistic image as v1 and a v2 in
+//! which 5 % of the chunks differ, both chunked. On a loop device holding v1, v2 is installed
+//! in full and with `dd.delta`; on a blank one too, to show what the read pass costs when
+//! nothing matches. The page cache is dropped before each timed install, so that the read pass
+//! reads the device.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -121,15 +127,23 @@ pub fn run(options: &Options) -> Result<()> {
     )?
     .trim()
     .to_string();
-    let result = bench_images(
-        options,
-        &ocidd,
-        &host,
-        &registry_dir,
-        &[("realistic", &realistic), ("random", &random)],
-        &file_target,
-        &loop_device,
-    );
+    let only_delta = options.only.as_deref().is_some_and(|o| o.contains("delta"));
+    let mut result = if only_delta {
+        Ok(())
+    } else {
+        bench_images(
+            options,
+            &ocidd,
+            &host,
+            &registry_dir,
+            &[("realistic", &realistic), ("random", &random)],
+            &file_target,
+            &loop_device,
+        )
+    };
+    if result.is_ok() && options.only.as_deref().is_none_or(|o| o.contains("delta")) {
+        result = bench_delta(options, &ocidd, &host, &realistic, &work, &loop_device);
+    }
     let _ = Command::new("losetup").args(["-d", &loop_device]).status();
     let _ = fs::remove_file(&backing);
     let _ = fs::remove_file(&file_target);
@@ -301,6 +315,104 @@ fn bench_images(
             }
         }
     }
+    Ok(())
+}
+
+/// The chunk size the delta images are pushed with (ocidd's default).
+const DELTA_CHUNK: usize = 4 << 20;
+
+/// Writes `v1` with 5 % of its chunks changed (4 KiB of noise in every 20th) to `v2`.
+fn make_v2(v1: &Path, v2: &Path) -> Result<usize> {
+    let mut data = fs::read(v1)?;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut changed = 0;
+    for (i, chunk) in data.chunks_mut(DELTA_CHUNK).enumerate() {
+        if i % 20 == 10 && chunk.len() > 12 << 10 {
+            for byte in &mut chunk[8192..12288] {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *byte = state as u8;
+            }
+            changed += 1;
+        }
+    }
+    fs::write(v2, &data)?;
+    Ok(changed)
+}
+
+/// `dd.delta` against full installs, on a loop device holding v1 and on a blank one.
+fn bench_delta(
+    options: &Options,
+    ocidd: &Path,
+    host: &str,
+    v1: &Path,
+    work: &Path,
+    loop_device: &str,
+) -> Result<()> {
+    let v2 = work.join("delta-v2.img");
+    let changed = make_v2(v1, &v2)?;
+    let image_size = fs::metadata(v1)?.len();
+    let chunks = image_size.div_ceil(DELTA_CHUNK as u64);
+    eprintln!("bench: delta: {changed} of {chunks} chunks differ between v1 and v2");
+    let ocidd = ocidd.display();
+    for (tag, image) in [("v1", v1), ("v2", v2.as_path())] {
+        output(Command::new("bash").arg("-c").arg(format!(
+            "{ocidd} push --plain-http {} {host}/bench/delta:{tag}",
+            image.display()
+        )))?;
+    }
+    let install = |tag: &str, extra: &str| {
+        format!(
+            "{ocidd} oci.tag={host}/bench/delta:{tag} oci.allow_no_tls dd.of={loop_device} dd.bs=1M {extra}"
+        )
+    };
+    let holding_v1 = format!("{} >/dev/null 2>&1", install("v1", ""));
+    let blank = format!(
+        "blkdiscard -z {loop_device} 2>/dev/null || dd if=/dev/zero of={loop_device} bs=4M conv=fsync 2>/dev/null"
+    );
+    // What each case does beforehand (untimed), and the install it times.
+    let cases: Vec<(&str, String, String)> = vec![
+        ("full v2 onto v1", holding_v1.clone(), install("v2", "")),
+        ("delta v2 onto v1", holding_v1, install("v2", "dd.delta")),
+        ("full v2 onto blank", blank.clone(), install("v2", "")),
+        ("delta v2 onto blank", blank, install("v2", "dd.delta")),
+    ];
+    let drop_caches = "sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true";
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for round in 0..options.rounds {
+        for (i, (label, setup, script)) in cases.iter().enumerate() {
+            exec(
+                Command::new("bash")
+                    .arg("-c")
+                    .arg(format!("{setup}; {drop_caches}")),
+            )?;
+            let m = measure(script)?;
+            eprintln!("bench: delta round {round}: {label}: {:.2} s", m.seconds);
+            times[i].push(m.seconds);
+        }
+    }
+    // What dd.delta said it did, from one more run onto v1.
+    exec(Command::new("bash").arg("-c").arg(&cases[0].1))?;
+    let said = output(Command::new("bash").arg("-c").arg(format!(
+        "{} 2>&1 >/dev/null | grep 'dd.delta: the target holds' || true",
+        install("v2", "dd.delta")
+    )))?;
+    let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+    println!();
+    println!(
+        "delta: {} MiB image, {changed} of {chunks} chunks changed; medians of {} interleaved rounds",
+        image_size >> 20,
+        options.rounds
+    );
+    println!("{}", said.trim());
+    println!("| case | median s | / full onto the same disk |");
+    println!("| --- | --- | --- |");
+    for (i, (label, _, _)) in cases.iter().enumerate() {
+        let full = medians[i - i % 2];
+        println!("| {label} | {:.2} | {:.2} |", medians[i], medians[i] / full);
+    }
+    let _ = fs::remove_file(&v2);
     Ok(())
 }
 
