@@ -21,7 +21,8 @@
 //!    - [`install::stream`]: one stream, in threads joined by [`install::pipe`]: fetch with
 //!      the [`digest`] check, decompress ([`install::decompress`]), write; or
 //!    - [`install::chunked`]: range fetchers, an in-order hash of the blob, and workers that
-//!      decompress chunks and write each in place.
+//!      decompress chunks, check each against its digest, and write it in place; with
+//!      `dd.delta`, a read pass first hashes the target, and only the chunks it lacks come.
 //!
 //!    Both write through [`install::writer`]: aligned blocks, runs of zeros zeroed, the
 //!    target's old tables cleared before the first write ([`install::target`]), and the
