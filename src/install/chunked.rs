@@ -338,7 +338,7 @@ pub struct Installed {
 
 /// Installs the chunked image onto `target`, which already has the image's length if it is a
 /// file that grows (chunks land anywhere, zero chunks nowhere). With `delta`, chunks the
-/// target holds already are neither fetched nor written (see [`read_pass`]). Calls
+/// target holds already are neither fetched nor written. Calls
 /// `on_verified` with what was verified once everything was, before the held-back first MiB
 /// is written.
 pub fn install(
