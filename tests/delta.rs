@@ -13,9 +13,11 @@ use common::*;
 
 const CHUNK_INDEX: &str = "application/vnd.ocidd.chunk-index.v1+json";
 
-/// A 32 MiB image, and the same with `changed` MiB rewritten (1 MiB chunks).
+/// A 32 MiB image whose MiBs 26 to 28 are zeros (free space), and the same with `changed`
+/// MiB rewritten (1 MiB chunks).
 fn versions(changed: &[usize]) -> (Vec<u8>, Vec<u8>) {
-    let v1 = image_bytes(32 * MIB, 41);
+    let mut v1 = image_bytes(32 * MIB, 41);
+    v1[26 * MIB..29 * MIB].fill(0);
     let mut v2 = v1.clone();
     let noise = image_bytes(MIB, 42);
     for &mib in changed {
@@ -175,16 +177,33 @@ fn a_target_written_since_ends_equal_to_the_image() {
     file.write_all(&vec![0xEE; 2 * MIB]).unwrap();
     file.seek(SeekFrom::Start(25 * MIB as u64 + 77)).unwrap();
     file.write_all(&[0x01]).unwrap();
+    // And into free space, a zero chunk of the image.
+    file.seek(SeekFrom::Start(27 * MIB as u64 + 5000)).unwrap();
+    file.write_all(b"log line").unwrap();
     drop(file);
-    let (run, _) = s.install("v2", &target, &["dd.delta"]);
+    let receiver = common::receiver::Receiver::start();
+    let report = format!("ocidd.report={}", receiver.url());
+    let (run, _) = s.install("v2", &target, &["dd.delta", &report]);
     run.assert_installed();
     assert_eq!(read_prefix(&target, s.v2.len()), s.v2);
-    // Changed: chunk 7; written since: 15, 16, 17, 25; held: 0 and 31.
+    // The report says what was reused.
+    let events = receiver.events();
+    let last = events.last().unwrap();
+    assert_eq!(last["result"], "SUCCESS");
+    assert_eq!(last["chunks"]["total"], 32);
+    assert_eq!(last["chunks"]["reused"], 24);
+    assert_eq!(last["chunks"]["fetched"], 7);
+    assert_eq!(last["chunks"]["zeroed"], 1);
+    assert_eq!(last["chunks"]["reused_bytes"], 24 * MIB as u64);
+    // Changed: chunk 7; written since: 15, 16, 17, 25, and 27 (zeroed, not fetched); held:
+    // 0 and 31.
     assert!(
-        run.stderr.contains("holds 25 of 32 chunks"),
+        run.stderr
+            .contains("holds 24 of 32 chunks (24.00 MiB) already; fetching 7"),
         "{}",
         run.stderr
     );
+    assert!(run.stderr.contains("zeroing 1"), "{}", run.stderr);
 }
 
 #[test]
@@ -192,10 +211,12 @@ fn a_blank_disk_with_delta_installs_in_full() {
     let s = Setup::new(&[3]);
     let dir = tempfile::tempdir().unwrap();
     let device = LoopDevice::without_partitions(dir.path(), 40 * MIB);
+    // A new disk: zeros.
+    fs::write(&device.device, vec![0u8; 40 * MIB]).unwrap();
     let (run, fetched) = s.install("v2", &device.device, &["dd.delta", "dd.bs=1M"]);
     run.assert_installed();
     assert_eq!(device.read(s.v2.len()), s.v2);
-    // Only zero chunks (which the blank disk holds) are not fetched.
+    // The zero chunks (26 to 28) the blank disk holds are not fetched; the rest is.
     let index_zero = run
         .stderr
         .lines()
@@ -207,7 +228,12 @@ fn a_blank_disk_with_delta_installs_in_full() {
         s.blob
     );
     assert!(fetched as f64 > 0.9 * s.blob as f64, "{fetched}");
-    assert!(run.stdout.contains("blob sha256:"), "{}", run.stdout);
+    assert!(index_zero.contains("holds 3 of 32 chunks"), "{index_zero}");
+    assert!(
+        run.stdout.contains("each chunk fetched verified"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

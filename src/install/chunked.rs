@@ -360,9 +360,20 @@ pub fn install(
         }
         false => None,
     };
-    let groups = groups(index, wanted.as_deref());
+    // Every chunk wanted: the whole blob, fetched, hashed and zero-checked as without dd.delta.
+    let wanted = wanted.filter(|wanted| !wanted.iter().all(|&w| w));
+    let whole_blob = wanted.is_none();
+    // Zero chunks are never fetched with dd.delta: those wanted are zeroed below.
+    let fetch: Option<Vec<bool>> = wanted.as_ref().map(|wanted| {
+        index
+            .chunks
+            .iter()
+            .zip(wanted)
+            .map(|(chunk, &want)| want && !chunk.zero)
+            .collect()
+    });
+    let groups = groups(index, fetch.as_deref());
     let spans = spans(&groups);
-    let whole_blob = wanted.as_ref().is_none_or(|w| w.iter().all(|&x| x));
     if wanted.is_some() {
         progress.set_total(Some(groups.iter().map(|g| g.end - g.start).sum()));
     }
