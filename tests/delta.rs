@@ -288,3 +288,31 @@ fn version_1_indexes_keep_working_and_delta_says_it_cannot_use_them() {
         "{fetched}"
     );
 }
+
+#[test]
+fn a_source_that_ignores_ranges_is_read_past_the_chunks_not_wanted() {
+    let s = Setup::new(&[4, 17]);
+    let target = s.target_with_v1();
+    // What a cold pull-through cache does: the whole blob for every range.
+    let whole = Proxy::start(s.registry.port, |request| {
+        Action::Forward(common::proxy::Forward {
+            strip_range: request.is_blob(),
+            ..common::proxy::Forward::default()
+        })
+    });
+    let reference = format!("{}/delta/disk:v2", whole.host());
+    let run = install_tag(&reference, &target, &["dd.delta"]);
+    run.assert_installed();
+    assert_eq!(read_prefix(&target, s.v2.len()), s.v2);
+    assert!(
+        run.stderr.contains("reading it as one stream"),
+        "{}",
+        run.stderr
+    );
+    // One stream of the blob, not one per range.
+    assert!(
+        whole.blob_bytes() < s.blob + s.blob / 2,
+        "{}",
+        whole.blob_bytes()
+    );
+}
