@@ -526,7 +526,9 @@ fn read_pass(index: &ChunkIndex, target: &Target, progress: &Progress) -> Vec<bo
                     let holds = match target.read_at(data, offset) {
                         Ok(n) if n == data.len() => match chunk.digest {
                             _ if chunk.zero => is_zero(data),
-                            Some(digest) => ChunkDigest::of(data) == digest,
+                            // A chunk with a digest is not all zeros: a blank stretch of the
+                            // target (a new disk) differs without hashing it.
+                            Some(digest) => !is_zero(data) && ChunkDigest::of(data) == digest,
                             None => false,
                         },
                         Ok(_) => false,
