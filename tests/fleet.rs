@@ -508,12 +508,10 @@ fn reports_start_progress_and_finish() {
     assert_eq!(last["exit_code"], 0);
     assert!(last["timestamp"].as_f64().unwrap() > 1.7e9);
     assert_eq!(last["image"]["reference"], reference.as_str());
-    assert!(
-        last["image"]["digest"]
-            .as_str()
-            .unwrap()
-            .starts_with("sha256:")
-    );
+    let digest = last["image"]["digest"].as_str().unwrap();
+    let blob = last["image"]["blob"].as_str().unwrap();
+    assert!(digest.starts_with("sha256:") && blob.starts_with("sha256:"));
+    assert_ne!(digest, blob, "the manifest's digest and the blob's");
     assert_eq!(last["disk"]["path"], target.display().to_string());
     assert_eq!(last["bytes_total"], blob_size);
     assert_eq!(last["bytes_fetched"], blob_size);

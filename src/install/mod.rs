@@ -97,6 +97,8 @@ struct Plan {
     image_size: Option<u64>,
     index: Option<ChunkIndex>,
     signature: Option<Outcome>,
+    /// The manifest the tag (or manifest digest) resolved to; none for `oci.blob`.
+    manifest: Option<Digest>,
 }
 
 fn plan(registry: &Registry, options: &InstallOptions, policy: Option<&Policy>) -> Result<Plan> {
@@ -111,6 +113,7 @@ fn plan(registry: &Registry, options: &InstallOptions, policy: Option<&Policy>) 
             image_size: None,
             index: None,
             signature: None,
+            manifest: None,
         });
     }
     let reference = options.source.reference();
@@ -131,6 +134,7 @@ fn plan(registry: &Registry, options: &InstallOptions, policy: Option<&Policy>) 
         ),
         None => None,
     };
+    let manifest = resolution.manifest;
     let layer = resolution.layer;
     say!(
         "ocidd: {reference} is {} ({}, {}{})",
@@ -168,6 +172,7 @@ fn plan(registry: &Registry, options: &InstallOptions, policy: Option<&Policy>) 
         image_size: index.as_ref().map(|i| i.image_size).or(layer.image_size),
         index,
         signature,
+        manifest: Some(manifest),
     })
 }
 
@@ -192,15 +197,17 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
     report.succeed(Phase::SelectDisk, target.describe());
 
     let source = options.source.to_string();
-    report.set_image(
-        &source,
-        options.source.blob().map(|d| d.to_string()).as_deref(),
-    );
+    let pinned = options.source.blob().map(|d| d.to_string());
+    report.set_image(&source, None, pinned.as_deref());
     report.start(Phase::Resolve, format!("resolving {source}"));
     let reference = options.source.reference();
     let registry = Registry::new(reference, &options.registry)?;
     let plan = plan(&registry, options, policy.as_ref())?;
-    report.set_image(&source, Some(&plan.digest.to_string()));
+    report.set_image(
+        &source,
+        plan.manifest.as_ref().map(|d| d.to_string()).as_deref(),
+        Some(&plan.digest.to_string()),
+    );
     if let Some(size) = plan.image_size {
         target.check_fits(size)?;
     }

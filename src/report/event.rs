@@ -81,7 +81,10 @@ pub struct Node {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Image {
     pub reference: Option<String>,
+    /// The digest of the manifest the reference resolved to (what a signature or a pin names).
     pub digest: Option<String>,
+    /// The digest of the disk-image blob.
+    pub blob: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -103,11 +103,13 @@ impl Report {
         Report { inner: None }
     }
 
-    pub fn set_image(&self, reference: &str, digest: Option<&str>) {
+    /// The image: its reference, the manifest digest it resolved to, its blob's digest.
+    pub fn set_image(&self, reference: &str, digest: Option<&str>, blob: Option<&str>) {
         if let Some(inner) = &self.inner {
             let mut state = inner.lock();
             state.image.reference = Some(reference.to_string());
             state.image.digest = digest.map(str::to_string);
+            state.image.blob = blob.map(str::to_string);
         }
     }
 
