@@ -19,6 +19,9 @@ pub struct Progress {
     started: Instant,
     /// What `dd.delta` found on the target, once its read pass is done.
     delta: Mutex<Option<DeltaCounts>>,
+    /// `dd.delta`'s read pass: bytes of the target checked, of how many (0: not under way).
+    checked: AtomicU64,
+    to_check: AtomicU64,
 }
 
 /// What `dd.delta` does with the image's chunks.
@@ -44,6 +47,8 @@ impl Default for Progress {
             total: AtomicU64::new(0),
             started: Instant::now(),
             delta: Mutex::new(None),
+            checked: AtomicU64::new(0),
+            to_check: AtomicU64::new(0),
         }
     }
 }
@@ -64,6 +69,15 @@ impl Progress {
 
     pub fn set_total(&self, total: Option<u64>) {
         self.total.store(total.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// `dd.delta`'s read pass starts over `bytes` of the target (0: it ended).
+    pub fn checking(&self, bytes: u64) {
+        self.to_check.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn checked(&self, bytes: u64) {
+        self.checked.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub fn set_delta(&self, counts: DeltaCounts) {
@@ -87,8 +101,19 @@ impl Progress {
         self.started.elapsed()
     }
 
-    /// One plain line: what was fetched and written, the rate and the time left.
+    /// One plain line: what was fetched and written, the rate and the time left (or, during
+    /// `dd.delta`'s read pass, how much of the target was checked).
     pub fn summary(&self) -> String {
+        let to_check = self.to_check.load(Ordering::Relaxed);
+        if to_check > 0 {
+            let checked = self.checked.load(Ordering::Relaxed);
+            return format!(
+                "dd.delta: checked {} of {} on the target ({}%)",
+                HumanBytes(checked),
+                HumanBytes(to_check),
+                checked.saturating_mul(100) / to_check
+            );
+        }
         let fetched = self.fetched_bytes();
         let total = self.total.load(Ordering::Relaxed);
         let seconds = self.elapsed().as_secs_f64().max(0.001);
@@ -216,6 +241,14 @@ mod tests {
             line.starts_with("fetched 1.00 MiB of 4.00 MiB (25%) at "),
             "{line}"
         );
+        p.checking(8 << 20);
+        p.checked(2 << 20);
+        assert_eq!(
+            p.summary(),
+            "dd.delta: checked 2.00 MiB of 8.00 MiB on the target (25%)"
+        );
+        p.checking(0);
+        assert!(p.summary().starts_with("fetched 1.00 MiB"));
         assert!(line.contains("wrote 3.00 MiB"), "{line}");
         assert!(line.contains("left"), "{line}");
     }

@@ -504,6 +504,7 @@ pub fn install(
 /// which are written last whatever the target holds.
 fn read_pass(index: &ChunkIndex, target: &Target, progress: &Progress) -> Vec<bool> {
     let held = Held::new(Some(index.image_size));
+    progress.checking(index.image_size);
     let next = AtomicUsize::new(0);
     let wanted: Vec<AtomicBool> = index.chunks.iter().map(|_| AtomicBool::new(true)).collect();
     let read_error = Mutex::new(None);
@@ -520,6 +521,7 @@ fn read_pass(index: &ChunkIndex, target: &Target, progress: &Progress) -> Vec<bo
                     let offset = index.image_offset(i);
                     let range = offset..offset + chunk.size;
                     if held.unheld(range.clone()) != range {
+                        progress.checked(chunk.size);
                         continue;
                     }
                     let data = &mut buffer[..chunk.size as usize];
@@ -541,10 +543,12 @@ fn read_pass(index: &ChunkIndex, target: &Target, progress: &Progress) -> Vec<bo
                         }
                     };
                     wanted[i].store(!holds, Ordering::Relaxed);
+                    progress.checked(chunk.size);
                 }
             });
         }
     });
+    progress.checking(0);
     if let Some(error) = read_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         say!(
             "ocidd: dd.delta: reading the target failed ({error}); what could not be read is fetched"

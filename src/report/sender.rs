@@ -246,6 +246,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_the_oldest_progress_event() {
         // A thread that cannot deliver: nothing listens on port 9 (discard) of loopback.
+        crate::registry::client::install_crypto_provider();
         let client = Client::builder()
             .timeout(Duration::from_millis(200))
             .build()
