@@ -316,7 +316,11 @@ impl Registry {
         name: &str,
         pinned: Option<&Digest>,
     ) -> Result<Option<FetchedManifest>> {
-        self.fetch_manifest_or_none(name, pinned, true)
+        let (response, source) = self.request_manifest(name, pinned)?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.read_manifest(response, source, name, pinned).map(Some)
     }
 
     /// The referrers of `subject` (an image index, as the OCI referrers API lists them), or
@@ -338,32 +342,35 @@ impl Registry {
     }
 
     fn fetch_manifest(&self, name: &str, pinned: Option<&Digest>) -> Result<FetchedManifest> {
-        self.fetch_manifest_or_none(name, pinned, false)?
-            .ok_or_else(|| anyhow!("fetching manifest {name}: not found"))
-            .classify(Failure::Registry)
+        let (response, source) = self.request_manifest(name, pinned)?;
+        self.read_manifest(response, source, name, pinned)
     }
 
-    fn fetch_manifest_or_none(
-        &self,
-        name: &str,
-        pinned: Option<&Digest>,
-        missing_ok: bool,
-    ) -> Result<Option<FetchedManifest>> {
+    /// Sends the GET of manifest `name`: to the mirrors first when they may serve it.
+    fn request_manifest(&self, name: &str, pinned: Option<&Digest>) -> Result<(Response, &Source)> {
         let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", ");
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_str(&accept)?);
         // Mirrors serve what a digest names; a tag is the registry's to say, unless the
         // mirrors were trusted with it.
         let at_mirrors = pinned.is_some() || self.mirror_resolve;
-        let (response, source) = self.get(
+        self.get(
             &format!("/manifests/{name}"),
             &headers,
             &format!("fetching manifest {name}"),
             at_mirrors,
-        )?;
-        if missing_ok && response.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
+        )
+    }
+
+    /// Reads the answer to [`Registry::request_manifest`]: the body (size-capped), its type,
+    /// and its digest, checked when `pinned`.
+    fn read_manifest(
+        &self,
+        response: Response,
+        source: &Source,
+        name: &str,
+        pinned: Option<&Digest>,
+    ) -> Result<FetchedManifest> {
         if !response.status().is_success() {
             return Err(registry_error(response, source.auth.has_credentials())
                 .context(format!("fetching manifest {name}")));
@@ -381,11 +388,11 @@ impl Registry {
         if let Some(expected) = pinned {
             expected.check(&digest, "manifest")?;
         }
-        Ok(Some(FetchedManifest {
+        Ok(FetchedManifest {
             body,
             media_type,
             digest,
-        }))
+        })
     }
 
     /// Starts a GET of a blob from `offset` (to its end, or to `end` exclusive), with a
