@@ -216,11 +216,7 @@ pub fn with_defaults(defaults: Vec<Vec<u8>>, words: Vec<Vec<u8>>) -> Vec<Vec<u8>
 /// A word's name as the kernel compares it ('-' and '_' alike), with the two ways of naming
 /// the image as one.
 fn override_key(word: &[u8]) -> Vec<u8> {
-    let name = word.split(|&b| b == b'=').next().unwrap_or(word);
-    let name: Vec<u8> = name
-        .iter()
-        .map(|&b| if b == b'-' { b'_' } else { b })
-        .collect();
+    let name = word_name(word);
     if name == b"oci.blob" {
         b"oci.tag".to_vec()
     } else {
@@ -247,13 +243,17 @@ pub fn text_words<W: AsRef<[u8]>>(words: &[W]) -> Result<Vec<String>> {
     Ok(text)
 }
 
+/// A word's name, before `=`, with '-' read as '_' as the kernel does.
+fn word_name(word: &[u8]) -> Vec<u8> {
+    let name = word.split(|&b| b == b'=').next().unwrap_or(word);
+    name.iter()
+        .map(|&b| if b == b'-' { b'_' } else { b })
+        .collect()
+}
+
 /// Whether a word's name is one of ocidd's (or `ip=`, which /init reads).
 fn is_ours(word: &[u8]) -> bool {
-    let name = word.split(|&b| b == b'=').next().unwrap_or(word);
-    let name: Vec<u8> = name
-        .iter()
-        .map(|&b| if b == b'-' { b'_' } else { b })
-        .collect();
+    let name = word_name(word);
     [&b"oci."[..], b"dd.", b"ocidd."]
         .iter()
         .any(|prefix| name.starts_with(prefix))
@@ -332,7 +332,7 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
             }
             "oci.mirror_resolve" => params.registry.mirror_resolve = parse_flag(raw_name, value)?,
             "oci.proxy" => {
-                let v = parse_proxy(value_of("http://HOST:PORT")?).map_err(invalid)?;
+                let v = parse_http_url(value_of("http://HOST:PORT")?).map_err(invalid)?;
                 set_once(&mut params.registry.proxy, v, raw_name)?;
             }
             "oci.no_proxy" => set_once(
@@ -358,7 +358,7 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
                 set_once(&mut verify_mode, warn, raw_name)?;
             }
             "ocidd.report" => {
-                let v = parse_report_url(value_of("URL")?).map_err(invalid)?;
+                let v = parse_http_url(value_of("URL")?).map_err(invalid)?;
                 if !params.report.urls.contains(&v) {
                     params.report.urls.push(v);
                 }
@@ -457,19 +457,10 @@ fn parse_flag(name: &str, value: Option<&str>) -> Result<bool> {
     }
 }
 
-/// Parses `oci.proxy`: an `http://` or `https://` URL of a host (and port), with
-/// credentials if the proxy needs them. Errors never repeat the text: it may hold a password.
-pub fn parse_proxy(text: &str) -> Result<String, String> {
-    parse_http_url(text)
-}
-
-/// Parses `ocidd.report`: an `http://` or `https://` URL.
-pub fn parse_report_url(text: &str) -> Result<String, String> {
-    parse_http_url(text)
-}
-
-/// An `http://` or `https://` URL with a host; the error says why not, without the URL.
-fn parse_http_url(text: &str) -> Result<String, String> {
+/// Parses `oci.proxy` and `ocidd.report`: an `http://` or `https://` URL with a host (a
+/// proxy's may carry credentials). The error says why not without repeating the text: it may
+/// hold a password.
+pub fn parse_http_url(text: &str) -> Result<String, String> {
     let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("not an http:// or https:// URL".to_string());

@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ocidd::chunks::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use ocidd::cmdline::{
     DEFAULT_REPORT_INTERVAL, DEFAULT_STALL_TIMEOUT, Params, RegistryOptions, ReportOptions,
-    VerifyOptions, parse_block_size, parse_proxy, parse_report_url, parse_retries, parse_seconds,
-    parse_words, text_words,
+    VerifyOptions, parse_block_size, parse_http_url, parse_retries, parse_seconds, parse_words,
+    text_words,
 };
 use ocidd::compression::Compression;
 use ocidd::disks::hints::{Hint, Pick, Selection, parse_ironic, parse_match};
@@ -143,13 +143,13 @@ struct InstallArgs {
     #[arg(long)]
     mirror_resolve: bool,
     /// HTTP proxy for everything, http://HOST:PORT (oci.proxy); default: $HTTPS_PROXY etc.
-    #[arg(long, value_name = "URL", value_parser = parse_proxy)]
+    #[arg(long, value_name = "URL", value_parser = parse_http_url)]
     proxy: Option<String>,
     /// Hosts to reach without --proxy, comma-separated as NO_PROXY (oci.no_proxy)
     #[arg(long, value_name = "LIST", requires = "proxy")]
     no_proxy: Option<String>,
     /// POST status events as JSON to this URL (ocidd.report); repeatable
-    #[arg(long = "report", value_name = "URL", value_parser = parse_report_url)]
+    #[arg(long = "report", value_name = "URL", value_parser = parse_http_url)]
     reports: Vec<String>,
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, help = format!(
         "Seconds between progress reports (ocidd.report_interval) [default: {}]",
