@@ -26,7 +26,9 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Classify, Failure, classified};
 use crate::install::decompress::MemberInflater;
 use crate::install::target::Target;
-use crate::install::writer::{AlignedBuffer, BlockFailure, BlockWriter, Held, WriteFailure};
+use crate::install::writer::{
+    AlignedBuffer, BlockFailure, BlockWriter, Held, WriteFailure, unheld_part,
+};
 use crate::progress::{DeltaCounts, Progress};
 use crate::registry::Registry;
 use crate::registry::blob::BlobReader;
@@ -503,7 +505,6 @@ pub fn install(
 /// not hash to their digest, and always those in the image's held-back first and last MiB,
 /// which are written last whatever the target holds.
 fn read_pass(index: &ChunkIndex, target: &Target, progress: &Progress) -> Vec<bool> {
-    let held = Held::new(Some(index.image_size));
     progress.checking(index.image_size);
     let next = AtomicUsize::new(0);
     let wanted: Vec<AtomicBool> = index.chunks.iter().map(|_| AtomicBool::new(true)).collect();
@@ -520,7 +521,7 @@ fn read_pass(index: &ChunkIndex, target: &Target, progress: &Progress) -> Vec<bo
                     };
                     let offset = index.image_offset(i);
                     let range = offset..offset + chunk.size;
-                    if held.unheld(range.clone()) != range {
+                    if unheld_part(range.clone(), index.image_size) != range {
                         progress.checked(chunk.size);
                         continue;
                     }

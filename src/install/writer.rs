@@ -37,6 +37,24 @@ impl From<anyhow::Error> for WriteFailure {
     }
 }
 
+/// Where the held-back tail of an image of `size` bytes starts, if it has one apart from the
+/// held start.
+fn held_tail_start(size: u64) -> Option<u64> {
+    (size > HOLDBACK as u64).then(|| (HOLDBACK as u64).max(size - HOLDBACK as u64))
+}
+
+/// The part of `range` of an image of `image_size` bytes that is not held back (see [`Held`]),
+/// without holding anything: for deciding before the install what it will write as it comes.
+pub fn unheld_part(range: Range<u64>, image_size: u64) -> Range<u64> {
+    unheld_between(range, held_tail_start(image_size))
+}
+
+fn unheld_between(range: Range<u64>, tail_start: Option<u64>) -> Range<u64> {
+    let start = range.start.max(HOLDBACK as u64);
+    let end = range.end.min(tail_start.unwrap_or(u64::MAX));
+    start..end.max(start)
+}
+
 /// The parts of the image written last, once all the rest is on the target and the image
 /// verified: its first [`HOLDBACK`] bytes (boot code and the partition table) and its last
 /// [`HOLDBACK`] bytes (where a GPT keeps its backup). Until then the target holds neither its
@@ -60,8 +78,7 @@ impl Held {
         let mut tail_start = None;
         if let Some(size) = image_size {
             start.set_len(size.min(HOLDBACK as u64) as usize);
-            if size > HOLDBACK as u64 {
-                let from = (HOLDBACK as u64).max(size - HOLDBACK as u64);
+            if let Some(from) = held_tail_start(size) {
                 let mut end = AlignedBuffer::with_capacity((size - from) as usize);
                 end.set_len((size - from) as usize);
                 tail.push((from, end));
@@ -78,9 +95,7 @@ impl Held {
     /// The part of `range` of the image that is not held: what goes onto the target as it
     /// comes.
     pub fn unheld(&self, range: Range<u64>) -> Range<u64> {
-        let start = range.start.max(HOLDBACK as u64);
-        let end = range.end.min(self.tail_start.unwrap_or(u64::MAX));
-        start..end.max(start)
+        unheld_between(range, self.tail_start)
     }
 
     /// Keeps the parts of `data` (image bytes from `offset` on) that are held; returns where
