@@ -11,15 +11,12 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use super::keys::PublicKey;
-use super::legacy::Layer;
 use super::{
-    Accepted, BUNDLE, COSIGN_SIGN_PREDICATE, Finding, IN_TOTO, MAX_SIGNATURE_BLOB, MAX_SIGNATURES,
-    signed_by,
+    Accepted, BUNDLE, COSIGN_SIGN_PREDICATE, Finding, IN_TOTO, Layer, MAX_SIGNATURES,
+    decode_signature, read_layer_blob, signed_by,
 };
 use crate::digest::Digest;
-use crate::error::{Failure, failure_of};
 use crate::registry::Registry;
-use crate::registry::blob::read_small_blob;
 
 /// The tag a registry without the referrers API lists the referrers of `digest` at.
 pub fn referrers_tag(digest: &Digest) -> String {
@@ -147,24 +144,9 @@ fn check_referrer(
             "the bundle {referrer} is attached to another manifest"
         ))));
     }
-    let Ok(layer_digest) = layer.digest.parse::<Digest>() else {
-        return Ok(Some(Err(
-            "malformed signature: the bundle layer's digest is not a digest".to_string(),
-        )));
-    };
-    let bundle = match read_small_blob(
-        registry,
-        &layer_digest,
-        Some(layer.size),
-        MAX_SIGNATURE_BLOB,
-    ) {
+    let bundle = match read_layer_blob(registry, layer, "bundle")? {
         Ok(bundle) => bundle,
-        Err(error) if failure_of(&error) == Some(Failure::Verification) => {
-            return Ok(Some(Err(format!(
-                "the bundle is not as its layer says ({error:#})"
-            ))));
-        }
-        Err(error) => return Err(error),
+        Err(reason) => return Ok(Some(Err(reason))),
     };
     Ok(Some(check_bundle(&bundle, digest, keys).map(|key| {
         Accepted {
@@ -206,10 +188,10 @@ pub(super) fn check_bundle<'k>(
     let mut last = "malformed signature: the envelope has no signatures".to_string();
     let mut signer = None;
     for signature in envelope.signatures.iter().take(MAX_SIGNATURES) {
-        let der = match STANDARD.decode(signature.sig.trim()) {
+        let der = match decode_signature(&signature.sig) {
             Ok(der) => der,
-            Err(_) => {
-                last = "malformed signature: not base64".to_string();
+            Err(reason) => {
+                last = reason;
                 continue;
             }
         };

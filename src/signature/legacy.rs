@@ -5,17 +5,14 @@
 
 use anyhow::Result;
 use serde::Deserialize;
-use std::collections::HashMap;
 
 use super::keys::PublicKey;
 use super::{
-    Accepted, COSIGN_SIGN_PREDICATE, COSIGN_SIGNATURE_TYPE, Finding, MAX_SIGNATURE_BLOB,
-    MAX_SIGNATURES, SIGNATURE_ANNOTATION, SIMPLE_SIGNING, decode_signature, signed_by,
+    Accepted, COSIGN_SIGN_PREDICATE, COSIGN_SIGNATURE_TYPE, Finding, Layer, MAX_SIGNATURES,
+    SIGNATURE_ANNOTATION, SIMPLE_SIGNING, decode_signature, read_layer_blob, signed_by,
 };
 use crate::digest::Digest;
-use crate::error::{Failure, failure_of};
 use crate::registry::Registry;
-use crate::registry::blob::read_small_blob;
 
 /// The tag the signatures of `digest` are at: `sha256-HEX.sig`.
 pub fn signature_tag(digest: &Digest) -> String {
@@ -26,16 +23,6 @@ pub fn signature_tag(digest: &Digest) -> String {
 struct SignatureManifest {
     #[serde(default)]
     layers: Vec<Layer>,
-}
-
-#[derive(Deserialize, Clone)]
-pub(super) struct Layer {
-    #[serde(rename = "mediaType")]
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
-    #[serde(default)]
-    pub annotations: HashMap<String, String>,
 }
 
 /// Every legacy signature of `digest`, checked against `keys`.
@@ -87,26 +74,9 @@ fn check_layer(
         Ok(signature) => signature,
         Err(reason) => return Ok(Err(reason)),
     };
-    let Ok(payload_digest) = layer.digest.parse::<Digest>() else {
-        return Ok(Err(
-            "malformed signature: the payload layer's digest is not a digest".to_string(),
-        ));
-    };
-    let payload = match read_small_blob(
-        registry,
-        &payload_digest,
-        Some(layer.size),
-        MAX_SIGNATURE_BLOB,
-    ) {
+    let payload = match read_layer_blob(registry, layer, "payload")? {
         Ok(payload) => payload,
-        // A payload that does not match its digest, or is too large, is evidence against
-        // this signature; a network failure is not evidence either way.
-        Err(error) if failure_of(&error) == Some(Failure::Verification) => {
-            return Ok(Err(format!(
-                "the signed payload is not as its layer says ({error:#})"
-            )));
-        }
-        Err(error) => return Err(error),
+        Err(reason) => return Ok(Err(reason)),
     };
     let key = match signed_by(keys, &payload, &signature) {
         Ok(key) => key,

@@ -15,8 +15,9 @@ use p256::ecdsa::signature::Verifier;
 
 use crate::cmdline::VerifyOptions;
 use crate::digest::Digest;
-use crate::error::{Failure, classified};
+use crate::error::{Failure, classified, failure_of};
 use crate::registry::Registry;
+use crate::registry::blob::read_small_blob;
 use crate::registry::client::Resolution;
 use crate::say;
 use keys::PublicKey;
@@ -138,6 +139,41 @@ impl Policy {
         let mut findings = legacy::findings(registry, digest, &self.keys)?;
         findings.extend(bundle::findings(registry, digest, &self.keys)?);
         Ok(findings)
+    }
+}
+
+/// A layer of a signature manifest or an artifact: what it holds, where, and (legacy) the
+/// signature over it.
+#[derive(serde::Deserialize, Clone)]
+struct Layer {
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    annotations: std::collections::HashMap<String, String>,
+}
+
+/// Fetches the blob `layer` names (`what` it is: "payload", "bundle"), checked against its
+/// digest, at most [`MAX_SIGNATURE_BLOB`] bytes. A blob that is not as the layer says is
+/// evidence against the signature (`Ok(Err(why))`); a network failure is not evidence either
+/// way (`Err`).
+fn read_layer_blob(
+    registry: &Registry,
+    layer: &Layer,
+    what: &str,
+) -> Result<Result<Vec<u8>, String>> {
+    let Ok(digest) = layer.digest.parse::<Digest>() else {
+        return Ok(Err(format!(
+            "malformed signature: the {what} layer's digest is not a digest"
+        )));
+    };
+    match read_small_blob(registry, &digest, Some(layer.size), MAX_SIGNATURE_BLOB) {
+        Ok(blob) => Ok(Ok(blob)),
+        Err(error) if failure_of(&error) == Some(Failure::Verification) => Ok(Err(format!(
+            "the {what} is not as its layer says ({error:#})"
+        ))),
+        Err(error) => Err(error),
     }
 }
 
