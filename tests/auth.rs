@@ -166,30 +166,17 @@ fn credentials_from_a_docker_config_reach_the_token_server() {
 fn basic_auth_against_a_tls_registry_with_htpasswd() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, certificate, key) = certificates(dir.path());
-    let htpasswd = dir.path().join("htpasswd");
-    let made = std::process::Command::new("htpasswd")
-        .args(["-Bbc"])
-        .arg(&htpasswd)
-        .args(["fleet", "s3cret pass"])
-        .output()
-        .expect("running htpasswd (apache2-utils)");
-    assert!(made.status.success(), "htpasswd failed");
+    let htpasswd = htpasswd(dir.path(), "fleet", "s3cret pass");
     let registry = Registry::start_with_htpasswd(&certificate, &key, &htpasswd);
-    let docker_config = |name: &str, user_pass: &str| {
-        use base64::Engine;
-        let auth = base64::engine::general_purpose::STANDARD.encode(user_pass);
+    let config_file = |name: &str, user_pass: &str| {
         write_file(
             dir.path(),
             name,
-            format!(
-                r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
-                registry.host()
-            )
-            .as_bytes(),
+            docker_config(&registry.host(), user_pass).as_bytes(),
         )
     };
-    let good = docker_config("good.json", "fleet:s3cret pass");
-    let wrong = docker_config("wrong.json", "fleet:guess");
+    let good = config_file("good.json", "fleet:s3cret pass");
+    let wrong = config_file("wrong.json", "fleet:guess");
     let image = image_bytes(4 * MIB, 90);
     let source = write_file(dir.path(), "disk.raw", &image);
     let reference = format!("{}/disks/private:v1", registry.host());

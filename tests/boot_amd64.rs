@@ -244,15 +244,7 @@ fn installs_a_signed_image_with_the_key_on_the_kernel_line() {
     use base64::Engine;
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("running openssl");
-        assert!(out.status.success(), "openssl {args:?}");
-        out.stdout
-    };
+    let openssl = |args: &[&str]| openssl(dir.path(), args);
     openssl(&[
         "ecparam",
         "-name",

@@ -191,20 +191,9 @@ fn the_readme_grub_config_boots_under_uefi() {
 fn the_readme_fleet_ipxe_script_boots_with_a_site_overlay() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, certificate, key) = certificates(dir.path());
-    let htpasswd = dir.path().join("htpasswd");
-    let made = std::process::Command::new("htpasswd")
-        .args(["-Bbc"])
-        .arg(&htpasswd)
-        .args(["site", "fleet pass"])
-        .output()
-        .expect("running htpasswd (apache2-utils)");
-    assert!(made.status.success(), "htpasswd failed");
+    let htpasswd = htpasswd(dir.path(), "site", "fleet pass");
     let registry = Registry::start_with_htpasswd(&certificate, &key, &htpasswd);
-    let auth = |host: &str| {
-        use base64::Engine;
-        let user_pass = base64::engine::general_purpose::STANDARD.encode("site:fleet pass");
-        format!(r#"{{"auths":{{"{host}":{{"auth":"{user_pass}"}}}}}}"#)
-    };
+    let auth = |host: &str| docker_config(host, "site:fleet pass");
     let host_auth = write_file(
         dir.path(),
         "host-auth.json",

@@ -27,6 +27,42 @@ pub const ZSTD: &str = "application/octet-stream+zstd";
 pub const RAW: &str = "application/octet-stream";
 pub const MIB: usize = 1 << 20;
 
+/// Runs `openssl ARGS` in `dir`; its stdout. Fails the test, with openssl's stderr, if it
+/// fails.
+pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// An htpasswd file in `dir` (bcrypt, as docker-registry takes it) with one user.
+pub fn htpasswd(dir: &Path, user: &str, password: &str) -> PathBuf {
+    let path = dir.join("htpasswd");
+    let made = Command::new("htpasswd")
+        .args(["-Bbc"])
+        .arg(&path)
+        .args([user, password])
+        .output()
+        .expect("running htpasswd (apache2-utils)");
+    assert!(made.status.success(), "htpasswd failed");
+    path
+}
+
+/// A docker config.json that gives `host` the credentials `user:password`.
+pub fn docker_config(host: &str, user_pass: &str) -> String {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(user_pass);
+    format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#)
+}
+
 /// A free TCP port on 127.0.0.1 (others may run registries here too).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -637,13 +673,7 @@ impl Drop for LoopDevice {
 /// A CA and a certificate for 127.0.0.1 signed by it: (ca.pem, server.pem, server.key).
 pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
-        let status = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("running openssl");
-        assert!(status.success(), "openssl {args:?}");
+        openssl(dir, args);
     };
     let ec = [
         "-newkey",
