@@ -316,3 +316,27 @@ fn a_source_that_ignores_ranges_is_read_past_the_chunks_not_wanted() {
         whole.blob_bytes()
     );
 }
+
+#[test]
+fn delta_with_an_image_not_pushed_in_chunks_installs_it_whole() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(4 * MIB, 43);
+    let file = write_file(dir.path(), "plain.img", &image);
+    let reference = format!("{}/delta/plain:v1", registry.host());
+    push_with(
+        &file,
+        &reference,
+        &["--compression", "gzip", "--chunk-size", "0"],
+    );
+    let target = target_file(dir.path(), "t.img", 8 * MIB);
+    let run = install_tag(&reference, &target, &["dd.delta"]);
+    run.assert_installed();
+    assert!(
+        run.stderr
+            .contains("dd.delta needs an image pushed in chunks"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(read_prefix(&target, image.len()), image);
+}

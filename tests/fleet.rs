@@ -621,3 +621,53 @@ fn json_lines_on_stdout() {
     assert_eq!(phases(&events).last().unwrap(), "finish finalize SUCCESS");
     assert!(run.stderr.contains("ocidd: installed"), "{}", run.stderr);
 }
+
+#[test]
+fn bad_report_and_overlay_inputs_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = target_file(dir.path(), "t.img", MIB);
+    // A token file that is not there: exit 2 before the disk or the network.
+    let run = install_words(&[
+        "oci.tag=r.example/d:v1",
+        &format!("dd.of={}", target.display()),
+        "dd.bs=1M",
+        "ocidd.report=http://127.0.0.1:9/x",
+        "ocidd.report_token=/nonexistent/token",
+    ]);
+    run.assert_failed(2, "reading the report token file /nonexistent/token");
+    let empty = write_file(dir.path(), "empty-token", b"\n");
+    let run = install_words(&[
+        "oci.tag=r.example/d:v1",
+        &format!("dd.of={}", target.display()),
+        "dd.bs=1M",
+        "ocidd.report=http://127.0.0.1:9/x",
+        &format!("ocidd.report_token={}", empty.display()),
+    ]);
+    run.assert_failed(2, "is empty");
+
+    // Overlays: a missing source, and default words with a typo, write nothing.
+    let output = dir.path().join("site.img");
+    let overlay = |files: &[String]| {
+        Run::from(
+            ocidd()
+                .args(["overlay", "--output"])
+                .arg(&output)
+                .args(files)
+                .output()
+                .unwrap(),
+        )
+    };
+    let run = overlay(&["/nonexistent/ca.pem=/etc/ocidd/ca.pem".to_string()]);
+    run.assert_failed(2, "reading /nonexistent/ca.pem");
+    let words = write_file(dir.path(), "cmdline", b"oci.mirorr=cache:5000\n");
+    let run = overlay(&[format!("{}=/etc/ocidd/cmdline", words.display())]);
+    run.assert_failed(2, "/etc/ocidd/cmdline: unknown parameter oci.mirorr");
+    let run = overlay(&["ca.pem=etc/ocidd/ca.pem".to_string()]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not an absolute path"),
+        "{}",
+        run.stderr
+    );
+    assert!(!output.exists());
+}
