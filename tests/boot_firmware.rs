@@ -132,15 +132,7 @@ fn the_readme_ipxe_script_boots_under_uefi() {
 fn the_readme_pxelinux_config_boots_under_bios() {
     let setup = setup();
     let root = setup.boot_root();
-    for file in [
-        "/usr/lib/PXELINUX/pxelinux.0",
-        "/usr/lib/syslinux/modules/bios/ldlinux.c32",
-    ] {
-        let name = Path::new(file).file_name().unwrap();
-        fs::copy(file, root.join(name))
-            .expect("pxelinux (apt-get install pxelinux syslinux-common)");
-    }
-    fs::create_dir_all(root.join("pxelinux.cfg")).unwrap();
+    add_pxelinux(&root);
     let config = setup.localize(&readme_snippet("DEFAULT ocidd"), None);
     fs::write(root.join("pxelinux.cfg/default"), config).unwrap();
     setup.boot_and_check(
@@ -159,17 +151,7 @@ fn the_readme_grub_config_boots_under_uefi() {
     let setup = setup();
     let root = setup.boot_root();
     let files = FileServer::start(&root);
-    let made = std::process::Command::new("grub-mknetdir")
-        .arg(format!("--net-directory={}", root.display()))
-        .arg("--subdir=boot/grub")
-        .args(["-d", "/usr/lib/grub/x86_64-efi"])
-        .output()
-        .expect("running grub-mknetdir (apt-get install grub-efi-amd64-bin)");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    add_grub(&root);
     let config = setup.localize(&readme_snippet("menuentry"), Some(&files));
     fs::write(root.join("boot/grub/grub.cfg"), config).unwrap();
     setup.boot_and_check(
@@ -183,12 +165,48 @@ fn the_readme_grub_config_boots_under_uefi() {
     );
 }
 
-/// The README's fleet iPXE script: the main initramfs plus a site overlay (made by `ocidd
-/// overlay`) whose /etc/ocidd/cmdline names a CA and credentials that the overlay carries. The
-/// registry serves HTTPS and demands a password; the kernel line has only the reference and
-/// `dd.*`.
-#[test]
-fn the_readme_fleet_ipxe_script_boots_with_a_site_overlay() {
+/// PXELINUX and the module it needs next to it, in the TFTP root, and its config folder.
+fn add_pxelinux(root: &Path) {
+    for file in [
+        "/usr/lib/PXELINUX/pxelinux.0",
+        "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+    ] {
+        let name = Path::new(file).file_name().unwrap();
+        fs::copy(file, root.join(name))
+            .expect("pxelinux (apt-get install pxelinux syslinux-common)");
+    }
+    fs::create_dir_all(root.join("pxelinux.cfg")).unwrap();
+}
+
+/// GRUB for UEFI network boot in the TFTP root: `boot/grub/x86_64-efi/core.efi`, reading
+/// `boot/grub/grub.cfg`.
+fn add_grub(root: &Path) {
+    let made = std::process::Command::new("grub-mknetdir")
+        .arg(format!("--net-directory={}", root.display()))
+        .arg("--subdir=boot/grub")
+        .args(["-d", "/usr/lib/grub/x86_64-efi"])
+        .output()
+        .expect("running grub-mknetdir (apt-get install grub-efi-amd64-bin)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
+/// A site as the README's "Installing a fleet" sets it up: a registry that serves HTTPS and
+/// demands a password, and boot files plus an overlay (made by `ocidd overlay`) whose
+/// /etc/ocidd/cmdline names the CA and credentials it carries. The boot entries name only
+/// the reference and `dd.*`.
+struct Site {
+    registry: Registry,
+    dir: tempfile::TempDir,
+    image: Vec<u8>,
+    /// The boot files and `site.img`, for HTTP or TFTP.
+    root: std::path::PathBuf,
+}
+
+fn site() -> Site {
     let dir = tempfile::tempdir().unwrap();
     let (ca, certificate, key) = certificates(dir.path());
     let htpasswd = htpasswd(dir.path(), "site", "fleet pass");
@@ -244,42 +262,106 @@ fn the_readme_fleet_ipxe_script_boots_with_a_site_overlay() {
     );
     assert_eq!(overlay.code, 0, "overlay: {}", overlay.stderr);
     assert!(overlay.stdout.contains("3 files"), "{}", overlay.stdout);
+    Site {
+        registry,
+        dir,
+        image,
+        root,
+    }
+}
 
-    let files = FileServer::start(&root);
-    let script = readme_snippet("initrd=site.img")
-        .replace(
+impl Site {
+    /// `snippet` with the example hosts replaced (HTTPS stays: no oci.allow_no_tls).
+    fn localize(&self, snippet: &str, files: Option<&FileServer>) -> String {
+        let mut text = snippet.replace(
             "oci.tag=registry.example.com/",
-            &format!("oci.tag=10.0.2.2:{}/", registry.port),
-        )
-        .replace("boot.example.com", &format!("10.0.2.2:{}", files.port));
-    assert!(!script.contains("example.com"), "{script}");
-    assert!(!script.contains("oci.ca") && !script.contains("oci.auth"));
-    fs::write(root.join("ocidd.ipxe"), script).unwrap();
+            &format!("oci.tag=10.0.2.2:{}/", self.registry.port),
+        );
+        if let Some(files) = files {
+            text = text.replace("boot.example.com", &format!("10.0.2.2:{}", files.port));
+        }
+        assert!(!text.contains("example.com"), "{text}");
+        assert!(!text.contains("oci.ca") && !text.contains("oci.auth"));
+        text
+    }
+
+    /// Boots, waits for the install and the reboot, and checks the console and the disk.
+    fn boot_and_check(&self, bus: Bus, boot: Boot, what: &str) {
+        let disk = self.dir.path().join("disk.img");
+        fs::write(&disk, vec![0xAAu8; 64 * MIB]).unwrap();
+        let mut vm = Vm::start("amd64", &disk, bus, boot);
+        let seconds = vm.wait_exit(BOOT_LIMIT);
+        let console = vm.console();
+        assert!(
+            console.contains("ocidd: site defaults from /etc/ocidd/cmdline: oci.ca oci.auth"),
+            "{what}:\n{console}"
+        );
+        assert!(
+            console.contains("ocidd: installed 16.00 MiB"),
+            "{what}:\n{console}"
+        );
+        assert!(!console.contains("fleet pass"), "{what}:\n{console}");
+        let on_disk = read_prefix(&disk, self.image.len());
+        assert!(
+            on_disk[1024..] == self.image[1024..],
+            "{what}: the disk does not hold the image"
+        );
+        eprintln!("{what} with a site overlay: power-on to reboot {seconds:.1} s");
+    }
+}
+
+/// The README's fleet iPXE script: two initrd lines.
+#[test]
+fn the_readme_fleet_ipxe_script_boots_with_a_site_overlay() {
+    let site = site();
+    let files = FileServer::start(&site.root);
+    let script = site.localize(&readme_snippet("initrd=site.img"), Some(&files));
+    fs::write(site.root.join("ocidd.ipxe"), script).unwrap();
     let bootfile = format!("http://10.0.2.2:{}/ocidd.ipxe", files.port);
-    let disk = dir.path().join("disk.img");
-    fs::write(&disk, vec![0xAAu8; 64 * MIB]).unwrap();
-    let mut vm = Vm::start(
-        "amd64",
-        &disk,
+    site.boot_and_check(
         Bus::Sata,
         Boot::Network {
             firmware: Firmware::Bios,
             bootfile: &bootfile,
             tftp: None,
         },
+        "iPXE under SeaBIOS",
     );
-    let seconds = vm.wait_exit(BOOT_LIMIT);
-    let console = vm.console();
-    assert!(
-        console.contains("ocidd: site defaults from /etc/ocidd/cmdline: oci.ca oci.auth"),
-        "{console}"
+}
+
+/// The README's fleet PXELINUX config: `INITRD main,site`.
+#[test]
+fn the_readme_fleet_pxelinux_config_boots_with_a_site_overlay() {
+    let site = site();
+    add_pxelinux(&site.root);
+    let config = site.localize(&readme_snippet("INITRD initramfs-amd64.img,site.img"), None);
+    fs::write(site.root.join("pxelinux.cfg/default"), config).unwrap();
+    site.boot_and_check(
+        Bus::Sata,
+        Boot::Network {
+            firmware: Firmware::Bios,
+            bootfile: "pxelinux.0",
+            tftp: Some(&site.root),
+        },
+        "PXELINUX",
     );
-    assert!(console.contains("ocidd: installed 16.00 MiB"), "{console}");
-    assert!(!console.contains("fleet pass"), "{console}");
-    let on_disk = read_prefix(&disk, image.len());
-    assert!(
-        on_disk[1024..] == image[1024..],
-        "the disk does not hold the image"
+}
+
+/// The README's fleet GRUB entry: `initrd main site`.
+#[test]
+fn the_readme_fleet_grub_config_boots_with_a_site_overlay() {
+    let site = site();
+    let files = FileServer::start(&site.root);
+    add_grub(&site.root);
+    let config = site.localize(&readme_snippet("/site.img\n}"), Some(&files));
+    fs::write(site.root.join("boot/grub/grub.cfg"), config).unwrap();
+    site.boot_and_check(
+        Bus::Nvme,
+        Boot::Network {
+            firmware: Firmware::Uefi,
+            bootfile: "boot/grub/x86_64-efi/core.efi",
+            tftp: Some(&site.root),
+        },
+        "GRUB under OVMF",
     );
-    eprintln!("site overlay: power-on to reboot {seconds:.1} s");
 }
