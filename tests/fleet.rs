@@ -671,3 +671,59 @@ fn bad_report_and_overlay_inputs_fail_clearly() {
     );
     assert!(!output.exists());
 }
+
+#[test]
+fn a_stopped_install_reports_its_signal() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(8 * MIB, 6);
+    let file = write_file(dir.path(), "disk.img", &image);
+    push(&file, &format!("{}/stop/disk:v1", registry.host()), "zstd");
+    // Slow enough to be stopped while writing.
+    let slow = Proxy::start(registry.port, |request| {
+        Action::Forward(Forward {
+            throttle: request.is_blob().then_some(512 << 10),
+            ..Forward::default()
+        })
+    });
+    let receiver = Receiver::start();
+    let target = target_file(dir.path(), "t.img", 0);
+    let mut words = tag_words(&format!("{}/stop/disk:v1", slow.host()), &target, &[]);
+    words.push(format!("ocidd.report={}", receiver.url()));
+    let child = spawn_words(&words);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !receiver
+        .events()
+        .iter()
+        .any(|e| e["event_type"] == "start" && e["name"] == "write")
+    {
+        assert!(Instant::now() < deadline, "the write phase never started");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_failed(143, "stopped by SIGTERM");
+    let events = receiver.events();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (
+            last["event_type"].as_str(),
+            last["name"].as_str(),
+            last["result"].as_str(),
+            last["exit_code"].as_i64()
+        ),
+        (Some("finish"), Some("write"), Some("FAIL"), Some(143)),
+        "{events:#?}"
+    );
+    assert!(
+        last["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("stopped by SIGTERM"),
+        "{last:#}"
+    );
+}
