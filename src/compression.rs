@@ -38,6 +38,15 @@ impl Compression {
         }
     }
 
+    /// What a file compressed this way ends in: `.gz`, `.zst`, or nothing.
+    pub fn file_suffix(self) -> &'static str {
+        match self {
+            Compression::Gzip => ".gz",
+            Compression::Zstd => ".zst",
+            Compression::None => "",
+        }
+    }
+
     /// The compression a disk-image layer media type stands for; `None` for other layers.
     pub fn from_media_type(media_type: &str) -> Option<Compression> {
         [Compression::Gzip, Compression::Zstd, Compression::None]

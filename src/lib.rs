@@ -36,7 +36,8 @@
 //! # The other paths
 //!
 //! - [`push`]: compress the raw image on all cores while uploading it, upload the chunk index,
-//!   push the manifest, or merge it into the image index at the tag.
+//!   push the manifest, or merge it into the image index at the tag; each request is bounded
+//!   by the stall timeout and retried as pulls are ([`retry`]).
 //! - [`boot`]: `/init`: mount the kernel's file systems, copy output to every console, load
 //!   modules, bring the network up (DHCP or `ip=`), install, then reboot.
 //! - [`overlay`]: a site's files (default words, CA, credentials) as an initramfs that boot

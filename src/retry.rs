@@ -90,29 +90,64 @@ pub fn with_retries<T>(
             Ok(value) => return Ok(value),
             Err(Attempt::Permanent(error)) => return Err(error),
             Err(Attempt::Transient(transient)) => {
-                if attempt >= backoff.retries {
-                    return Err(classified(
-                        Failure::Registry,
-                        anyhow!(
-                            "{what}: {} (gave up after {} retries)",
-                            transient.reason,
-                            backoff.retries
-                        ),
-                    ));
-                }
-                let delay = wait_time(backoff, attempt, &transient);
-                say!(
-                    "ocidd: retrying in {} s: {} ({what}; retry {} of {})",
-                    delay.as_secs_f64().ceil(),
-                    transient.reason,
-                    attempt + 1,
-                    backoff.retries
-                );
-                thread::sleep(delay);
+                thread::sleep(next_wait(backoff, attempt, what, &transient)?);
                 attempt += 1;
             }
         }
     }
+}
+
+/// [`with_retries`] for an async `op`, waiting on the async runtime's timer.
+pub async fn with_retries_async<T, F, Fut>(
+    backoff: &Backoff,
+    what: &str,
+    mut op: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Attempt>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(Attempt::Permanent(error)) => return Err(error),
+            Err(Attempt::Transient(transient)) => {
+                tokio::time::sleep(next_wait(backoff, attempt, what, &transient)?).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// After transient failure number `attempt` (0-based) of `what`: how long to wait before
+/// trying again, said on the console; or the error that gives up, once the retries are
+/// spent.
+fn next_wait(
+    backoff: &Backoff,
+    attempt: u32,
+    what: &str,
+    transient: &Transient,
+) -> anyhow::Result<Duration> {
+    if attempt >= backoff.retries {
+        return Err(classified(
+            Failure::Registry,
+            anyhow!(
+                "{what}: {} (gave up after {} retries)",
+                transient.reason,
+                backoff.retries
+            ),
+        ));
+    }
+    let delay = wait_time(backoff, attempt, transient);
+    say!(
+        "ocidd: retrying in {} s: {} ({what}; retry {} of {})",
+        delay.as_secs_f64().ceil(),
+        transient.reason,
+        attempt + 1,
+        backoff.retries
+    );
+    Ok(delay)
 }
 
 /// The delay before the retry after a transient failure: the server's Retry-After if it

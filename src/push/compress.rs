@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::ops::RangeInclusive;
-use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use anyhow::{Context, Result, anyhow};
@@ -59,12 +59,15 @@ pub(super) fn is_upload_stopped(error: &anyhow::Error) -> bool {
 /// The stream of compressed pieces the uploader reads.
 pub(super) type Pieces = mpsc::Receiver<Result<Bytes, OciDistributionError>>;
 
-/// Starts compressing `file` on its own threads; returns the pieces to upload, and the thread
-/// that ends with the image read and, when compressed in chunks of `chunk_size`, where each
-/// chunk landed in the blob.
+/// Starts compressing `file` (`size` bytes) on its own threads; returns the pieces to
+/// upload, and the thread that ends with the image read and, when compressed in chunks of
+/// `chunk_size`, where each chunk landed in the blob. A file that turns out not to hold
+/// `size` bytes is an error, and so is any read error: then the pieces end in an error, so
+/// that the upload is abandoned, not completed with what was read.
 #[allow(clippy::type_complexity)]
 pub(super) fn start(
     file: File,
+    size: u64,
     compression: Compression,
     level: Option<i32>,
     chunk_size: Option<u64>,
@@ -73,6 +76,7 @@ pub(super) fn start(
     thread::JoinHandle<Result<(Image, Option<Vec<Chunk>>)>>,
 )> {
     let (sender, receiver) = mpsc::channel(4);
+    let abort = sender.clone();
     let compressor = thread::Builder::new()
         .name("compress".into())
         .spawn(move || {
@@ -80,11 +84,35 @@ pub(super) fn start(
                 sender,
                 piece: BytesMut::with_capacity(UPLOAD_PIECE),
             };
-            match chunk_size {
+            // One byte more than the file should hold tells a file that grew.
+            let file = file.take(size + 1);
+            let compressed = match chunk_size {
                 Some(chunk_size) => compress_chunks(file, compression, level, chunk_size, output)
                     .map(|(image, chunks)| (image, Some(chunks))),
                 None => compress(file, compression, level, output).map(|image| (image, None)),
             }
+            .and_then(|(image, chunks)| {
+                if image.size > size {
+                    fail!(
+                        Failure::Target,
+                        "the file grew while it was read (from {size} bytes); nothing was pushed"
+                    );
+                }
+                if image.size < size {
+                    fail!(
+                        Failure::Target,
+                        "the file shrank while it was read: {size} bytes when the push began, {} read; nothing was pushed",
+                        image.size
+                    );
+                }
+                Ok((image, chunks))
+            });
+            if compressed.as_ref().is_err_and(|e| !is_upload_stopped(e)) {
+                let _ = abort.blocking_send(Err(OciDistributionError::GenericError(Some(
+                    "reading the image failed".into(),
+                ))));
+            }
+            compressed
         })
         .map_err(|e| anyhow!("starting the compressor: {e}"))
         .classify(Failure::Target)?;
@@ -99,7 +127,7 @@ pub(super) struct Image {
 
 /// Reads the image, hashing it, and sends it compressed, as one stream, to the uploader.
 fn compress(
-    mut file: File,
+    mut file: impl Read,
     compression: Compression,
     level: Option<i32>,
     output: ChannelWriter,
@@ -140,7 +168,7 @@ fn compress(
 /// cores each into its own gzip member or zstd frame, and writes them in order to `output`.
 /// Returns the image and where each chunk landed.
 fn compress_chunks(
-    mut file: File,
+    mut file: impl Read + Send,
     compression: Compression,
     level: Option<i32>,
     chunk_size: u64,
@@ -148,14 +176,16 @@ fn compress_chunks(
 ) -> Result<(Image, Vec<Chunk>)> {
     let workers = thread::available_parallelism().map_or(1, |n| n.get());
     let (work_tx, work_rx) = sync_channel::<(usize, Vec<u8>)>(workers);
-    let work_rx = Mutex::new(work_rx);
+    // Only the workers hold the work's receiving end: once they have all stopped (the
+    // upload gave up), the reader's next send fails instead of waiting for room forever.
+    let work_rx = Arc::new(Mutex::new(work_rx));
     // Per chunk: its number, size, digest (none when all zeros), compressed bytes.
     type Done = (usize, u64, Option<ChunkDigest>, io::Result<Vec<u8>>);
     let (done_tx, done_rx) = sync_channel::<Done>(workers);
     thread::scope(|scope| {
         for _ in 0..workers {
             let done_tx = done_tx.clone();
-            let work_rx = &work_rx;
+            let work_rx = Arc::clone(&work_rx);
             scope.spawn(move || {
                 loop {
                     let job = work_rx.lock().map(|rx| rx.recv());
@@ -172,6 +202,7 @@ fn compress_chunks(
             });
         }
         drop(done_tx);
+        drop(work_rx);
         let reader = scope.spawn(move || -> Result<Image> {
             let mut hasher = Hasher::new(Algorithm::Sha256);
             let mut size = 0u64;

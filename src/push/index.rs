@@ -2,15 +2,13 @@
 //! replaced and the other entries kept.
 
 use anyhow::{Context, Result};
-use oci_client::Client;
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
 use oci_spec::distribution::Reference;
 use oci_spec::image::{
     Descriptor, DescriptorBuilder, ImageIndex, ImageIndexBuilder, MediaType, PlatformBuilder,
 };
 
-use super::{canonical_json, push_manifest, registry_error};
+use super::canonical_json;
+use super::session::Session;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Classify, Failure};
 use crate::reference::Platform;
@@ -33,8 +31,7 @@ pub struct IndexUpdate {
 /// Pushes the image's manifest (`body`, of digest `digest`) by digest, then the index at the
 /// tag with the image as `platform`'s entry, so that the index never names a missing manifest.
 pub(super) async fn push_for_platform(
-    client: &Client,
-    auth: &RegistryAuth,
+    session: &Session,
     reference: &Reference,
     body: Vec<u8>,
     digest: &str,
@@ -46,18 +43,16 @@ pub(super) async fn push_for_platform(
         digest.to_string(),
     );
     let size = body.len() as u64;
-    push_manifest(client, &by_digest, body, OCI_MANIFEST).await?;
-    let existing = match client
-        .pull_manifest_raw(reference, auth, &[OCI_INDEX, DOCKER_LIST, OCI_MANIFEST])
-        .await
-    {
-        Ok((body, digest)) => Some((body, digest)),
-        Err(error) if is_not_found(&error) => None,
-        Err(error) => {
-            return Err(registry_error(error))
-                .with_context(|| format!("reading the index at {reference}"));
-        }
-    };
+    session
+        .push_manifest(&by_digest, body, OCI_MANIFEST)
+        .await?;
+    let existing = session
+        .pull_manifest(
+            reference,
+            &[OCI_INDEX, DOCKER_LIST, OCI_MANIFEST],
+            &format!("reading the index at {reference}"),
+        )
+        .await?;
     let entry = platform_entry(digest, size, platform)?;
     let (index, update) = merge_into_index(
         existing
@@ -66,24 +61,8 @@ pub(super) async fn push_for_platform(
         entry,
         platform,
     )?;
-    push_manifest(client, reference, index, OCI_INDEX).await?;
+    session.push_manifest(reference, index, OCI_INDEX).await?;
     Ok(update)
-}
-
-/// Whether the registry said the tag (or the whole repository) does not exist yet.
-pub(super) fn is_not_found(error: &OciDistributionError) -> bool {
-    use oci_client::errors::OciErrorCode;
-    match error {
-        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
-            matches!(
-                e.code,
-                OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
-            )
-        }),
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        _ => false,
-    }
 }
 
 fn platform_entry(digest: &str, size: u64, platform: &Platform) -> Result<Descriptor> {

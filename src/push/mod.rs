@@ -5,18 +5,20 @@
 
 mod compress;
 mod index;
+mod session;
 pub mod sign;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, RegistryOperation};
+use futures_util::future::{Either, select};
 use oci_spec::distribution::Reference;
 use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use serde::Serialize;
@@ -31,11 +33,11 @@ use crate::digest::{Algorithm, Digest};
 use crate::error::{Classify, Failure};
 use crate::fail;
 use crate::reference::Platform;
-use crate::registry::auth::{Credentials, lookup_credentials};
-use crate::registry::client::extra_certificates;
 use crate::registry::manifest::media_type::{CHUNK_INDEX, DISK_IMAGE_ARTIFACT, OCI_MANIFEST};
 use crate::registry::manifest::{ANNOTATION_IMAGE_DIGEST, ANNOTATION_IMAGE_SIZE};
+use crate::retry::{Attempt, with_retries_async};
 use compress::Image;
+use session::Session;
 
 const EMPTY_CONFIG: &[u8] = b"{}";
 const TITLE_ANNOTATION: &str = "org.opencontainers.image.title";
@@ -74,19 +76,7 @@ pub struct Pushed {
 
 pub fn run(options: &PushOptions) -> Result<Pushed> {
     compress::check_level(options.compression, options.level)?;
-    let mut file = File::open(&options.file)
-        .with_context(|| format!("opening {}", options.file.display()))
-        .classify(Failure::Usage)?;
-    // Its size by seeking, which block devices answer too; an empty image is refused before
-    // anything is uploaded.
-    let size = file
-        .seek(SeekFrom::End(0))
-        .and_then(|size| file.rewind().map(|()| size))
-        .with_context(|| format!("reading {}", options.file.display()))
-        .classify(Failure::Usage)?;
-    if size == 0 {
-        fail!(Failure::Usage, "{} is empty", options.file.display());
-    }
+    let (file, size) = open_image(&options.file)?;
     // A bad key is found before anything is uploaded.
     let sign_key = options
         .sign_key
@@ -98,28 +88,60 @@ pub fn run(options: &PushOptions) -> Result<Pushed> {
         .build()
         .context("starting the async runtime")
         .classify(Failure::Target)?;
-    runtime.block_on(push(options, file, sign_key.as_ref()))
+    runtime.block_on(push(options, &file, size, sign_key.as_ref()))
+}
+
+/// Opens the raw image to push: a regular file or a block device, not empty; with its size.
+/// Whatever is wrong with it is a usage error (exit 2), found before anything is uploaded.
+fn open_image(path: &Path) -> Result<(File, u64)> {
+    // What it is, before opening it: opening a FIFO waits for a writer.
+    let kind = std::fs::metadata(path)
+        .with_context(|| format!("opening {}", path.display()))
+        .classify(Failure::Usage)?
+        .file_type();
+    if kind.is_dir() {
+        fail!(
+            Failure::Usage,
+            "{} is a directory, not a raw disk image",
+            path.display()
+        );
+    }
+    if !kind.is_file() && !kind.is_block_device() {
+        fail!(
+            Failure::Usage,
+            "{} is neither a file nor a block device",
+            path.display()
+        );
+    }
+    let mut file = File::open(path)
+        .with_context(|| format!("opening {}", path.display()))
+        .classify(Failure::Usage)?;
+    // Its size by seeking, which block devices answer too.
+    let size = file
+        .seek(SeekFrom::End(0))
+        .and_then(|size| file.rewind().map(|()| size))
+        .with_context(|| format!("reading {}", path.display()))
+        .classify(Failure::Usage)?;
+    if size == 0 {
+        fail!(Failure::Usage, "{} is empty", path.display());
+    }
+    Ok((file, size))
 }
 
 async fn push(
     options: &PushOptions,
-    file: File,
+    file: &File,
+    size: u64,
     sign_key: Option<&p256::ecdsa::SigningKey>,
 ) -> Result<Pushed> {
-    crate::registry::client::install_crypto_provider();
     let reference = &options.reference;
-    let client = Client::new(client_config(&options.registry)?);
-    let auth = authenticate(&client, reference, &options.registry).await?;
-    let (layer, image, chunks) = upload_image(&client, options, file).await?;
-    let config_digest = upload_blob(
-        &client,
-        reference,
-        EMPTY_CONFIG.to_vec(),
-        "the empty config",
-    )
-    .await?;
+    let session = Session::open(reference, &options.registry).await?;
+    let (layer, image, chunks) = upload_image(&session, options, file, size).await?;
+    let config_digest = session
+        .upload_blob(reference, EMPTY_CONFIG.to_vec(), "the empty config")
+        .await?;
     let chunk_index = match chunks {
-        Some(chunks) => Some(upload_chunk_index(&client, options, &layer, &image, chunks).await?),
+        Some(chunks) => Some(upload_chunk_index(&session, options, &layer, &image, chunks).await?),
         None => None,
     };
     let manifest = manifest(
@@ -134,12 +156,11 @@ async fn push(
     let manifest_digest = Digest::of(Algorithm::Sha256, &body).to_string();
     let image_index = match &options.platform {
         None => {
-            push_manifest(&client, reference, body, OCI_MANIFEST).await?;
+            session.push_manifest(reference, body, OCI_MANIFEST).await?;
             None
         }
         Some(platform) => Some(
-            index::push_for_platform(&client, &auth, reference, body, &manifest_digest, platform)
-                .await?,
+            index::push_for_platform(&session, reference, body, &manifest_digest, platform).await?,
         ),
     };
     // The image's manifest is signed, and the index at the tag too: a later push for another
@@ -151,8 +172,7 @@ async fn push(
             signed.push(update.digest.parse()?);
         }
         for digest in &signed {
-            signatures
-                .push(sign::sign(&client, &auth, reference, key, digest, &config_digest).await?);
+            signatures.push(sign::sign(&session, reference, key, digest, &config_digest).await?);
         }
     }
     Ok(Pushed {
@@ -173,66 +193,111 @@ struct Uploaded {
     size: u64,
 }
 
-/// Logs in for pushing, with the credentials the docker config has for the registry.
-async fn authenticate(
-    client: &Client,
-    reference: &Reference,
-    options: &RegistryOptions,
-) -> Result<RegistryAuth> {
-    let auth = match lookup_credentials(reference.registry(), options.auth.as_deref())? {
-        Some(Credentials::Basic { username, password }) => RegistryAuth::Basic(username, password),
-        Some(Credentials::IdentityToken(_)) => fail!(
-            Failure::Usage,
-            "pushing with an identity token is not supported; use a username and password"
-        ),
-        None => RegistryAuth::Anonymous,
-    };
-    client
-        .auth(reference, &auth, RegistryOperation::Push)
-        .await
-        .map_err(registry_error)
-        .context("authenticating to the registry")?;
-    Ok(auth)
+/// Compresses the image (`size` bytes) while uploading it as the layer; returns the layer,
+/// the image as read, and where each chunk landed when compressed in chunks. An upload that
+/// fails in a way that may pass is started again from the image's first byte.
+async fn upload_image(
+    session: &Session,
+    options: &PushOptions,
+    file: &File,
+    size: u64,
+) -> Result<(Uploaded, Image, Option<Vec<Chunk>>)> {
+    with_retries_async(session.backoff(), "uploading the image", || async {
+        // A clone shares the offset, which the try before may have moved.
+        let file = file
+            .try_clone()
+            .and_then(|mut file| file.rewind().map(|()| file))
+            .with_context(|| format!("reading {}", options.file.display()))
+            .classify(Failure::Target)?;
+        upload_image_once(session, options, file, size).await
+    })
+    .await
 }
 
-/// Compresses the image while uploading it as the layer; returns the layer, the image as
-/// read, and where each chunk landed when compressed in chunks.
-async fn upload_image(
-    client: &Client,
+/// One try of [`upload_image`].
+async fn upload_image_once(
+    session: &Session,
     options: &PushOptions,
     file: File,
-) -> Result<(Uploaded, Image, Option<Vec<Chunk>>)> {
-    let (pieces, compressor) =
-        compress::start(file, options.compression, options.level, options.chunk_size)?;
-    let stream = futures_util::stream::unfold(pieces, |mut pieces| async move {
-        pieces.recv().await.map(|piece| (piece, pieces))
-    });
-    let uploaded = client
-        .push_blob_stream_chunked(&options.reference, stream)
-        .await
-        .map_err(registry_error)
-        .context("uploading the image");
+    size: u64,
+) -> Result<(Uploaded, Image, Option<Vec<Chunk>>), Attempt> {
+    let (pieces, compressor) = compress::start(
+        file,
+        size,
+        options.compression,
+        options.level,
+        options.chunk_size,
+    )?;
+    let watch = NetworkWatch::default();
+    let stream = {
+        let watch = watch.clone();
+        futures_util::stream::unfold(pieces, move |mut pieces| {
+            let watch = watch.clone();
+            async move {
+                // Waiting for the compressor is not the registry's delay.
+                watch.set(None);
+                let piece = pieces.recv().await;
+                watch.set(Some(Instant::now()));
+                piece.map(|piece| (piece, pieces))
+            }
+        })
+    };
+    let upload = session
+        .client
+        .push_blob_stream_chunked(&options.reference, stream);
+    let stalled = watch.stalled(session.stall_timeout());
+    let uploaded = match select(pin!(upload), pin!(stalled)).await {
+        Either::Left((uploaded, _)) => {
+            uploaded.map_err(|error| session.attempt(error, "uploading the image"))
+        }
+        Either::Right(((), _)) => Err(Attempt::Transient(session.no_answer())),
+    };
     let compressed = compressor
         .join()
         .map_err(|_| anyhow!("the compressor thread panicked"))
         .classify(Failure::Target)?
         .with_context(|| format!("reading {}", options.file.display()));
-    // When the upload failed, the compressor only saw it stop: the upload says why.
-    let (uploaded, (image, chunks)) = match (uploaded, compressed) {
-        (Err(upload), Err(read)) if compress::is_upload_stopped(&read) => return Err(upload),
-        (uploaded, compressed) => (uploaded, compressed?),
-    };
-    let uploaded = uploaded?;
-    let layer = Uploaded {
-        digest: uploaded.blob_digest,
-        size: uploaded.size,
-    };
-    Ok((layer, image, chunks))
+    // When the upload failed, the compressor only saw it stop: the upload says why. When
+    // reading failed, the upload was aborted, and the read error says why.
+    match (uploaded, compressed) {
+        (Err(upload), Err(read)) if compress::is_upload_stopped(&read) => Err(upload),
+        (_, Err(read)) => Err(Attempt::Permanent(read)),
+        (Err(upload), Ok(_)) => Err(upload),
+        (Ok(uploaded), Ok((image, chunks))) => {
+            let layer = Uploaded {
+                digest: uploaded.blob_digest,
+                size: uploaded.size,
+            };
+            Ok((layer, image, chunks))
+        }
+    }
+}
+
+/// When the uploader began waiting on the registry (a request sent, its answer not in), if
+/// it is: the stall timeout applies to that wait, not to the compressor's.
+#[derive(Clone, Default)]
+struct NetworkWatch(Arc<Mutex<Option<Instant>>>);
+
+impl NetworkWatch {
+    fn set(&self, since: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = since;
+    }
+
+    /// Ends once the uploader has waited on the registry for `timeout`.
+    async fn stalled(&self, timeout: Duration) {
+        loop {
+            tokio::time::sleep(timeout.min(Duration::from_secs(1))).await;
+            let since = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if since.is_some_and(|since| since.elapsed() >= timeout) {
+                return;
+            }
+        }
+    }
 }
 
 /// Uploads the chunk index of the `layer` just uploaded.
 async fn upload_chunk_index(
-    client: &Client,
+    session: &Session,
     options: &PushOptions,
     layer: &Uploaded,
     image: &Image,
@@ -249,48 +314,16 @@ async fn upload_chunk_index(
     };
     let body = serde_json::to_vec(&index).context("encoding the chunk index")?;
     let size = body.len() as u64;
-    let digest = upload_blob(client, &options.reference, body, "the chunk index").await?;
+    let digest = session
+        .upload_blob(&options.reference, body, "the chunk index")
+        .await?;
     Ok(Uploaded { digest, size })
-}
-
-/// Uploads a small blob (`what` it is, for the error); returns its digest.
-pub(super) async fn upload_blob(
-    client: &Client,
-    reference: &Reference,
-    body: Vec<u8>,
-    what: &str,
-) -> Result<String> {
-    let digest = Digest::of(Algorithm::Sha256, &body).to_string();
-    client
-        .push_blob(reference, body, &digest)
-        .await
-        .map_err(registry_error)
-        .with_context(|| format!("uploading {what}"))?;
-    Ok(digest)
 }
 
 /// JSON through a `Value`, whose maps are sorted, so that the same content always gets the
 /// same digest (annotations are a HashMap).
 pub(super) fn canonical_json(value: &impl Serialize) -> serde_json::Result<Vec<u8>> {
     serde_json::to_value(value).and_then(|value| serde_json::to_vec(&value))
-}
-
-pub(super) async fn push_manifest(
-    client: &Client,
-    reference: &Reference,
-    body: Vec<u8>,
-    media_type: &'static str,
-) -> Result<()> {
-    client
-        .push_manifest_raw(
-            reference,
-            body,
-            reqwest::header::HeaderValue::from_static(media_type),
-        )
-        .await
-        .map_err(registry_error)
-        .with_context(|| format!("pushing the manifest to {reference}"))?;
-    Ok(())
 }
 
 /// The image's manifest: an empty config, the image layer annotated with the image's size
@@ -310,10 +343,12 @@ fn manifest(
             image.digest.to_string(),
         ),
     ]);
+    // The title is the name `oras pull` saves the layer under: it says that the file is
+    // compressed, so that nobody writes it to a disk as it is.
     if let Some(name) = file.file_name() {
         annotations.insert(
             TITLE_ANNOTATION.to_string(),
-            name.to_string_lossy().to_string(),
+            format!("{}{}", name.to_string_lossy(), compression.file_suffix()),
         );
     }
     let build = || -> Result<oci_spec::image::ImageManifest, oci_spec::OciSpecError> {
@@ -349,29 +384,4 @@ fn manifest(
     build()
         .context("building the manifest")
         .classify(Failure::Registry)
-}
-
-fn client_config(options: &RegistryOptions) -> Result<ClientConfig> {
-    let mut config = ClientConfig {
-        protocol: if options.allow_no_tls {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        },
-        ..Default::default()
-    };
-    if let Some(path) = &options.ca {
-        config.extra_root_certificates = extra_certificates(path)?
-            .into_iter()
-            .map(|data| Certificate {
-                encoding: CertificateEncoding::Der,
-                data,
-            })
-            .collect();
-    }
-    Ok(config)
-}
-
-pub(super) fn registry_error(error: OciDistributionError) -> anyhow::Error {
-    crate::error::classified(Failure::Registry, error.into())
 }

@@ -6,15 +6,13 @@
 use anyhow::{Context, Result};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use oci_client::Client;
-use oci_client::secrets::RegistryAuth;
 use oci_spec::distribution::Reference;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use serde_json::json;
 
-use super::index::is_not_found;
-use super::{canonical_json, push_manifest, registry_error, upload_blob};
+use super::canonical_json;
+use super::session::Session;
 use crate::digest::Digest;
 use crate::registry::manifest::media_type::OCI_MANIFEST;
 use crate::signature::legacy::signature_tag;
@@ -39,8 +37,7 @@ pub fn payload(repository: &str, digest: &Digest) -> Vec<u8> {
 /// Signs `digest` (a manifest in `reference`'s repository) and pushes the signature; returns
 /// the signature's tag.
 pub(super) async fn sign(
-    client: &Client,
-    auth: &RegistryAuth,
+    session: &Session,
     reference: &Reference,
     key: &SigningKey,
     digest: &Digest,
@@ -51,7 +48,9 @@ pub(super) async fn sign(
     let signature: Signature = key.sign(&payload);
     let signature = STANDARD.encode(signature.to_der().as_bytes());
     let payload_size = payload.len() as u64;
-    let payload_digest = upload_blob(client, reference, payload, "the signature payload").await?;
+    let payload_digest = session
+        .upload_blob(reference, payload, "the signature payload")
+        .await?;
     let tag = signature_tag(digest);
     let at_tag = Reference::with_tag(
         reference.registry().to_string(),
@@ -65,20 +64,19 @@ pub(super) async fn sign(
         "annotations": {SIGNATURE_ANNOTATION: signature},
     });
     // Other signatures of the same manifest (other keys, earlier pushes) stay.
-    let mut layers = match client
-        .pull_manifest_raw(&at_tag, auth, &[OCI_MANIFEST])
-        .await
-    {
-        Ok((body, _)) => serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|m| m["layers"].as_array().cloned())
-            .unwrap_or_default(),
-        Err(error) if is_not_found(&error) => Vec::new(),
-        Err(error) => {
-            return Err(registry_error(error))
-                .with_context(|| format!("reading the signatures at {at_tag}"));
-        }
-    };
+    let mut layers = session
+        .pull_manifest(
+            &at_tag,
+            &[OCI_MANIFEST],
+            &format!("reading the signatures at {at_tag}"),
+        )
+        .await?
+        .and_then(|(body, _)| {
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|m| m["layers"].as_array().cloned())
+        })
+        .unwrap_or_default();
     layers.retain(|l| l != &layer);
     layers.push(layer);
     let manifest = json!({
@@ -88,6 +86,6 @@ pub(super) async fn sign(
         "layers": layers,
     });
     let body = canonical_json(&manifest).context("encoding the signature manifest")?;
-    push_manifest(client, &at_tag, body, OCI_MANIFEST).await?;
+    session.push_manifest(&at_tag, body, OCI_MANIFEST).await?;
     Ok(tag)
 }

@@ -10,7 +10,7 @@ use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 
-use super::client::{check_transient, registry_error, transient_network_error};
+use super::client::{CredentialsNote, check_transient, registry_error, transient_network_error};
 use crate::error::{Classify, Failure};
 use crate::fail;
 use crate::retry::{Backoff, with_retries};
@@ -39,6 +39,8 @@ struct TokenResponse {
 pub(super) struct Auth {
     repository: String,
     credentials: Option<Credentials>,
+    /// What a refusal says about them.
+    note: CredentialsNote,
     /// Whether plain HTTP is allowed (`oci.allow_no_tls`): only then may credentials go to a
     /// token realm over it.
     allow_plain_http: bool,
@@ -48,20 +50,22 @@ pub(super) struct Auth {
 impl Auth {
     pub(super) fn new(
         repository: &str,
+        note: CredentialsNote,
         credentials: Option<Credentials>,
         allow_plain_http: bool,
     ) -> Self {
         Auth {
             repository: repository.to_string(),
             credentials,
+            note,
             allow_plain_http,
             authorization: Mutex::new(None),
         }
     }
 
-    /// Whether credentials were given for the registry.
-    pub(super) fn has_credentials(&self) -> bool {
-        self.credentials.is_some()
+    /// What a refusal says about the credentials.
+    pub(super) fn note(&self) -> &CredentialsNote {
+        &self.note
     }
 
     /// Adds the Authorization header a challenge earned, if any.
@@ -182,8 +186,9 @@ impl Auth {
             check_transient(request.send().map_err(transient_network_error)?)
         })?;
         if !response.status().is_success() {
-            return Err(registry_error(response, self.credentials.is_some())
-                .context("getting a registry token"));
+            return Err(
+                registry_error(response, Some(&self.note)).context("getting a registry token")
+            );
         }
         let token: TokenResponse = response
             .json()
@@ -252,6 +257,10 @@ pub(crate) fn lookup_credentials(
 mod tests {
     use super::*;
 
+    fn note() -> CredentialsNote {
+        CredentialsNote::new("r.example", true, None, "--auth")
+    }
+
     #[test]
     fn credentials_go_to_a_plain_http_realm_only_when_allowed() {
         let credentials = Credentials::Basic {
@@ -264,13 +273,13 @@ mod tests {
         })
         .unwrap();
         let backoff = Backoff::with_retries(0);
-        let strict = Auth::new("disks/base", Some(credentials.clone()), false);
+        let strict = Auth::new("disks/base", note(), Some(credentials.clone()), false);
         // Port 9 (discard) on loopback: nothing answers, so only the refusal can be quick.
         let error = strict
             .fetch_token("http://127.0.0.1:9/token", None, &http, &backoff)
             .unwrap_err();
         assert!(format!("{error:#}").contains("is not HTTPS"), "{error:#}");
-        let lenient = Auth::new("disks/base", Some(credentials), true);
+        let lenient = Auth::new("disks/base", note(), Some(credentials), true);
         let error = lenient
             .fetch_token("http://127.0.0.1:9/token", None, &http, &backoff)
             .unwrap_err();

@@ -81,6 +81,9 @@ pub struct FetchedManifest {
     pub digest: Digest,
 }
 
+/// How an install is given credentials.
+const PULL_CREDENTIALS: &str = "oci.auth= or --auth";
+
 /// A mirror, or the registry.
 struct Source {
     /// How the console names it: `mirror HOST[/PREFIX]` or `registry HOST`.
@@ -103,7 +106,7 @@ const MIRROR_DOWN_FOR: Duration = Duration::from_secs(30);
 /// little before the registry is asked.
 const MIRROR_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The connect timeout for the registry.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Source {
     fn url(&self, path: &str) -> String {
@@ -249,7 +252,17 @@ impl Registry {
                     base: format!("{}://{}/v2/{repository}", scheme.as_str(), mirror.host()),
                     query: query.clone(),
                     http: http.clone(),
-                    auth: Auth::new(&repository, credentials, options.allow_no_tls),
+                    auth: Auth::new(
+                        &repository,
+                        CredentialsNote::new(
+                            mirror.host(),
+                            credentials.is_some(),
+                            options.auth.as_deref(),
+                            PULL_CREDENTIALS,
+                        ),
+                        credentials,
+                        options.allow_no_tls,
+                    ),
                     down_until: Mutex::new(None),
                 });
             }
@@ -263,7 +276,17 @@ impl Registry {
             ),
             query: String::new(),
             http: http_client(options)?,
-            auth: Auth::new(repository, credentials, options.allow_no_tls),
+            auth: Auth::new(
+                repository,
+                CredentialsNote::new(
+                    reference.registry(),
+                    credentials.is_some(),
+                    options.auth.as_deref(),
+                    PULL_CREDENTIALS,
+                ),
+                credentials,
+                options.allow_no_tls,
+            ),
             down_until: Mutex::new(None),
         });
         Ok(Registry {
@@ -334,7 +357,7 @@ impl Registry {
         match response.status() {
             StatusCode::NOT_FOUND => return Ok(None),
             status if !status.is_success() => {
-                return Err(registry_error(response, source.auth.has_credentials()).context(what));
+                return Err(registry_error(response, Some(source.auth.note())).context(what));
             }
             _ => {}
         }
@@ -372,7 +395,7 @@ impl Registry {
         pinned: Option<&Digest>,
     ) -> Result<FetchedManifest> {
         if !response.status().is_success() {
-            return Err(registry_error(response, source.auth.has_credentials())
+            return Err(registry_error(response, Some(source.auth.note()))
                 .context(format!("fetching manifest {name}")));
         }
         self.tell_source(source, &format!("manifest {name}"));
@@ -462,8 +485,9 @@ impl Registry {
                 Failure::Registry,
                 "fetching the blob: the registry cannot serve it from byte {offset} (HTTP 416)"
             ),
-            _ => Err(registry_error(response, source.auth.has_credentials())
-                .context("fetching the blob")),
+            _ => {
+                Err(registry_error(response, Some(source.auth.note())).context("fetching the blob"))
+            }
         }
     }
 
@@ -511,7 +535,8 @@ impl Registry {
                             return Ok((response, mirror));
                         }
                         Ok(response) => {
-                            let reason = format!("{:#}", registry_error(response, false));
+                            let reason =
+                                format!("{:#}", registry_error(response, Some(mirror.auth.note())));
                             self.passed_on(mirror, path, &reason);
                         }
                         Err(error) => {
@@ -655,7 +680,7 @@ fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
 /// A transport error as the retry loop sees it: worth another try, unless TLS failed (a
 /// certificate that does not verify, or a server that does not speak TLS) or a redirect was
 /// refused: trying again will not change those.
-pub(super) fn transient_network_error(error: reqwest::Error) -> Attempt {
+pub(crate) fn transient_network_error(error: reqwest::Error) -> Attempt {
     if is_tls_error(&error) || error.is_redirect() {
         return Attempt::Permanent(network_error(error));
     }
@@ -737,7 +762,7 @@ pub(super) fn check_transient(response: Response) -> Result<Response, Attempt> {
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let message = format!("{:#}", registry_error(response, false));
+    let message = format!("{:#}", registry_error(response, None));
     Err(Attempt::Transient(Transient {
         reason: message
             .strip_prefix("registry answered ")
@@ -788,12 +813,70 @@ fn network_error(error: reqwest::Error) -> anyhow::Error {
     classified(Failure::Registry, error)
 }
 
-/// The registry's answer to a failed request as one line: status and its error message.
-pub(super) fn registry_error(response: Response, credentials_given: bool) -> anyhow::Error {
+/// The registry's answer to a failed request as one line: status and its error message,
+/// with what it says about the credentials (`note`), if anything.
+pub(super) fn registry_error(response: Response, note: Option<&CredentialsNote>) -> anyhow::Error {
     let status = response.status();
     let mut body = Vec::new();
     let _ = response.take(64 << 10).read_to_end(&mut body);
-    let detail = serde_json::from_slice::<ErrorEnvelope>(&body)
+    classified(
+        Failure::Registry,
+        anyhow!("{}", describe_answer(status, &body, note)),
+    )
+}
+
+/// What an answer of 401 or 403 adds about credentials: the ones sent were refused, or
+/// none were sent and how to give them.
+#[derive(Debug, Clone)]
+pub struct CredentialsNote {
+    /// Credentials were sent.
+    pub sent: bool,
+    /// When none were: why, and how to give them.
+    pub without: String,
+}
+
+impl CredentialsNote {
+    /// For a source at `host` that `oci.auth=` (`auth_file`) may hold credentials for.
+    pub fn new(host: &str, sent: bool, auth_file: Option<&Path>, flags: &str) -> Self {
+        let without = match auth_file {
+            Some(path) => format!("{} has no credentials for {host}", path.display()),
+            None => format!("no credentials were given: {flags}"),
+        };
+        CredentialsNote { sent, without }
+    }
+
+    fn hint(&self, status: StatusCode) -> String {
+        match (status, self.sent) {
+            (StatusCode::UNAUTHORIZED, true) => {
+                " (the registry refused the credentials given)".into()
+            }
+            (StatusCode::FORBIDDEN, true) => " (the credentials given do not allow this)".into(),
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, false) => {
+                format!(" ({})", self.without)
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+/// A registry's answer that is not a success, as one line: "registry answered HTTP 401
+/// Unauthorized: UNAUTHORIZED: …", from its status and its body (the OCI error envelope's
+/// codes and messages, or a short first line of text), with what it says about the
+/// credentials. A proxy's demand for credentials (407) is said to be the proxy's. Pushes and
+/// pulls describe answers alike.
+pub fn describe_answer(status: StatusCode, body: &[u8], note: Option<&CredentialsNote>) -> String {
+    let status_text = format!(
+        "HTTP {} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let status_text = status_text.trim();
+    if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        return format!(
+            "the proxy answered {status_text} (give its credentials in the proxy's URL: http://USER:PASSWORD@HOST:PORT)"
+        );
+    }
+    let detail = serde_json::from_slice::<ErrorEnvelope>(body)
         .ok()
         .map(|envelope| {
             envelope
@@ -809,28 +892,28 @@ pub(super) fn registry_error(response: Response, credentials_given: bool) -> any
         })
         .filter(|d| !d.is_empty())
         .or_else(|| {
-            let text = String::from_utf8_lossy(&body);
+            let text = String::from_utf8_lossy(body);
             let line = text.lines().next().unwrap_or("").trim();
             (!line.is_empty() && line.len() < 200).then(|| line.to_string())
-        });
-    let status_text = format!(
-        "HTTP {} {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
+        })
+        .map(|detail| bounded(&detail, MAX_DETAIL));
     let message = match detail {
-        Some(detail) => format!("registry answered {}: {detail}", status_text.trim()),
-        None => format!("registry answered {}", status_text.trim()),
+        Some(detail) => format!("registry answered {status_text}: {detail}"),
+        None => format!("registry answered {status_text}"),
     };
-    let hint = match (status, credentials_given) {
-        (StatusCode::UNAUTHORIZED, true) => " (the registry refused the credentials given)",
-        (StatusCode::FORBIDDEN, true) => " (the credentials given do not allow this)",
-        (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, false) => {
-            " (no credentials were given: oci.auth= or --auth)"
-        }
-        _ => "",
-    };
-    classified(Failure::Registry, anyhow!("{message}{hint}"))
+    let hint = note.map(|note| note.hint(status)).unwrap_or_default();
+    format!("{message}{hint}")
+}
+
+/// The most of a server's message an error line carries.
+const MAX_DETAIL: usize = 300;
+
+/// `text` cut to at most `max` characters, saying so.
+pub fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}… ({} more bytes)", &text[..cut], text.len() - cut),
+        None => text.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,10 @@ pub enum Action {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     },
+    /// Close the connection without an answer, as a registry that died does.
+    Close,
+    /// Say nothing for this long (the connection open), then close it.
+    Hang(Duration),
 }
 
 impl Action {
@@ -207,6 +211,15 @@ fn serve(client: TcpStream, upstream: u16, rule: &Rule, stats: &Stats) -> std::i
             );
             client.write_all(head.as_bytes())?;
             client.write_all(&body)?;
+            return client.shutdown(Shutdown::Both);
+        }
+        Action::Close => {
+            log_line("closed");
+            return client.shutdown(Shutdown::Both);
+        }
+        Action::Hang(pause) => {
+            log_line("hung");
+            thread::sleep(pause);
             return client.shutdown(Shutdown::Both);
         }
         Action::Forward(forward) => forward,
