@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use common::proxy::{Action, Proxy};
 use common::*;
 
 const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -89,6 +90,8 @@ struct Setup {
     manifest: String,
     key: (PathBuf, PathBuf),
     other: (PathBuf, PathBuf),
+    /// A front end installs go through instead of the registry itself.
+    front: Option<Proxy>,
 }
 
 impl Setup {
@@ -108,11 +111,20 @@ impl Setup {
             manifest,
             key,
             other,
+            front: None,
         }
     }
 
     fn reference(&self) -> String {
-        format!("{}/{}:v1", self.registry.host(), self.repo)
+        format!("{}/{}:v1", self.host(), self.repo)
+    }
+
+    /// Where installs go: the registry, or the front end in front of it.
+    fn host(&self) -> String {
+        match &self.front {
+            Some(front) => front.host(),
+            None => self.registry.host(),
+        }
     }
 
     /// A legacy signature manifest for `digest` with one layer per (payload, signature).
@@ -201,8 +213,12 @@ impl Setup {
     }
 
     fn assert_refused(&self, words: &[&str], message: &str) {
+        self.assert_refused_with(4, words, message);
+    }
+
+    fn assert_refused_with(&self, code: i32, words: &[&str], message: &str) {
         let (run, target) = self.install(words);
-        run.assert_failed(4, message);
+        run.assert_failed(code, message);
         assert!(run.stderr.contains("nothing was written"), "{}", run.stderr);
         assert_eq!(fs::read(&target).unwrap(), vec![0x5Au8; 4 * MIB]);
     }
@@ -320,6 +336,7 @@ fn an_index_is_signed_at_the_index_or_at_the_platform_manifest() {
         manifest: index_digest.clone(),
         key: (PathBuf::new(), PathBuf::new()),
         other: (PathBuf::new(), PathBuf::new()),
+        front: None,
     };
     let key = key_pair(s.dir.path(), "site");
     let s = Setup { key, ..s };
@@ -509,4 +526,107 @@ fn push_sign_key_makes_signatures_openssl_and_ocidd_verify() {
             .unwrap(),
     );
     run.assert_failed(2, "is encrypted");
+}
+
+/// A front end in front of `registry` that answers the referrers API with `status`, as
+/// registries and proxies without it do.
+fn referrers_answered_with(registry: &Registry, status: u16) -> Proxy {
+    Proxy::start(registry.port, move |request| {
+        if request.path.contains("/referrers/") {
+            return Action::Respond {
+                status,
+                headers: vec![],
+                body: b"not here".to_vec(),
+            };
+        }
+        Action::forward()
+    })
+}
+
+/// One valid signature is enough, whatever the referrers API answers: 400, 401, 403, 405
+/// and 501 mean there is none (the referrers tag is read instead), and a 500 only counts
+/// when nothing valid was found, in either layout.
+#[test]
+fn a_valid_signature_is_found_whatever_the_referrers_api_answers() {
+    let mut s = Setup::new("signed/fronted");
+    let key = s.key_word();
+    s.sign_legacy(&s.manifest, &s.manifest, &s.key.0);
+    for status in [400, 401, 403, 405, 500, 501] {
+        s.front = Some(referrers_answered_with(&s.registry, status));
+        s.assert_installed(&[&key], "legacy layout");
+    }
+    // Only a bundle, at the referrers tag: found where the API is missing, or broken.
+    let s = Setup::new("signed/fronted-bundle");
+    s.sign_bundle(&s.manifest, &s.manifest, &s.key.0);
+    let mut s = s;
+    for status in [405, 501, 500] {
+        s.front = Some(referrers_answered_with(&s.registry, status));
+        s.assert_installed(&[&s.key_word(), "oci.retries=1"], "bundle layout");
+    }
+    // Nothing valid, and the API failed: exit 3, since asking again may find one; with
+    // oci.verify=warn it installs, saying so.
+    let mut s = Setup::new("signed/fronted-none");
+    s.front = Some(referrers_answered_with(&s.registry, 500));
+    let key = s.key_word();
+    s.assert_refused_with(3, &[&key, "oci.retries=0"], "could not be read");
+    let (run, _) = s.install(&[&key, "oci.retries=0", "oci.verify=warn"]);
+    run.assert_installed();
+    assert!(run.stderr.contains("WARNING"), "{}", run.stderr);
+}
+
+/// A signature whose payload blob is gone does not hide a valid one beside it, in either
+/// mode.
+#[test]
+fn a_missing_payload_does_not_hide_a_valid_signature() {
+    let s = Setup::new("signed/missing");
+    let key = s.key_word();
+    let good = simple_signing_payload(&s.repo, &s.manifest);
+    let good_signature = sign(s.dir.path(), &s.key.0, &good);
+    let lost = simple_signing_payload(&s.repo, &format!("sha256:{}", "ee".repeat(32)));
+    let lost_signature = sign(s.dir.path(), &s.key.0, &lost);
+    // The newest layer (looked at first) is the one whose payload goes.
+    s.put_legacy(
+        &s.manifest,
+        &[(good, good_signature), (lost.clone(), lost_signature)],
+    );
+    let gone = s
+        .registry
+        .client()
+        .delete(format!(
+            "{}/v2/{}/blobs/{}",
+            s.registry.url(),
+            s.repo,
+            sha256(&lost)
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(gone.status().as_u16(), 202);
+    s.assert_installed(&[&key], "legacy layout");
+    s.assert_installed(&[&key, "oci.verify=warn"], "legacy layout");
+}
+
+/// Signatures are looked at newest first: a valid one appended after 40 others is found,
+/// and when the valid one is older than the newest 32, the refusal says how many were not
+/// looked at.
+#[test]
+fn the_newest_signatures_are_looked_at_and_the_skipped_ones_are_named() {
+    let s = Setup::new("signed/many");
+    let key = s.key_word();
+    let good = simple_signing_payload(&s.repo, &s.manifest);
+    let junk: Vec<(Vec<u8>, String)> = (0..40)
+        .map(|i| {
+            let payload = simple_signing_payload(&format!("junk/{i}"), &s.manifest);
+            let signature = sign(s.dir.path(), &s.other.0, &payload);
+            (payload, signature)
+        })
+        .collect();
+    let valid = (good.clone(), sign(s.dir.path(), &s.key.0, &good));
+    let mut newest_valid = junk.clone();
+    newest_valid.push(valid.clone());
+    s.put_legacy(&s.manifest, &newest_valid);
+    s.assert_installed(&[&key], "legacy layout");
+    let mut oldest_valid = vec![valid];
+    oldest_valid.extend(junk);
+    s.put_legacy(&s.manifest, &oldest_valid);
+    s.assert_refused(&[&key], "9 older signatures at tag sha256-");
 }

@@ -347,7 +347,8 @@ impl Registry {
     }
 
     /// The referrers of `subject` (an image index, as the OCI referrers API lists them), or
-    /// `None` when the registry has no referrers API.
+    /// `None` when the registry has no referrers API: it answers 404, or, in front ends and
+    /// registries that do not know the path, 400, 401, 403, 405 or 501.
     pub fn referrers(&self, subject: &Digest) -> Result<Option<Vec<u8>>> {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(OCI_INDEX));
@@ -355,7 +356,12 @@ impl Registry {
         let (response, source) =
             self.get(&format!("/referrers/{subject}"), &headers, &what, false)?;
         match response.status() {
-            StatusCode::NOT_FOUND => return Ok(None),
+            StatusCode::NOT_FOUND
+            | StatusCode::BAD_REQUEST
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::NOT_IMPLEMENTED => return Ok(None),
             status if !status.is_success() => {
                 return Err(registry_error(response, Some(source.auth.note())).context(what));
             }
@@ -748,12 +754,13 @@ const NOT_TLS: &str = "the registry does not speak TLS (a plain-HTTP registry is
 const UNKNOWN_ISSUER_CAUSE: &str = "UnknownIssuer";
 const UNKNOWN_ISSUER: &str = "the registry's certificate is not signed by a CA this machine trusts (give its CA with oci.ca= or --ca)";
 
-/// Passes on a response, unless its status says trying again may help (408, 429, 5xx).
+/// Passes on a response, unless its status says trying again may help (408, 429, 5xx but
+/// 501, which says the server does not do what was asked).
 pub(super) fn check_transient(response: Response) -> Result<Response, Attempt> {
     let status = response.status();
     let transient = status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error();
+        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED);
     if !transient {
         return Ok(response);
     }

@@ -5,7 +5,6 @@
 //! signed over PAE(payloadType, payload), and the payload is an in-toto statement whose subject
 //! is the manifest's digest.
 
-use anyhow::Result;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
@@ -13,7 +12,7 @@ use serde::Deserialize;
 use super::keys::PublicKey;
 use super::{
     Accepted, BUNDLE, COSIGN_SIGN_PREDICATE, Finding, IN_TOTO, Layer, MAX_SIGNATURES,
-    decode_signature, read_layer_blob, signed_by,
+    decode_signature, newest, read_layer_blob, signed_by,
 };
 use crate::digest::Digest;
 use crate::registry::Registry;
@@ -74,35 +73,55 @@ struct EnvelopeSignature {
     sig: String,
 }
 
-/// Every bundle signature of `digest`, checked against `keys`.
-pub(super) fn findings(
-    registry: &Registry,
-    digest: &Digest,
-    keys: &[PublicKey],
-) -> Result<Vec<Finding>> {
-    let listing = match registry.referrers(digest)? {
-        Some(listing) => listing,
-        None => match registry.manifest_if_any(&referrers_tag(digest), None)? {
-            Some(manifest) => manifest.body,
-            None => return Ok(Vec::new()),
-        },
-    };
-    let Ok(index) = serde_json::from_slice::<Index>(&listing) else {
-        return Ok(vec![Err(
-            "malformed signature: the referrers list is not an image index".to_string(),
-        )]);
-    };
+/// The bundle signatures of `digest`, checked against `keys`, up to the first that
+/// verifies. The referrers API lists them; where it fails or is missing, the referrers tag
+/// is read too (registries without the API answer 404, 400, 401, 403, 405 or 501).
+pub(super) fn findings(registry: &Registry, digest: &Digest, keys: &[PublicKey]) -> Vec<Finding> {
     let mut findings = Vec::new();
-    // Entries that say another artifact type are not signatures; ones that say none may be.
-    for entry in index
-        .manifests
-        .iter()
-        .filter(|e| e.artifact_type.as_deref().is_none_or(|t| t == BUNDLE))
-        .take(MAX_SIGNATURES)
-    {
-        findings.push(check_referrer(registry, digest, keys, &entry.digest)?);
+    let mut listings = Vec::new();
+    match registry.referrers(digest) {
+        Ok(Some(listing)) => listings.push(("the referrers API", listing)),
+        Ok(None) => {}
+        Err(error) => findings.push(Finding::from_error("the referrers API's list", &error)),
     }
-    Ok(findings.into_iter().flatten().collect())
+    if listings.is_empty() {
+        let tag = referrers_tag(digest);
+        match registry.manifest_if_any(&tag, None) {
+            Ok(Some(manifest)) => listings.push(("the referrers tag", manifest.body)),
+            Ok(None) => {}
+            Err(error) => findings.push(Finding::from_error(
+                &format!("the referrers list at tag {tag}"),
+                &error,
+            )),
+        }
+    }
+    for (place, listing) in listings {
+        let Ok(index) = serde_json::from_slice::<Index>(&listing) else {
+            findings.push(Finding::Refused(format!(
+                "malformed signature: {place}'s list is not an image index"
+            )));
+            continue;
+        };
+        // Entries that say another artifact type are not signatures; ones that say none may be.
+        let entries: Vec<&Entry> = index
+            .manifests
+            .iter()
+            .filter(|e| e.artifact_type.as_deref().is_none_or(|t| t == BUNDLE))
+            .collect();
+        let (entries, skipped) = newest(entries, &format!("in {place}'s list"));
+        findings.extend(skipped);
+        for entry in entries {
+            let Some(finding) = check_referrer(registry, digest, keys, &entry.digest) else {
+                continue;
+            };
+            let accepted = matches!(finding, Finding::Accepted(_));
+            findings.push(finding);
+            if accepted {
+                return findings;
+            }
+        }
+    }
+    findings
 }
 
 /// One referrer: `None` if it is not a Sigstore bundle at all.
@@ -111,49 +130,56 @@ fn check_referrer(
     digest: &Digest,
     keys: &[PublicKey],
     referrer: &str,
-) -> Result<Option<Finding>> {
+) -> Option<Finding> {
     let Ok(referrer) = referrer.parse::<Digest>() else {
-        return Ok(Some(Err(
+        return Some(Finding::Refused(
             "malformed signature: a referrer's digest is not a digest".to_string(),
-        )));
+        ));
     };
-    let Some(manifest) = registry.manifest_if_any(&referrer.to_string(), Some(&referrer))? else {
-        return Ok(Some(Err(format!(
-            "the referrer {referrer} is listed but missing"
-        ))));
+    let manifest = match registry.manifest_if_any(&referrer.to_string(), Some(&referrer)) {
+        Ok(Some(manifest)) => manifest,
+        Ok(None) => {
+            return Some(Finding::Refused(format!(
+                "the referrer {referrer} is listed but missing"
+            )));
+        }
+        Err(error) => {
+            return Some(Finding::from_error(
+                &format!("the referrer {referrer}"),
+                &error,
+            ));
+        }
     };
     let Ok(manifest) = serde_json::from_slice::<ArtifactManifest>(&manifest.body) else {
-        return Ok(Some(Err(format!(
+        return Some(Finding::Refused(format!(
             "malformed signature: the referrer {referrer} is not an artifact manifest"
-        ))));
+        )));
     };
-    let bundle_layer = manifest.layers.first().filter(|l| l.media_type == BUNDLE);
-    let Some(layer) = bundle_layer else {
-        return Ok(None);
-    };
+    let layer = manifest.layers.first().filter(|l| l.media_type == BUNDLE)?;
     if manifest
         .artifact_type
         .as_deref()
         .is_some_and(|t| t != BUNDLE)
     {
-        return Ok(None);
+        return None;
     }
     // The listing is only a hint: the artifact itself must say what it signs.
     if manifest.subject.as_ref().map(|s| s.digest.as_str()) != Some(&digest.to_string()) {
-        return Ok(Some(Err(format!(
+        return Some(Finding::Refused(format!(
             "the bundle {referrer} is attached to another manifest"
-        ))));
+        )));
     }
-    let bundle = match read_layer_blob(registry, layer, "bundle")? {
+    let bundle = match read_layer_blob(registry, layer, "bundle") {
         Ok(bundle) => bundle,
-        Err(reason) => return Ok(Some(Err(reason))),
+        Err(finding) => return Some(finding),
     };
-    Ok(Some(check_bundle(&bundle, digest, keys).map(|key| {
-        Accepted {
+    Some(match check_bundle(&bundle, digest, keys) {
+        Ok(key) => Finding::Accepted(Accepted {
             key: key.label.clone(),
             layout: "bundle",
-        }
-    })))
+        }),
+        Err(reason) => Finding::Refused(reason),
+    })
 }
 
 /// Checks a bundle's DSSE envelope against `keys` and its statement against `digest`.

@@ -3,13 +3,12 @@
 //! repository. Each layer of type simple signing is a payload blob naming the signed digest,
 //! with the base64 DER ECDSA signature over the payload's bytes in an annotation.
 
-use anyhow::Result;
 use serde::Deserialize;
 
 use super::keys::PublicKey;
 use super::{
-    Accepted, COSIGN_SIGN_PREDICATE, COSIGN_SIGNATURE_TYPE, Finding, Layer, MAX_SIGNATURES,
-    SIGNATURE_ANNOTATION, SIMPLE_SIGNING, decode_signature, read_layer_blob, signed_by,
+    Accepted, COSIGN_SIGN_PREDICATE, COSIGN_SIGNATURE_TYPE, Finding, Layer, SIGNATURE_ANNOTATION,
+    SIMPLE_SIGNING, decode_signature, newest, read_layer_blob, signed_by,
 };
 use crate::digest::Digest;
 use crate::registry::Registry;
@@ -25,67 +24,75 @@ struct SignatureManifest {
     layers: Vec<Layer>,
 }
 
-/// Every legacy signature of `digest`, checked against `keys`.
-pub(super) fn findings(
-    registry: &Registry,
-    digest: &Digest,
-    keys: &[PublicKey],
-) -> Result<Vec<Finding>> {
+/// The legacy signatures of `digest`, checked against `keys`, newest first, up to the first
+/// that verifies.
+pub(super) fn findings(registry: &Registry, digest: &Digest, keys: &[PublicKey]) -> Vec<Finding> {
     let tag = signature_tag(digest);
-    let Some(manifest) = registry.manifest_if_any(&tag, None)? else {
-        return Ok(Vec::new());
+    let manifest = match registry.manifest_if_any(&tag, None) {
+        Ok(Some(manifest)) => manifest,
+        Ok(None) => return Vec::new(),
+        Err(error) => {
+            return vec![Finding::from_error(
+                &format!("the signature manifest at tag {tag}"),
+                &error,
+            )];
+        }
     };
     let Ok(manifest) = serde_json::from_slice::<SignatureManifest>(&manifest.body) else {
-        return Ok(vec![Err(format!(
+        return vec![Finding::Refused(format!(
             "malformed signature: the manifest at tag {tag} is not a signature manifest"
-        ))]);
+        ))];
     };
     let layers: Vec<&Layer> = manifest
         .layers
         .iter()
         .filter(|layer| layer.media_type == SIMPLE_SIGNING)
-        .take(MAX_SIGNATURES)
         .collect();
     if layers.is_empty() {
-        return Ok(vec![Err(format!(
+        return vec![Finding::Refused(format!(
             "malformed signature: the manifest at tag {tag} has no {SIMPLE_SIGNING} layer"
-        ))]);
+        ))];
     }
-    layers
-        .into_iter()
-        .map(|layer| check_layer(registry, digest, keys, layer))
-        .collect()
+    let (layers, skipped) = newest(layers, &format!("at tag {tag}"));
+    let mut findings: Vec<Finding> = skipped.into_iter().collect();
+    for layer in layers {
+        let finding = check_layer(registry, digest, keys, layer);
+        let accepted = matches!(finding, Finding::Accepted(_));
+        findings.push(finding);
+        if accepted {
+            break;
+        }
+    }
+    findings
 }
 
 /// One signature layer: its payload fetched and matched to its digest, its signature checked
 /// against the keys, then what the payload says.
-fn check_layer(
-    registry: &Registry,
-    digest: &Digest,
-    keys: &[PublicKey],
-    layer: &Layer,
-) -> Result<Finding> {
+fn check_layer(registry: &Registry, digest: &Digest, keys: &[PublicKey], layer: &Layer) -> Finding {
     let Some(signature) = layer.annotations.get(SIGNATURE_ANNOTATION) else {
-        return Ok(Err(format!(
+        return Finding::Refused(format!(
             "malformed signature: a payload layer without the {SIGNATURE_ANNOTATION} annotation"
-        )));
+        ));
     };
     let signature = match decode_signature(signature) {
         Ok(signature) => signature,
-        Err(reason) => return Ok(Err(reason)),
+        Err(reason) => return Finding::Refused(reason),
     };
-    let payload = match read_layer_blob(registry, layer, "payload")? {
+    let payload = match read_layer_blob(registry, layer, "payload") {
         Ok(payload) => payload,
-        Err(reason) => return Ok(Err(reason)),
+        Err(finding) => return finding,
     };
     let key = match signed_by(keys, &payload, &signature) {
         Ok(key) => key,
-        Err(reason) => return Ok(Err(reason)),
+        Err(reason) => return Finding::Refused(reason),
     };
-    Ok(check_payload(&payload, digest).map(|()| Accepted {
-        key: key.label.clone(),
-        layout: "legacy",
-    }))
+    match check_payload(&payload, digest) {
+        Ok(()) => Finding::Accepted(Accepted {
+            key: key.label.clone(),
+            layout: "legacy",
+        }),
+        Err(reason) => Finding::Refused(reason),
+    }
 }
 
 /// Checks a signed simple-signing payload: a cosign signature naming `digest`.

@@ -56,8 +56,27 @@ pub enum Outcome {
     Unverified(String),
 }
 
-/// One signature found, accepted or not.
-type Finding = Result<Accepted, String>;
+/// What one place a signature may be in says.
+enum Finding {
+    /// A signature by one of the keys over the digest.
+    Accepted(Accepted),
+    /// Evidence against: a signature that does not verify, or is not for this digest.
+    Refused(String),
+    /// A lookup that failed (the registry or the network): evidence of nothing, either way.
+    Unread(String),
+}
+
+impl Finding {
+    /// A lookup's failure: evidence against when what was read is not as it must be (a
+    /// digest that does not match, a manifest over the limit), else a lookup that failed.
+    fn from_error(what: &str, error: &anyhow::Error) -> Finding {
+        if failure_of(error) == Some(Failure::Verification) {
+            Finding::Refused(format!("{what} is not as it must be ({error:#})"))
+        } else {
+            Finding::Unread(format!("{what} could not be read ({error:#})"))
+        }
+    }
+}
 
 /// A signature that verified.
 struct Accepted {
@@ -82,36 +101,46 @@ impl Policy {
         }))
     }
 
-    /// Checks that a signature by one of the keys covers what `resolution` names. Fails
-    /// (verification, exit 4) saying what was found, unless only warning.
+    /// Checks that a signature by one of the keys covers what `resolution` names. One valid
+    /// signature, in either layout, over either digest, is enough; a lookup that failed
+    /// somewhere is only a reason, given when nothing valid was found. Fails saying what was
+    /// found (verification, exit 4; exit 3 when some lookup failed, since trying again may
+    /// find a valid one), unless only warning.
     pub fn check(&self, registry: &Registry, resolution: &Resolution) -> Result<Outcome> {
         let mut candidates = vec![&resolution.manifest];
         candidates.extend(&resolution.platform_manifest);
         let mut reasons = Vec::new();
+        let mut unread = false;
         for digest in candidates {
-            let findings = self.findings(registry, digest)?;
-            if findings.is_empty() {
+            let mut found_any = false;
+            for layout in [legacy::findings, bundle::findings] {
+                for finding in layout(registry, digest, &self.keys) {
+                    found_any = true;
+                    let reason = match finding {
+                        Finding::Accepted(accepted) => {
+                            let what = format!(
+                                "{digest} signed by {} (cosign {} layout)",
+                                accepted.key, accepted.layout
+                            );
+                            say!("ocidd: signature verified: {what}");
+                            return Ok(Outcome::Verified(what));
+                        }
+                        Finding::Refused(reason) => reason,
+                        Finding::Unread(reason) => {
+                            unread = true;
+                            reason
+                        }
+                    };
+                    let reason = format!("{digest}: {reason}");
+                    if !reasons.contains(&reason) {
+                        reasons.push(reason);
+                    }
+                }
+            }
+            if !found_any {
                 reasons.push(format!(
                     "{digest}: unsigned (no signature in either layout)"
                 ));
-            }
-            for finding in findings {
-                match finding {
-                    Ok(accepted) => {
-                        let what = format!(
-                            "{digest} signed by {} (cosign {} layout)",
-                            accepted.key, accepted.layout
-                        );
-                        say!("ocidd: signature verified: {what}");
-                        return Ok(Outcome::Verified(what));
-                    }
-                    Err(reason) => {
-                        let reason = format!("{digest}: {reason}");
-                        if !reasons.contains(&reason) {
-                            reasons.push(reason);
-                        }
-                    }
-                }
             }
         }
         let keys = if self.keys.len() == 1 {
@@ -127,19 +156,31 @@ impl Policy {
             );
             return Ok(Outcome::Unverified(message));
         }
+        let failure = if unread {
+            Failure::Registry
+        } else {
+            Failure::Verification
+        };
         Err(classified(
-            Failure::Verification,
+            failure,
             anyhow!("{message}; nothing was written"),
         ))
     }
+}
 
-    /// Every signature for `digest` in both layouts, each accepted or with why not. Registry
-    /// failures (other than "not there") are errors: they are not evidence either way.
-    fn findings(&self, registry: &Registry, digest: &Digest) -> Result<Vec<Finding>> {
-        let mut findings = legacy::findings(registry, digest, &self.keys)?;
-        findings.extend(bundle::findings(registry, digest, &self.keys)?);
-        Ok(findings)
-    }
+/// The newest [`MAX_SIGNATURES`] of `candidates` (cosign appends, so the last are the
+/// newest), newest first; and, when there were more, the reason that says what was skipped
+/// (`place`: where they are).
+fn newest<T>(candidates: Vec<T>, place: &str) -> (Vec<T>, Option<Finding>) {
+    let skipped = candidates.len().saturating_sub(MAX_SIGNATURES);
+    let newest: Vec<T> = candidates.into_iter().rev().take(MAX_SIGNATURES).collect();
+    let note = (skipped > 0).then(|| {
+        Finding::Refused(format!(
+            "{skipped} older signature{} {place} were not looked at (only the newest {MAX_SIGNATURES} are)",
+            if skipped == 1 { "" } else { "s" }
+        ))
+    });
+    (newest, note)
 }
 
 /// A layer of a signature manifest or an artifact: what it holds, where, and (legacy) the
@@ -155,26 +196,15 @@ struct Layer {
 }
 
 /// Fetches the blob `layer` names (`what` it is: "payload", "bundle"), checked against its
-/// digest, at most [`MAX_SIGNATURE_BLOB`] bytes. A blob that is not as the layer says is
-/// evidence against the signature (`Ok(Err(why))`); a network failure is not evidence either
-/// way (`Err`).
-fn read_layer_blob(
-    registry: &Registry,
-    layer: &Layer,
-    what: &str,
-) -> Result<Result<Vec<u8>, String>> {
+/// digest, at most [`MAX_SIGNATURE_BLOB`] bytes; or what that says about the signature.
+fn read_layer_blob(registry: &Registry, layer: &Layer, what: &str) -> Result<Vec<u8>, Finding> {
     let Ok(digest) = layer.digest.parse::<Digest>() else {
-        return Ok(Err(format!(
+        return Err(Finding::Refused(format!(
             "malformed signature: the {what} layer's digest is not a digest"
         )));
     };
-    match read_small_blob(registry, &digest, Some(layer.size), MAX_SIGNATURE_BLOB) {
-        Ok(blob) => Ok(Ok(blob)),
-        Err(error) if failure_of(&error) == Some(Failure::Verification) => Ok(Err(format!(
-            "the {what} is not as its layer says ({error:#})"
-        ))),
-        Err(error) => Err(error),
-    }
+    read_small_blob(registry, &digest, Some(layer.size), MAX_SIGNATURE_BLOB)
+        .map_err(|error| Finding::from_error(&format!("the {what} {digest}"), &error))
 }
 
 /// The key among `keys` whose ECDSA P-256/SHA-256 signature `der` (ASN.1 DER) is over
