@@ -6,6 +6,7 @@
 pub mod files;
 pub mod proxy;
 pub mod receiver;
+pub mod tinyproxy;
 pub mod vm;
 
 use std::fs;
