@@ -372,7 +372,10 @@ fn installs_through_a_forward_proxy() {
     // A proxy that is down fails as a network failure that says the proxy may be why.
     let dead = format!("oci.proxy=http://127.0.0.1:{}", free_port());
     let run = install_tag(&reference, &target, &[&dead, "oci.retries=0"]);
-    run.assert_failed(3, "Connection refused (os error 111) (through oci.proxy)");
+    run.assert_failed(
+        3,
+        "Connection refused (os error 111) (through the proxy in oci.proxy)",
+    );
     // oci.no_proxy without a proxy is a mistake worth saying.
     let run = install_tag(&reference, &target, &["oci.no_proxy=127.0.0.1"]);
     run.assert_failed(2, "oci.no_proxy");

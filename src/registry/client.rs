@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use oci_spec::distribution::Reference;
-use reqwest::NoProxy;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, ClientBuilder, Response};
 use reqwest::header::{
@@ -27,6 +26,7 @@ use super::auth::{Auth, lookup_credentials};
 use super::manifest::media_type::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use super::manifest::{ImageLayer, MAX_MANIFEST_SIZE, Resolved, interpret_manifest};
 use super::mirror::Scheme;
+use super::proxy::Proxies;
 use crate::cmdline::RegistryOptions;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Classify, Failure, classified};
@@ -56,8 +56,6 @@ pub struct Registry {
     backoff: Backoff,
     /// What the console was told about which source served what, so it is told once.
     told: Mutex<HashSet<String>>,
-    /// Requests go through `oci.proxy=`: a refused connection may be the proxy's.
-    proxied: bool,
 }
 
 /// What a tag or digest resolved to.
@@ -97,6 +95,9 @@ struct Source {
     auth: Auth,
     /// A mirror that could not be connected to is left alone until then.
     down_until: Mutex<Option<Instant>>,
+    /// What names the proxy requests to it go through (`oci.proxy`, `HTTPS_PROXY`), if any:
+    /// a refused connection may be the proxy's.
+    through: Option<&'static str>,
 }
 
 /// How long a mirror that could not be connected to is skipped: each try costs the connect
@@ -170,22 +171,11 @@ pub fn client_builder(
             .classify(Failure::Usage)?;
         builder = builder.tls_certs_merge(certificates);
     }
-    // Without oci.proxy=, the environment's proxy (HTTPS_PROXY, NO_PROXY, …) is used, as
-    // reqwest does by default; at boot there is no environment to set.
-    match (&options.proxy, &options.no_proxy) {
-        (Some(url), no_proxy) => {
-            let proxy = reqwest::Proxy::all(url.as_str())
-                .map_err(|_| anyhow!("invalid oci.proxy: not a proxy URL"))
-                .classify(Failure::Usage)?
-                .no_proxy(no_proxy.as_deref().and_then(NoProxy::from_string));
-            builder = builder.proxy(proxy);
-        }
-        (None, Some(_)) => fail!(
-            Failure::Usage,
-            "oci.no_proxy= is given without oci.proxy= (at a shell, set NO_PROXY instead)"
-        ),
-        (None, None) => {}
-    }
+    // oci.proxy=, or the environment's proxies at a shell; at boot there is no environment.
+    builder = match Proxies::from_options(options)? {
+        Some(proxies) => proxies.apply(builder),
+        None => builder.no_proxy(),
+    };
     Ok(builder)
 }
 
@@ -228,6 +218,8 @@ impl Registry {
         };
         let repository = reference.repository();
         let registry_host = reference.resolve_registry();
+        let proxies = Proxies::from_options(options)?;
+        let through = |base: &str| proxies.as_ref().and_then(|p| p.name_for(base));
         let mut sources = Vec::with_capacity(options.mirrors.len() + 1);
         if !options.mirrors.is_empty() {
             let http = client_builder(options, MIRROR_CONNECT_TIMEOUT)?
@@ -247,9 +239,11 @@ impl Registry {
                 }
                 let repository = mirror.repository(repository);
                 let credentials = lookup_credentials(mirror.host(), options.auth.as_deref())?;
+                let base = format!("{}://{}/v2/{repository}", scheme.as_str(), mirror.host());
                 sources.push(Source {
                     name: format!("mirror {mirror}"),
-                    base: format!("{}://{}/v2/{repository}", scheme.as_str(), mirror.host()),
+                    through: through(&base),
+                    base,
                     query: query.clone(),
                     http: http.clone(),
                     auth: Auth::new(
@@ -268,12 +262,14 @@ impl Registry {
             }
         }
         let credentials = lookup_credentials(reference.registry(), options.auth.as_deref())?;
+        let base = format!(
+            "{}://{registry_host}/v2/{repository}",
+            default_scheme.as_str()
+        );
         sources.push(Source {
             name: format!("registry {}", reference.registry()),
-            base: format!(
-                "{}://{registry_host}/v2/{repository}",
-                default_scheme.as_str()
-            ),
+            through: through(&base),
+            base,
             query: String::new(),
             http: http_client(options)?,
             auth: Auth::new(
@@ -294,7 +290,6 @@ impl Registry {
             mirror_resolve: options.mirror_resolve,
             backoff: options.backoff(),
             told: Mutex::new(HashSet::new()),
-            proxied: options.proxy.is_some(),
         })
     }
 
@@ -559,14 +554,16 @@ impl Registry {
             match self.send(registry, path, headers, &self.backoff) {
                 Ok(response) => check_transient(response).map(|r| (r, registry)),
                 Err(SendFailure::Network(error)) => {
-                    let connect = error.is_connect();
-                    match transient_network_error(error) {
+                    match (transient_network_error(error), registry.through) {
                         // Which connection failed is not in the error: say the proxy may be it.
-                        Attempt::Transient(mut t) if connect && self.proxied => {
-                            t.reason += " (through oci.proxy)";
+                        (Attempt::Transient(mut t), Some(proxy)) => {
+                            t.reason += &format!(" (through the proxy in {proxy})");
                             Err(Attempt::Transient(t))
                         }
-                        attempt => Err(attempt),
+                        (Attempt::Permanent(e), Some(proxy)) => Err(Attempt::Permanent(
+                            e.context(format!("through the proxy in {proxy}")),
+                        )),
+                        (attempt, None) => Err(attempt),
                     }
                 }
                 Err(SendFailure::Auth(error)) => Err(Attempt::Permanent(error)),
@@ -691,6 +688,10 @@ pub(crate) fn transient_network_error(error: reqwest::Error) -> Attempt {
         return Attempt::Permanent(network_error(error));
     }
     let cause = short_reason(&error);
+    // A proxy that refused to open a tunnel without credentials will not change its mind.
+    if cause.contains(PROXY_AUTH_CAUSE) {
+        return Attempt::Permanent(classified(Failure::Registry, anyhow!(PROXY_AUTH)));
+    }
     // Name the host a lookup failed for: the cause alone does not.
     let reason = match error.url().and_then(|url| url.host_str()) {
         Some(host) if is_dns_failure(&error) => format!("cannot resolve {host}: {cause}"),
@@ -747,6 +748,9 @@ pub fn short_reason(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// hyper-util's complaint when a proxy answers CONNECT with 407, and what it means.
+const PROXY_AUTH_CAUSE: &str = "proxy authorization required";
+const PROXY_AUTH: &str = "the proxy answered HTTP 407 Proxy Authentication Required to CONNECT (give its credentials in the proxy's URL: http://USER:PASSWORD@HOST:PORT)";
 /// rustls's complaint when a plain-HTTP server answers a TLS handshake, and what it means.
 const NOT_TLS_CAUSE: &str = "InvalidContentType";
 const NOT_TLS: &str = "the registry does not speak TLS (a plain-HTTP registry is allowed with oci.allow_no_tls or --plain-http)";

@@ -1,5 +1,6 @@
 //! Talking to an OCI registry: the pull protocol ([`client`]), authentication ([`auth`]),
-//! what manifests say ([`manifest`]), the mirrors tried before the registry ([`mirror`]), and the resumable reader every blob fetch goes through
+//! what manifests say ([`manifest`]), the mirrors tried before the registry ([`mirror`]), the proxies
+//! ([`proxy`]), and the resumable reader every blob fetch goes through
 //! ([`blob`]).
 
 pub mod auth;
@@ -7,5 +8,6 @@ pub mod blob;
 pub mod client;
 pub mod manifest;
 pub mod mirror;
+pub mod proxy;
 
 pub use client::{Registry, http_client};

@@ -17,6 +17,15 @@ pub struct ForwardProxy {
 
 impl ForwardProxy {
     pub fn start() -> ForwardProxy {
+        ForwardProxy::start_with(None)
+    }
+
+    /// A proxy that demands Basic credentials (`Proxy-Authorization`) of `user:password`.
+    pub fn start_with_auth(user: &str, password: &str) -> ForwardProxy {
+        ForwardProxy::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> ForwardProxy {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = dir.path().join("tinyproxy.log");
@@ -24,8 +33,10 @@ impl ForwardProxy {
         fs::write(
             &config,
             format!(
-                "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogFile \"{}\"\nLogLevel Connect\nMaxClients 20\nAllow 127.0.0.1\n",
-                log.display()
+                "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogFile \"{}\"\nLogLevel Connect\nMaxClients 20\nAllow 127.0.0.1\n{}",
+                log.display(),
+                auth.map(|(user, password)| format!("BasicAuth {user} {password}\n"))
+                    .unwrap_or_default()
             ),
         )
         .unwrap();
