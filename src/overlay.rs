@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use cpio::newc::{Builder, ModeFileType};
@@ -19,6 +19,10 @@ use flate2::{Compression, GzBuilder};
 use crate::cmdline::{DEFAULTS_FILE, parse_words, split_defaults, text_words};
 use crate::error::{Classify, Failure};
 use crate::fail;
+use crate::registry::auth::check_boot_config;
+use crate::registry::client::parse_certificates;
+use crate::report::parse_token;
+use crate::signature::keys::parse_public_key_pem;
 
 /// Where files are private: credentials, tokens, the default words that may name a proxy's
 /// password. Files here get mode 0600, the directory 0700.
@@ -49,20 +53,18 @@ impl std::str::FromStr for OverlayFile {
     }
 }
 
-/// An absolute, normal path naming a file (not `/`, no `.` or `..`), without its leading `/`
-/// inside the archive but with it here.
+/// An absolute, normal path naming a file (not `/`, no `.`, `..` or empty segments).
 fn check_dest(dest: &str) -> Result<String, String> {
-    let path = Path::new(dest);
-    if !path.is_absolute() {
+    let Some(rest) = dest.strip_prefix('/') else {
         return Err(format!("the destination {dest:?} is not an absolute path"));
-    }
-    if dest.ends_with('/') || path.parent().is_none() {
+    };
+    if rest.is_empty() || rest.ends_with('/') {
         return Err(format!("the destination {dest:?} does not name a file"));
     }
-    if path
-        .components()
-        .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
-        || dest.contains("//")
+    // By its text: Path's components() quietly drops a "." in the middle.
+    if rest
+        .split('/')
+        .any(|segment| matches!(segment, "" | "." | ".."))
     {
         return Err(format!(
             "the destination {dest:?} is not a plain path (no '.', '..' or '//')"
@@ -95,17 +97,16 @@ pub fn write(files: &[OverlayFile], output: &Path) -> Result<Written> {
     }
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     for file in files {
-        let data = read_source(&file.source)?;
-        let metadata = fs::metadata(&file.source)
-            .with_context(|| format!("reading {}", file.source.display()))
-            .classify(Failure::Usage)?;
+        let (data, source_mode) = read_source(&file.source)?;
         let private = Path::new(&file.dest).starts_with(PRIVATE_DIR);
-        let mode = if private {
-            0o600
-        } else if metadata.permissions().mode() & 0o111 != 0 {
-            0o755
-        } else {
-            0o644
+        let executable = source_mode & 0o111 != 0;
+        // Under /etc/ocidd always private; elsewhere private when the source is.
+        let readable = !private && source_mode & 0o044 != 0;
+        let mode = match (executable, readable) {
+            (true, true) => 0o755,
+            (true, false) => 0o700,
+            (false, true) => 0o644,
+            (false, false) => 0o600,
         };
         let name = file.dest.trim_start_matches('/').to_string();
         match entries.get(&name) {
@@ -157,9 +158,7 @@ pub fn write(files: &[OverlayFile], output: &Path) -> Result<Written> {
         .finish()
         .context("compressing the overlay")
         .classify(Failure::Usage)?;
-    fs::write(output, &compressed)
-        .with_context(|| format!("writing {}", output.display()))
-        .classify(Failure::Target)?;
+    write_private(output, &compressed)?;
     Ok(Written {
         files: files.len(),
         bytes: compressed.len() as u64,
@@ -167,48 +166,123 @@ pub fn write(files: &[OverlayFile], output: &Path) -> Result<Written> {
     })
 }
 
-fn read_source(source: &Path) -> Result<Vec<u8>> {
-    if source.is_dir() {
+/// The largest file an overlay takes: every machine holds the overlay in memory while it
+/// boots, and an initramfs file is for settings, not payloads.
+const MAX_FILE: u64 = 64 << 20;
+
+/// A source file's bytes and permission bits. Only a regular file of at most [`MAX_FILE`] is
+/// read: a directory, a FIFO (which would wait for a writer) or a device (`/dev/zero`, which
+/// never ends) is refused before it is opened.
+fn read_source(source: &Path) -> Result<(Vec<u8>, u32)> {
+    let metadata = fs::metadata(source)
+        .with_context(|| format!("reading {}", source.display()))
+        .classify(Failure::Usage)?;
+    if metadata.is_dir() {
         fail!(
             Failure::Usage,
             "{} is a directory; name each file (SRC=DEST)",
             source.display()
         );
     }
-    fs::read(source)
+    if !metadata.is_file() {
+        fail!(
+            Failure::Usage,
+            "{} is not a regular file (a FIFO, socket or device)",
+            source.display()
+        );
+    }
+    let too_large = || {
+        crate::error::classified(
+            Failure::Usage,
+            anyhow!(
+                "{} is larger than the {} MiB an overlay file may be",
+                source.display(),
+                MAX_FILE >> 20
+            ),
+        )
+    };
+    if metadata.len() > MAX_FILE {
+        return Err(too_large());
+    }
+    let mut data = Vec::new();
+    fs::File::open(source)
+        .and_then(|file| file.take(MAX_FILE + 1).read_to_end(&mut data))
         .with_context(|| format!("reading {}", source.display()))
-        .classify(Failure::Usage)
+        .classify(Failure::Usage)?;
+    if data.len() as u64 > MAX_FILE {
+        return Err(too_large());
+    }
+    Ok((data, metadata.permissions().mode()))
 }
 
-/// Parses the default words as /init will, and lists the files they name that the overlay
-/// lacks.
+/// Writes `data` to `output` readable by its owner only (it may carry credentials), whole or
+/// not at all: into a new file beside it, flushed, then renamed over it, so that a full file
+/// system or a crash leaves any earlier overlay as it was.
+fn write_private(output: &Path, data: &[u8]) -> Result<()> {
+    let dir = match output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let writing = || -> std::io::Result<()> {
+        // tempfile creates it with mode 0600.
+        let mut file = tempfile::NamedTempFile::new_in(dir)?;
+        file.write_all(data)?;
+        file.as_file().sync_all()?;
+        file.persist(output).map_err(|e| e.error)?;
+        Ok(())
+    };
+    writing()
+        .with_context(|| format!("writing {}", output.display()))
+        .classify(Failure::Target)
+}
+
+/// Parses the default words as /init will; checks the files they name that the overlay
+/// carries as the install will read them (a CA must hold PEM certificates, a verify key must
+/// be a P-256 public key, credentials a docker config usable at boot, a token not empty), so
+/// that a bad file fails here rather than at every boot; and lists the files they name that
+/// the overlay lacks.
 fn check_defaults(data: &[u8], entries: &BTreeMap<String, Entry>) -> Result<Vec<String>> {
     let words = text_words(&split_defaults(data))
         .and_then(|words| parse_words(&words))
         .map_err(|e| anyhow!("{DEFAULTS_FILE}: {e:#}"))
         .classify(Failure::Usage)?;
     let params = &words.install;
-    let mut named: Vec<String> = [
-        params.registry.ca.as_ref(),
-        params.registry.auth.as_ref(),
-        params.report.token.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|path| path.display().to_string())
-    .collect();
-    named.extend(
-        params
-            .verify
-            .keys
-            .iter()
-            .filter(|key| !key.starts_with("b64:"))
-            .cloned(),
-    );
-    Ok(named
-        .into_iter()
-        .filter(|path| !entries.contains_key(path.trim_start_matches('/')))
-        .collect())
+    type Check = fn(&[u8], &Path) -> Result<()>;
+    let mut named: Vec<(PathBuf, Check)> = Vec::new();
+    if let Some(ca) = &params.registry.ca {
+        named.push((ca.clone(), |data, path| {
+            parse_certificates(data, path).map(drop)
+        }));
+    }
+    if let Some(auth) = &params.registry.auth {
+        named.push((auth.clone(), check_boot_config));
+    }
+    if let Some(token) = &params.report.token {
+        named.push((token.clone(), |data, path| {
+            parse_token(data, path).map(drop)
+        }));
+    }
+    for key in params
+        .verify
+        .keys
+        .iter()
+        .filter(|key| !key.starts_with("b64:"))
+    {
+        named.push((key.into(), |data, path| {
+            parse_public_key_pem(data, path).map(drop)
+        }));
+    }
+    let mut missing = Vec::new();
+    for (path, check) in named {
+        let name = path.to_string_lossy();
+        match entries.get(name.trim_start_matches('/')) {
+            Some(Entry::File { data, .. }) => check(data, &path)
+                .map_err(|e| anyhow!("{DEFAULTS_FILE} names {name}, but {e:#}"))
+                .classify(Failure::Usage)?,
+            _ => missing.push(name.into_owned()),
+        }
+    }
+    Ok(missing)
 }
 
 /// The newc archive of `entries`.
@@ -281,12 +355,12 @@ mod tests {
         );
         fs::write(
             &words,
-            "oci.ca=/etc/ocidd/ca.pem oci.auth=/etc/ocidd/auth.json oci.verify.key=/etc/ocidd/k.pub\n",
+            "oci.auth=/etc/ocidd/auth.json oci.verify.key=/etc/ocidd/k.pub\n",
         )
         .unwrap();
         fs::write(&ca, "PEM").unwrap();
         fs::write(&hook, "#!/bin/sh\n").unwrap();
-        fs::set_permissions(&hook, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).unwrap();
         let files: Vec<OverlayFile> = [
             format!("{}=/usr/local/bin/hook", hook.display()),
             format!("{}=/etc/ocidd/cmdline", words.display()),

@@ -253,9 +253,82 @@ pub(crate) fn lookup_credentials(
     Ok(None)
 }
 
+/// Checks a docker config for use at boot (`path` holds `data`): JSON whose `auths` entries
+/// carry `auth` (base64 of `user:password`) or an identity token, and no credential helper,
+/// since none can run in the initramfs. The error says what is wrong without the secrets.
+pub fn check_boot_config(data: &[u8], path: &Path) -> Result<()> {
+    use base64::Engine;
+    let bad = |why: String| {
+        crate::error::classified(
+            Failure::Usage,
+            anyhow!("the credentials file {}: {why}", path.display()),
+        )
+    };
+    let config: serde_json::Value =
+        serde_json::from_slice(data).map_err(|e| bad(format!("not JSON ({e})")))?;
+    let config = config
+        .as_object()
+        .ok_or_else(|| bad("not a docker config (a JSON object)".into()))?;
+    for helper in ["credsStore", "credHelpers"] {
+        if config.contains_key(helper) {
+            return Err(bad(format!(
+                "it names a credential helper ({helper}), which cannot run at boot; put the credentials in \"auths\""
+            )));
+        }
+    }
+    let auths = match config.get("auths") {
+        Some(serde_json::Value::Object(auths)) => auths,
+        Some(_) => return Err(bad("\"auths\" is not an object".into())),
+        None => return Err(bad("it has no \"auths\"".into())),
+    };
+    for (host, entry) in auths {
+        let auth = entry.get("auth").and_then(|a| a.as_str());
+        let token = entry.get("identitytoken").and_then(|t| t.as_str());
+        match (auth, token) {
+            (Some(auth), _) => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(auth.trim())
+                    .map_err(|_| bad(format!("the \"auth\" of {host} is not base64")))?;
+                if !decoded.contains(&b':') {
+                    return Err(bad(format!(
+                        "the \"auth\" of {host} is not the base64 of USER:PASSWORD"
+                    )));
+                }
+            }
+            (None, Some(token)) if !token.is_empty() => {}
+            _ => {
+                return Err(bad(format!(
+                    "{host} has neither \"auth\" nor \"identitytoken\""
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boot_configs() {
+        let path = Path::new("/etc/ocidd/auth.json");
+        let good = br#"{"auths":{"r.example":{"auth":"dTpw"},"q.example":{"identitytoken":"t"}}}"#;
+        assert!(check_boot_config(good, path).is_ok());
+        for (config, says) in [
+            (&b"{"[..], "not JSON"),
+            (b"[]", "not a docker config"),
+            (br#"{"credsStore":"pass","auths":{}}"#, "credential helper"),
+            (br#"{"auths":[]}"#, "not an object"),
+            (br#"{}"#, "no \"auths\""),
+            (br#"{"auths":{"r":{"auth":"%%"}}}"#, "not base64"),
+            (br#"{"auths":{"r":{"auth":"dXNlcg=="}}}"#, "USER:PASSWORD"),
+            (br#"{"auths":{"r":{}}}"#, "neither"),
+        ] {
+            let e = format!("{:#}", check_boot_config(config, path).unwrap_err());
+            assert!(e.contains(says), "{e}");
+        }
+    }
 
     fn note() -> CredentialsNote {
         CredentialsNote::new("r.example", true, None, "--auth")

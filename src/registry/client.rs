@@ -182,12 +182,17 @@ pub fn client_builder(
 /// The certificates of a CA file (PEM) to trust besides the system's, DER-encoded, for the
 /// pull client and for push's; a file without any is refused.
 pub fn extra_certificates(path: &Path) -> Result<Vec<Vec<u8>>> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
     let pem = std::fs::read(path)
         .with_context(|| format!("reading the CA file {}", path.display()))
         .classify(Failure::Usage)?;
-    let certificates = CertificateDer::pem_slice_iter(&pem)
+    parse_certificates(&pem, path)
+}
+
+/// The certificates of the CA file `path`, which holds `pem`, DER-encoded.
+pub fn parse_certificates(pem: &[u8], path: &Path) -> Result<Vec<Vec<u8>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certificates = CertificateDer::pem_slice_iter(pem)
         .map(|certificate| certificate.map(|der| der.to_vec()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow!("the CA file {} is not valid PEM: {e}", path.display()))

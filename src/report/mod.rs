@@ -319,9 +319,15 @@ fn escape_terminal_controls(json: String) -> String {
 
 /// The bearer token in `path`, as an Authorization header.
 fn read_token(path: &Path) -> Result<HeaderValue> {
-    let text = std::fs::read_to_string(path)
+    let text = std::fs::read(path)
         .with_context(|| format!("reading the report token file {}", path.display()))
         .classify(Failure::Usage)?;
+    parse_token(&text, path)
+}
+
+/// The bearer token that the token file `path` holds (`text`), as an Authorization header.
+pub fn parse_token(text: &[u8], path: &Path) -> Result<HeaderValue> {
+    let text = String::from_utf8_lossy(text);
     let token = text.trim();
     if token.is_empty() {
         return Err(anyhow!("the report token file {} is empty", path.display()))

@@ -45,11 +45,18 @@ pub fn read_public_key(value: &str) -> Result<PublicKey> {
             .classify(Failure::Usage);
     }
     let path = Path::new(value);
-    let text = std::fs::read_to_string(path)
+    let text = std::fs::read(path)
         .map_err(|e| anyhow!("reading the verify key {}: {e}", path.display()))
         .classify(Failure::Usage)?;
-    let key = VerifyingKey::from_public_key_pem(text.trim())
-        .map_err(|_| {
+    parse_public_key_pem(&text, path)
+}
+
+/// The PEM public key file `path` holds `text`.
+pub fn parse_public_key_pem(text: &[u8], path: &Path) -> Result<PublicKey> {
+    let key = std::str::from_utf8(text)
+        .ok()
+        .and_then(|text| VerifyingKey::from_public_key_pem(text.trim()).ok())
+        .ok_or_else(|| {
             anyhow!(
                 "the verify key {} is not a PEM ECDSA P-256 public key (-----BEGIN PUBLIC KEY-----, as cosign.pub)",
                 path.display()
