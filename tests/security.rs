@@ -311,3 +311,78 @@ fn a_redirect_from_https_to_http_is_refused_clearly() {
     assert!(!run.stderr.contains("Signature"), "{}", run.stderr);
     assert_untouched(&target);
 }
+
+/// A password in a mirror's value is never printed; a mirror prefix cannot leave `/v2/`.
+#[test]
+fn mirror_values_keep_secrets_and_stay_under_v2() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = target_file(dir.path(), "t.img", MIB);
+    let run = install_tag(
+        "127.0.0.1:9/disks/x:v1",
+        &target,
+        &["oci.mirror=https://ops:S3CRET-M1RROR@cache.example:5000"],
+    );
+    run.assert_failed(2, "invalid oci.mirror");
+    assert!(!run.stderr.contains("S3CRET-M1RROR"), "{}", run.stderr);
+    for prefix in ["..", "a/../..", ".", "..%2f"] {
+        let run = install_tag(
+            "127.0.0.1:9/disks/x:v1",
+            &target,
+            &[&format!("oci.mirror=127.0.0.1:9/{prefix}")],
+        );
+        run.assert_failed(2, "repository path components");
+    }
+    assert_untouched(&target);
+}
+
+/// A report token or a report URL's credentials go over plain HTTP only with
+/// oci.allow_no_tls, as registry credentials do; and never both at once (two Authorization
+/// headers).
+#[test]
+fn report_credentials_follow_the_plain_http_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = target_file(dir.path(), "t.img", MIB);
+    let token = write_file(dir.path(), "token", b"t0ken-never-shown\n");
+    let token_word = format!("ocidd.report_token={}", token.display());
+    let of = format!("dd.of={}", target.display());
+    let tag = "oci.tag=127.0.0.1:9/disks/x:v1";
+    for (words, message) in [
+        (
+            vec![
+                tag,
+                &of,
+                "dd.bs=1M",
+                "ocidd.report=http://127.0.0.1:9/r",
+                &token_word,
+            ],
+            "the report token would cross the network in the clear",
+        ),
+        (
+            vec![
+                tag,
+                &of,
+                "dd.bs=1M",
+                "ocidd.report=http://u:pw-never-shown@127.0.0.1:9/r",
+            ],
+            "the credentials in its URL would cross",
+        ),
+        (
+            vec![
+                tag,
+                &of,
+                "dd.bs=1M",
+                "oci.allow_no_tls",
+                "ocidd.report=http://u:pw-never-shown@127.0.0.1:9/r",
+                &token_word,
+            ],
+            "give one of them",
+        ),
+    ] {
+        let run = install_words(&words);
+        run.assert_failed(2, message);
+        for secret in ["pw-never-shown", "t0ken-never-shown"] {
+            assert!(!run.stderr.contains(secret), "{}", run.stderr);
+        }
+    }
+    assert_untouched(&target);
+}

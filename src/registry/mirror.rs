@@ -70,6 +70,12 @@ impl FromStr for Mirror {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
+        // The value is not repeated when it carries credentials: consoles are logged.
+        if text.contains('@') {
+            return Err(
+                "a mirror is HOST[:PORT][/PREFIX], without credentials (give them in oci.auth=); the value is not repeated, since it may hold a password".to_string(),
+            );
+        }
         let bad = |why: &str| format!("{text:?} is not HOST[:PORT][/PREFIX]: {why}");
         let (scheme, rest) = if let Some(rest) = text.strip_prefix("http://") {
             (Some(Scheme::Http), rest)
@@ -99,17 +105,9 @@ impl FromStr for Mirror {
         let prefix = match prefix {
             None | Some("") => None,
             Some(prefix) => {
-                let valid = prefix.split('/').all(|component| {
-                    !component.is_empty()
-                        && component.bytes().all(|b| {
-                            b.is_ascii_lowercase()
-                                || b.is_ascii_digit()
-                                || matches!(b, b'.' | b'_' | b'-')
-                        })
-                });
-                if !valid || prefix.contains(['?', '#']) {
+                if !prefix.split('/').all(is_path_component) {
                     return Err(bad(
-                        "the prefix must be repository path components (lowercase letters, digits, . _ -)",
+                        "the prefix must be repository path components (lowercase letters and digits, joined by . _ __ or -)",
                     ));
                 }
                 Some(prefix.to_string())
@@ -121,6 +119,27 @@ impl FromStr for Mirror {
             prefix,
         })
     }
+}
+
+/// A repository path component as the distribution spec defines it,
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`: so never `.` or `..`, which would take requests
+/// outside `/v2/`.
+fn is_path_component(component: &str) -> bool {
+    let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = component.as_bytes();
+    let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    if !alphanumeric(first) || !alphanumeric(last) {
+        return false;
+    }
+    // Between runs of letters and digits: one '.', one or two '_', or any number of '-'.
+    bytes
+        .split(|&b| alphanumeric(b))
+        .filter(|separator| !separator.is_empty())
+        .all(|separator| {
+            matches!(separator, b"." | b"_" | b"__") || separator.iter().all(|&b| b == b'-')
+        })
 }
 
 #[cfg(test)]
@@ -145,6 +164,12 @@ mod tests {
         // The scheme's default port is kept as given.
         let m: Mirror = "mirror.example:443".parse().unwrap();
         assert_eq!(m.host(), "mirror.example:443");
+        for good in ["m/a.b", "m/a_b", "m/a__b", "m/a---b", "m/0x"] {
+            assert!(good.parse::<Mirror>().is_ok(), "{good}");
+        }
+        // Credentials in the value are not repeated in the error.
+        let e = "https://u:S3CRET@m.example".parse::<Mirror>().unwrap_err();
+        assert!(!e.contains("S3CRET") && e.contains("oci.auth="), "{e}");
     }
 
     #[test]
@@ -162,6 +187,13 @@ mod tests {
             "mirror.example/a?x=1",
             "[::1",
             "mirror example",
+            "mirror.example/..",
+            "mirror.example/a/../../x",
+            "mirror.example/.",
+            "mirror.example/.hidden",
+            "mirror.example/a..b",
+            "mirror.example/a___b",
+            "mirror.example/a-",
         ] {
             assert!(bad.parse::<Mirror>().is_err(), "{bad:?}");
         }

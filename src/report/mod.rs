@@ -15,6 +15,7 @@ use reqwest::header::HeaderValue;
 
 use crate::cmdline::{RegistryOptions, ReportOptions};
 use crate::error::{Classify, Failure, failure_of};
+use crate::fail;
 use crate::output;
 use crate::progress::Progress;
 use crate::registry::client::client_builder;
@@ -66,6 +67,9 @@ impl Report {
             return Ok(Report { inner: None });
         }
         let token = options.token.as_deref().map(read_token).transpose()?;
+        for url in &options.urls {
+            check_credentials(url, token.is_some(), registry.allow_no_tls)?;
+        }
         let mut senders = Vec::with_capacity(options.urls.len());
         if !options.urls.is_empty() {
             let client = client_builder(registry, CONNECT_TIMEOUT)?
@@ -315,6 +319,35 @@ fn escape_terminal_controls(json: String) -> String {
             }
         })
         .collect()
+}
+
+/// Where credentials may go to the receiver at `url`: not both in its URL and as the token
+/// (the receiver would get two Authorization headers), and over plain HTTP only with
+/// `oci.allow_no_tls`, as the registry's credentials.
+fn check_credentials(url: &str, token: bool, allow_no_tls: bool) -> Result<()> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    let shown = sender::shown_url(url);
+    let userinfo = !parsed.username().is_empty() || parsed.password().is_some();
+    if userinfo && token {
+        fail!(
+            Failure::Usage,
+            "ocidd.report={shown} carries credentials in its URL and ocidd.report_token= is given too; give one of them"
+        );
+    }
+    if (userinfo || token) && parsed.scheme() == "http" && !allow_no_tls {
+        let what = if token {
+            "the report token"
+        } else {
+            "the credentials in its URL"
+        };
+        fail!(
+            Failure::Usage,
+            "ocidd.report={shown} is plain HTTP, and {what} would cross the network in the clear; use https://, or allow it with oci.allow_no_tls"
+        );
+    }
+    Ok(())
 }
 
 /// The bearer token in `path`, as an Authorization header.
