@@ -111,6 +111,11 @@ pub struct ChunkIndex {
 }
 
 impl ChunkIndex {
+    /// The bytes of the image outside zero chunks: at most what writing it allocates.
+    pub fn data_bytes(&self) -> u64 {
+        self.chunks.iter().filter(|c| !c.zero).map(|c| c.size).sum()
+    }
+
     /// Reads an index and checks that it describes `blob` (of `blob_size` bytes) completely:
     /// chunks back to back from offset 0 to the end of the blob, each (but the last) of the
     /// chunk size, adding up to the image size.

@@ -193,12 +193,36 @@ pub fn read_defaults(path: &Path) -> Result<Vec<Vec<u8>>> {
     Ok(split_defaults(&text))
 }
 
-/// The words of a defaults file's text (see [`read_defaults`]).
+/// The words of a defaults file's text (see [`read_defaults`]): a word that begins with `#`
+/// begins a comment, to the end of its line.
 pub fn split_defaults(text: &[u8]) -> Vec<Vec<u8>> {
     text.split(|&b| b == b'\n')
-        .filter(|line| !line.trim_ascii_start().starts_with(b"#"))
-        .flat_map(split_kernel_cmdline)
+        .flat_map(|line| {
+            split_kernel_cmdline(line)
+                .into_iter()
+                .take_while(|word| !word.starts_with(b"#"))
+        })
         .collect()
+}
+
+/// The longest word name an error or the console repeats whole.
+const MAX_SHOWN_NAME: usize = 40;
+
+/// A word's name as the console may show it: ocidd's own (`oci.`, `dd.`, `ocidd.`, `wait`,
+/// `ip`), normalized ('-' as '_'), printable ASCII and short; `None` for any other word.
+pub fn shown_name(word: &[u8]) -> Option<String> {
+    let name = word_name(word);
+    let printable = name.iter().all(|b| b.is_ascii_graphic());
+    (is_ours(word) && printable && name.len() <= MAX_SHOWN_NAME)
+        .then(|| String::from_utf8_lossy(&name).into_owned())
+}
+
+/// `name` for an error line: as it is when short, else cut (a junk word can be megabytes).
+fn bounded_name(name: &str) -> String {
+    match name.char_indices().nth(MAX_SHOWN_NAME) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &name[..cut], name.len()),
+        None => name.to_string(),
+    }
 }
 
 /// The default words that `words` does not override, then `words`. A word overrides the
@@ -235,7 +259,7 @@ pub fn text_words<W: AsRef<[u8]>>(words: &[W]) -> Result<Vec<String>> {
             Err(_) if is_ours(word) => fail!(
                 Failure::Usage,
                 "{} is not valid UTF-8",
-                String::from_utf8_lossy(word)
+                bounded_name(&String::from_utf8_lossy(word))
             ),
             Err(_) => {}
         }
@@ -399,7 +423,11 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
                 .iter()
                 .any(|p| name.starts_with(p)) =>
             {
-                fail!(Failure::Usage, "unknown parameter {raw_name}")
+                fail!(
+                    Failure::Usage,
+                    "unknown parameter {}",
+                    bounded_name(raw_name)
+                )
             }
             _ => {}
         }
@@ -726,6 +754,26 @@ mod tests {
         assert_eq!(p.report.urls, ["http://x/a"]);
         assert_eq!(p.registry.auth, None);
         assert!(read_defaults(&dir.path().join("none")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn defaults_comments_and_shown_names() {
+        let words = split_defaults(b"oci.retries=3 # the rest: oci.tag=x\n#oci.ca=/y\n dd.bs=1M\n");
+        assert_eq!(words, [&b"oci.retries=3"[..], b"dd.bs=1M"]);
+        assert_eq!(
+            shown_name(b"oci.mirror=a:5000").as_deref(),
+            Some("oci.mirror")
+        );
+        assert_eq!(
+            shown_name(b"oci.allow-no-tls").as_deref(),
+            Some("oci.allow_no_tls")
+        );
+        assert_eq!(shown_name(b"console=ttyS0"), None);
+        assert_eq!(shown_name(b"oci.\xff=1"), None);
+        assert_eq!(shown_name(&[b'd', b'd', b'.'].repeat(100)), None);
+        let junk = format!("oci.{}", "x".repeat(5 << 20));
+        let e = error(&junk);
+        assert!(e.len() < 200, "{}", e.len());
     }
 
     #[test]

@@ -6,15 +6,17 @@
 use std::borrow::Cow;
 use std::io::{self, Write};
 
-/// `text` with every control character (C0, DEL, C1) written as an escape, `\u{1b}`.
+/// `text` with every control character (C0, DEL, C1) and every bidirectional formatting
+/// character (which can make a line read in another order than it is) written as an escape,
+/// `\u{1b}`, `\u{202e}`.
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }
     Cow::Owned(
         text.chars()
             .map(|c| {
-                if c.is_control() {
+                if needs_escape(c) {
                     c.escape_default().to_string()
                 } else {
                     c.to_string()
@@ -22,6 +24,11 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
             })
             .collect(),
     )
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Writes a line to stderr.
@@ -92,5 +99,9 @@ mod tests {
         );
         assert_eq!(escape_controls("a\u{9b}b\u{7f}"), "a\\u{9b}b\\u{7f}");
         assert_eq!(escape_controls("grüße"), "grüße");
+        assert_eq!(
+            escape_controls("ok \u{202e}gpj.exe\u{202c} \u{2066}x\u{2069}"),
+            "ok \\u{202e}gpj.exe\\u{202c} \\u{2066}x\\u{2069}"
+        );
     }
 }

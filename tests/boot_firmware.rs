@@ -242,11 +242,13 @@ fn site() -> Site {
     assert_eq!(pushed.code, 0, "push: {}", pushed.stderr);
 
     // The site's files, as an operator writes them: the registry is 10.0.2.2 from inside.
-    let words = write_file(
-        dir.path(),
-        "cmdline",
-        b"# site defaults\noci.ca=/etc/ocidd/ca.pem oci.auth=/etc/ocidd/auth.json\n",
-    );
+    // Words that are not ocidd's (one long, one not UTF-8) and a comment after words are
+    // taken as /init takes them, and the console names only ocidd's words.
+    let mut text = b"# site defaults\noci.ca=/etc/ocidd/ca.pem oci.auth=/etc/ocidd/auth.json # oci.tga=commented out\n".to_vec();
+    text.extend_from_slice(b"quiet vendor.opt=\xff\xfe junk=");
+    text.extend(std::iter::repeat_n(b'j', 64 << 10));
+    text.extend_from_slice(b"\noci.retries=20 oci.retries=20\n");
+    let words = write_file(dir.path(), "cmdline", &text);
     let guest_auth = write_file(
         dir.path(),
         "auth.json",
@@ -302,9 +304,15 @@ impl Site {
         let mut vm = Vm::start("amd64", &disk, bus, boot);
         let seconds = vm.wait_exit(BOOT_LIMIT);
         let console = vm.console();
+        let site_line = console
+            .lines()
+            .find(|l| l.contains("ocidd: site defaults from"))
+            .unwrap_or_default();
         assert!(
-            console.contains("ocidd: site defaults from /etc/ocidd/cmdline: oci.ca oci.auth"),
-            "{what}:\n{console}"
+            site_line.trim_end().ends_with(
+                "ocidd: site defaults from /etc/ocidd/cmdline: oci.ca oci.auth oci.retries"
+            ),
+            "{what}: {site_line:?}\n{console}"
         );
         assert!(
             console.contains("ocidd: installed 16.00 MiB"),

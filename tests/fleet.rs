@@ -248,6 +248,96 @@ fn mirrors_that_fail_pass_the_request_on() {
     assert!(took < Duration::from_secs(30), "took {took:?}");
 }
 
+/// What a failing mirror did is said as the mirror's: one that takes the connection and
+/// says nothing is given up on within seconds (it never answers, and the reason is the
+/// mirror's timeout, long before the 20 s it would hold the request); one that wants
+/// credentials says that oci.auth has none for it; one that speaks plain HTTP where HTTPS
+/// was meant says how to give a plain-HTTP mirror.
+#[test]
+fn what_a_failing_mirror_did_is_said() {
+    let fleet = Fleet::start();
+    let (image, reference, _) = fleet.push(2 * MIB, "1M");
+    let target = target_file(fleet.dir.path(), "t.img", 0);
+    let silent = Proxy::start(fleet.upstream.port, |_| {
+        Action::Hang(Duration::from_secs(20))
+    });
+    let run = install_tag(
+        &reference,
+        &target,
+        &[&format!("oci.mirror={}", silent.host())],
+    );
+    run.assert_installed();
+    assert_eq!(fs::read(&target).unwrap(), image);
+    assert!(
+        run.stderr
+            .contains(&format!("mirror {} did not serve", silent.host()))
+            && run.stderr.contains("timed out"),
+        "{}",
+        run.stderr
+    );
+
+    let guarded = Proxy::start(fleet.upstream.port, |_| Action::Respond {
+        status: 401,
+        headers: vec![("WWW-Authenticate".into(), r#"Basic realm="cache""#.into())],
+        body: br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+            .to_vec(),
+    });
+    let auth = write_file(
+        fleet.dir.path(),
+        "auth.json",
+        docker_config(&fleet.upstream_link.host(), "u:p").as_bytes(),
+    );
+    let run = install_tag(
+        &reference,
+        &target,
+        &[
+            &format!("oci.mirror={}", guarded.host()),
+            &format!("oci.auth={}", auth.display()),
+        ],
+    );
+    run.assert_installed();
+    assert!(
+        run.stderr.contains(&format!(
+            "{} has no credentials for {}",
+            auth.display(),
+            guarded.host()
+        )) && !run.stderr.contains("no credentials were given"),
+        "{}",
+        run.stderr
+    );
+
+    // An HTTPS registry, and a plain-HTTP mirror given without http://.
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, certificate, key) = certificates(certs.path());
+    let tls = Registry::start_tls(&certificate, &key);
+    let file = write_file(fleet.dir.path(), "tls.img", &image);
+    let tls_reference = format!("{}/fleet/disk:v1", tls.host());
+    let pushed = Run::from(
+        ocidd()
+            .args(["push", "--ca"])
+            .arg(&ca)
+            .arg(&file)
+            .arg(&tls_reference)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+    let run = install_words(&[
+        &format!("oci.tag={tls_reference}"),
+        &format!("oci.ca={}", ca.display()),
+        &format!("oci.mirror={}", fleet.upstream.host()),
+        &format!("dd.of={}", target.display()),
+        "dd.bs=1M",
+    ]);
+    run.assert_installed();
+    assert!(
+        run.stderr.contains("the mirror does not speak TLS")
+            && !run.stderr.contains("the registry does not speak TLS"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn mirror_prefix_and_tags_resolved_at_the_registry() {
     let fleet = Fleet::start();

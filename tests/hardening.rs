@@ -14,7 +14,7 @@ use common::*;
 fn registry_text_cannot_drive_the_terminal() {
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
-    let hostile = "\u{1b}]0;PWNED\u{7}\u{1b}[2J\u{1b}[31mfake: installed OK\r";
+    let hostile = "\u{1b}]0;PWNED\u{7}\u{1b}[2J\u{1b}[31mfake: installed OK\r \u{202e}txt.exe";
     let body = format!(r#"{{"errors":[{{"code":"DENIED","message":"{}"}}]}}"#, {
         // As JSON escapes, which the registry's JSON decoder turns back into control bytes.
         hostile
@@ -44,6 +44,12 @@ fn registry_text_cannot_drive_the_terminal() {
     }
     assert!(
         run.stderr.contains("\\u{1b}]0;PWNED\\u{7}"),
+        "{}",
+        run.stderr
+    );
+    // Bidirectional controls, which reorder what a line seems to say, are escaped too.
+    assert!(
+        run.stderr.contains("\\u{202e}txt.exe") && !run.stderr.contains('\u{202e}'),
         "{}",
         run.stderr
     );
@@ -230,6 +236,16 @@ fn a_full_file_system_is_refused_before_writing() {
     let source = write_file(dir.path(), "disk.raw", &image);
     let reference = format!("{}/disks/big:v1", registry.host());
     let (_, layer) = push_with(&source, &reference, &["--chunk-size", "0"]);
+    let chunked = format!("{}/disks/big:chunked", registry.host());
+    push_with(&source, &chunked, &[]);
+    // 32 MiB with 2 MiB of data: it fits as a sparse file, in chunks or as one stream.
+    let mut sparse = vec![0u8; 32 * MIB];
+    sparse[..2 * MIB].copy_from_slice(&image[..2 * MIB]);
+    let sparse_source = write_file(dir.path(), "sparse.raw", &sparse);
+    let sparse_chunked = format!("{}/disks/sparse:chunked", registry.host());
+    let sparse_stream = format!("{}/disks/sparse:stream", registry.host());
+    push_with(&sparse_source, &sparse_chunked, &[]);
+    push_with(&sparse_source, &sparse_stream, &["--chunk-size", "0"]);
     let small = dir.path().join("small");
     std::fs::create_dir(&small).unwrap();
     let mounted = std::process::Command::new("mount")
@@ -246,8 +262,22 @@ fn a_full_file_system_is_refused_before_writing() {
     }
     let _unmount = Unmount(&small);
     let target = write_file(&small, "out.img", b"");
-    install_tag(&reference, &target, &[])
+    install_tag(&chunked, &target, &[])
         .assert_failed(5, "does not fit on the file system of the target");
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 0);
+    for sparse_reference in [&sparse_chunked, &sparse_stream] {
+        install_tag(sparse_reference, &target, &[]).assert_installed();
+        assert!(
+            std::fs::read(&target).unwrap() == sparse,
+            "{sparse_reference}"
+        );
+        std::fs::write(&target, b"").unwrap();
+    }
+    // Without a chunk index, what the image needs shows when writing: the file is empty
+    // again.
+    let run = install_tag(&reference, &target, &[]);
+    run.assert_failed(5, "No space left on device");
+    assert!(run.stderr.contains("is empty again"), "{}", run.stderr);
     assert_eq!(std::fs::metadata(&target).unwrap().len(), 0);
     // By blob digest the size is unknown until the end: the write fails, and the file is
     // empty again rather than a partial image that claims a failed wipe.

@@ -71,5 +71,7 @@ fn anything_but_yes_writes_nothing() {
     assert_eq!(run.code, 2, "{}", run.stdout);
     assert!(run.stdout.contains("not confirmed"), "{}", run.stdout);
     assert!(!run.stdout.contains("ocidd: installed"));
+    // Nothing says it is writing before the answer.
+    assert!(!run.stdout.contains("writing onto"), "{}", run.stdout);
     assert_untouched(&target);
 }

@@ -305,7 +305,7 @@ fn a_redirect_from_https_to_http_is_refused_clearly() {
     ]);
     run.assert_failed(
         3,
-        "the registry redirected to plain HTTP (http://127.0.0.1/…), which is refused without oci.allow_no_tls or --plain-http",
+        "the registry redirected to plain HTTP (http://127.0.0.1:9/…), which is refused without oci.allow_no_tls or --plain-http",
     );
     assert!(!run.stderr.contains("retrying"), "{}", run.stderr);
     assert!(!run.stderr.contains("Signature"), "{}", run.stderr);

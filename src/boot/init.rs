@@ -23,8 +23,8 @@ use crate::boot::console::{Mirror, active_consoles};
 use crate::boot::modules::{ModuleIndex, load_for_hardware};
 use crate::boot::network::{configure, parse_ip_param};
 use crate::cmdline::{
-    After, DEFAULTS_FILE, Words, parse_words, read_defaults, split_kernel_cmdline, text_words,
-    with_defaults,
+    After, DEFAULTS_FILE, Words, parse_words, read_defaults, shown_name, split_kernel_cmdline,
+    text_words, with_defaults,
 };
 use crate::disks::{self, hints::Selection};
 use crate::progress::Display;
@@ -137,14 +137,17 @@ fn boot() -> Result<After> {
 pub fn with_site_defaults(words: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
     let defaults = read_defaults(Path::new(DEFAULTS_FILE))?;
     let words = with_defaults(defaults.clone(), words);
-    let used: Vec<String> = defaults
+    // Only ocidd's own names, each once: the file may hold anything, of any length.
+    let mut used: Vec<String> = Vec::new();
+    for name in defaults
         .iter()
         .filter(|d| words.contains(d))
-        .map(|d| {
-            let name = d.split(|&b| b == b'=').next().unwrap_or(d);
-            String::from_utf8_lossy(name).into_owned()
-        })
-        .collect();
+        .filter_map(|d| shown_name(d))
+    {
+        if !used.contains(&name) {
+            used.push(name);
+        }
+    }
     if !used.is_empty() {
         say!(
             "ocidd: site defaults from {DEFAULTS_FILE}: {}",

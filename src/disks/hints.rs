@@ -183,7 +183,17 @@ pub fn parse_match(text: &str) -> Result<Hint, String> {
         .into_iter()
         .find(|op| rest.starts_with(op))
         .ok_or_else(|| format!("{text:?} has no operator after {name} (=, !=, ~, >=, <=, >, <)"))?;
-    let alternatives: Vec<&str> = rest[operator.len()..].split('|').map(str::trim).collect();
+    // `%XX` stands for a byte a kernel word cannot carry as it is (`%7C` for '|', `%22` for
+    // '"', `%25` for '%'), as `ocidd disks` prints such values.
+    let alternatives: Vec<String> = rest[operator.len()..]
+        .split('|')
+        .map(|v| {
+            percent_encoding::percent_decode_str(v.trim())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let alternatives: Vec<&str> = alternatives.iter().map(String::as_str).collect();
     if alternatives.iter().any(|v| v.is_empty()) {
         return Err(format!("{text:?} has an empty value"));
     }
@@ -212,7 +222,7 @@ pub fn parse_match(text: &str) -> Result<Hint, String> {
             let flag = match value {
                 "1" | "true" | "yes" => true,
                 "0" | "false" | "no" => false,
-                _ => return bad("rotational is 0 or 1"),
+                _ => return bad("rotational is 0 or 1 (or false/true, no/yes)"),
             };
             match operator {
                 "=" => Test::Flag(flag),
@@ -258,8 +268,9 @@ fn size_with_unit(text: &str) -> Result<(u64, u64), String> {
             "the size {text:?} needs a unit (400G, 1T, 512M): a bare number is ambiguous"
         ));
     }
-    let bytes = parse_size(text)?;
-    let unit = parse_size(&format!("1{}", &text[digits.len()..]))?;
+    let unit_error = || format!("{text:?} is not a size with a unit (400G, 1T, 512M)");
+    let bytes = parse_size(text).map_err(|_| unit_error())?;
+    let unit = parse_size(&format!("1{}", &text[digits.len()..])).map_err(|_| unit_error())?;
     Ok((bytes, unit))
 }
 
@@ -271,9 +282,14 @@ pub fn parse_ironic(text: &str) -> Result<Vec<Hint>, String> {
     let encoded = text
         .strip_prefix("b64:")
         .ok_or_else(|| format!("{text:?} does not start with b64: (the JSON, base64-encoded)"))?;
-    let json = base64::engine::general_purpose::STANDARD
+    // Padded or not, standard or URL-safe: `base64 -w0` pads, other encoders do not.
+    let config = base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent);
+    let standard = base64::engine::GeneralPurpose::new(&base64::alphabet::STANDARD, config);
+    let url_safe = base64::engine::GeneralPurpose::new(&base64::alphabet::URL_SAFE, config);
+    let json = standard
         .decode(encoded.trim())
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(encoded.trim()))
+        .or_else(|_| url_safe.decode(encoded.trim()))
         .map_err(|e| format!("not valid base64: {e}"))?;
     let object: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&json).map_err(|e| format!("not a JSON object: {e}"))?;
@@ -628,9 +644,12 @@ mod tests {
             ("size>=1G|2G", "one value"),
             ("rotational=maybe", "0 or 1"),
             ("model>=a", "is text"),
+            ("size>=abcG", "not a size with a unit"),
+            ("size=1Q", "not a size with a unit"),
         ] {
             let error = parse_match(word).unwrap_err();
             assert!(error.contains(why), "{word}: {error}");
+            assert!(!error.contains("512, 64k"), "{word}: {error}");
         }
     }
 
@@ -663,6 +682,13 @@ mod tests {
         );
         assert_eq!(choose(r#"{"size": 64}"#).unwrap(), "/dev/vda");
         assert_eq!(choose(r#"{"name": "/dev/sdb"}"#).unwrap(), "/dev/sdb");
+        // Unpadded base64, as many encoders write it.
+        let unpadded = encode(r#"{"name": "/dev/sdb"}"#)
+            .trim_end_matches('=')
+            .to_string();
+        assert!(unpadded.len() % 4 != 0, "{unpadded}");
+        let hints = parse_ironic(&unpadded).unwrap();
+        assert_eq!(hints.len(), 1);
         assert!(choose(r#"{"size": "<= 100", "tran": "s!= virtio"}"#).is_err());
         for bad in [
             r#"{"colour": "red"}"#,

@@ -71,11 +71,22 @@ impl Disk {
     /// The disk as lines of the table: `NAME=VALUE` pairs, each of which works as a
     /// `dd.match=` word.
     fn lines(&self) -> Vec<String> {
+        // As a dd.match= word takes it back: what a kernel word cannot carry as it is ('"',
+        // and '|' which separates alternatives, '%', controls) as %XX, and in quotes when
+        // it has spaces.
         let quoted = |value: &str| {
-            if value.contains(char::is_whitespace) {
-                format!("\"{value}\"")
+            let escaped: String = value
+                .chars()
+                .map(|c| match c {
+                    '"' | '|' | '%' => format!("%{:02X}", c as u32),
+                    c if c.is_control() && (c as u32) < 0x80 => format!("%{:02X}", c as u32),
+                    c => c.to_string(),
+                })
+                .collect();
+            if escaped.contains(char::is_whitespace) {
+                format!("\"{escaped}\"")
             } else {
-                value.to_string()
+                escaped
             }
         };
         let mut first = vec![format!("size={}", size_text(self.size))];
@@ -671,6 +682,30 @@ mod tests {
         );
         assert_eq!(size_text(1536 << 20), "1.50G");
         assert_eq!(size_text(64 << 20), "64M");
+    }
+
+    /// A value with quotes, '|' or '%' is printed so that the word pasted onto a kernel
+    /// command line matches the disk again.
+    #[test]
+    fn values_that_a_kernel_word_cannot_carry_as_they_are() {
+        let mut disk = list_under(&fixture()).remove(0);
+        disk.model = Some("Fast \"Pro\" 50% | x".to_string());
+        let line = disk.lines().remove(0);
+        assert!(
+            line.contains(r#"model="Fast %22Pro%22 50%25 %7C x""#),
+            "{line}"
+        );
+        let start = line.find("model=").unwrap();
+        let end = start
+            + line[start..]
+                .find("\" ")
+                .map_or(line.len() - start, |i| i + 1);
+        let word = format!("dd.match={}", &line[start..end]);
+        let words = crate::cmdline::split_kernel_cmdline(word.as_bytes());
+        assert_eq!(words.len(), 1, "{words:?}");
+        let value = String::from_utf8(words[0].clone()).unwrap();
+        let hint = hints::parse_match(value.strip_prefix("dd.match=").unwrap()).unwrap();
+        assert!(hint.matches(&disk), "{value}");
     }
 
     /// An NVMe namespace with native multipathing (below its subsystem, which links the

@@ -209,17 +209,17 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
         Some(&plan.digest.to_string()),
     );
     if let Some(size) = plan.image_size {
-        target.check_fits(size)?;
+        target.check_fits(size, plan.index.as_ref().map(ChunkIndex::data_bytes))?;
     }
     report.succeed(Phase::Resolve, format!("{source} is {}", plan.digest));
+    if options.wait {
+        prompt::confirm(&target.describe())?;
+    }
     say!(
         "ocidd: writing onto {} in {} blocks",
         target.describe(),
         HumanBytes(options.block_size as u64)
     );
-    if options.wait {
-        prompt::confirm(&target.describe())?;
-    }
 
     let progress = Arc::new(Progress::default());
     report.track(&progress, plan.blob_size);
@@ -356,7 +356,7 @@ fn install_sequential(
         _ => plan.image_size,
     };
     if let Some(size) = image_size {
-        target.check_fits(size)?;
+        target.check_fits(size, None)?;
         grow_target(target, size)?;
     }
     let reporter = Reporter::start(Arc::clone(progress), display);

@@ -185,23 +185,26 @@ impl Target {
 
     /// Refuses an image that is known not to fit: larger than the target, or, for a file
     /// that grows, than the room left on its file system.
-    pub fn check_fits(&self, image_size: u64) -> Result<()> {
-        match self.capacity {
-            Some(capacity) if image_size > capacity => fail!(
+    pub fn check_fits(&self, image_size: u64, data_bytes: Option<u64>) -> Result<()> {
+        match (self.capacity, data_bytes) {
+            (Some(capacity), _) if image_size > capacity => fail!(
                 Failure::Target,
                 "the image ({image_size} bytes) is larger than the target {} ({capacity} bytes)",
                 self.path.display()
             ),
-            Some(_) => Ok(()),
-            None => {
+            (Some(_), _) => Ok(()),
+            // A file that grows: zero runs stay holes, so what it needs is the image's data,
+            // known from a chunk index; without one, a full file system shows when writing.
+            (None, None) => Ok(()),
+            (None, Some(needed)) => {
                 let stats = rustix::fs::fstatvfs(&self.file)
                     .with_context(|| format!("reading the free space of {}", self.path.display()))
                     .classify(Failure::Target)?;
                 let free = stats.f_bavail.saturating_mul(stats.f_frsize);
-                if image_size > free {
+                if needed > free {
                     fail!(
                         Failure::Target,
-                        "the image ({image_size} bytes) does not fit on the file system of the target {} ({free} bytes free)",
+                        "the image's data ({needed} bytes outside its zero chunks) does not fit on the file system of the target {} ({free} bytes free)",
                         self.path.display()
                     );
                 }

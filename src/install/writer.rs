@@ -575,7 +575,7 @@ mod tests {
         writer.write_all(&[1u8; 2 << 20]).unwrap();
         let e = writer.write_all(&[1u8]).unwrap_err();
         assert!(e.to_string().contains("larger than the target"), "{e}");
-        assert!(target.check_fits((2 << 20) + 1).is_err());
+        assert!(target.check_fits((2 << 20) + 1, None).is_err());
         target.wipe().unwrap();
         let on_disk = contents(file.path());
         assert!(

@@ -106,6 +106,9 @@ const MIRROR_DOWN_FOR: Duration = Duration::from_secs(30);
 /// The connect timeout for mirrors: a mirror is an optimisation, and a dead one must cost
 /// little before the registry is asked.
 const MIRROR_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a mirror may take to answer a request (and then each read of the body): one
+/// that takes the connection and says nothing must cost little too.
+const MIRROR_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The connect timeout for the registry.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -228,6 +231,7 @@ impl Registry {
         let mut sources = Vec::with_capacity(options.mirrors.len() + 1);
         if !options.mirrors.is_empty() {
             let http = client_builder(options, MIRROR_CONNECT_TIMEOUT)?
+                .timeout(options.stall_timeout().min(MIRROR_ANSWER_TIMEOUT))
                 .build()
                 .context("setting up HTTP client")
                 .classify(Failure::Usage)?;
@@ -581,6 +585,11 @@ impl Registry {
         let object = path.rsplit('/').next().unwrap_or(path);
         if self.tell_once(format!("{} {object} failed", mirror.name)) {
             let reason = reason.strip_prefix("registry answered ").unwrap_or(reason);
+            let reason = if reason == NOT_TLS {
+                MIRROR_NOT_TLS
+            } else {
+                reason
+            };
             say!(
                 "ocidd: {} did not serve {object} ({reason}); trying the next source",
                 mirror.name
@@ -759,6 +768,7 @@ const PROXY_AUTH: &str = "the proxy answered HTTP 407 Proxy Authentication Requi
 /// rustls's complaint when a plain-HTTP server answers a TLS handshake, and what it means.
 const NOT_TLS_CAUSE: &str = "InvalidContentType";
 const NOT_TLS: &str = "the registry does not speak TLS (a plain-HTTP registry is allowed with oci.allow_no_tls or --plain-http)";
+const MIRROR_NOT_TLS: &str = "the mirror does not speak TLS (a plain-HTTP mirror is given as oci.mirror=http://HOST, with oci.allow_no_tls)";
 /// rustls's complaint about a certificate no trusted CA signed, and what to do.
 const UNKNOWN_ISSUER_CAUSE: &str = "UnknownIssuer";
 const UNKNOWN_ISSUER: &str = "the registry's certificate is not signed by a CA this machine trusts (give its CA with oci.ca= or --ca)";
@@ -802,7 +812,8 @@ fn network_error(error: reqwest::Error) -> anyhow::Error {
                 .and_then(reqwest::Error::url)
                 .filter(|url| url.scheme() == "http")
             {
-                to_plain_http = Some(url.host_str().unwrap_or("?").to_string());
+                let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+                to_plain_http = Some(format!("{}{port}", url.host_str().unwrap_or("?")));
             }
             cause = current.source();
         }
