@@ -14,15 +14,17 @@
 //!    it (an image index entry is chosen by [`reference::Platform::selects`]), and
 //!    [`registry::auth`] answers the challenges. With `oci.verify.key=`, [`signature`] then
 //!    requires a cosign signature over what the tag named. A chunked image's index
-//!    ([`chunks`]) comes through [`registry::blob::read_small_blob`].
+//!    ([`chunks`]) comes through [`registry::blob::read_small_blob`], and is read only if its
+//!    chunks add up to the image hash it names ([`chunks::tree`]).
 //! 3. [`install::target`] opens the disk or file and refuses one in use or too small.
 //! 4. Every blob byte comes through [`registry::blob::BlobReader`], which resumes broken
 //!    downloads with Range requests. Then either
 //!    - [`install::stream`]: one stream, in threads joined by [`install::pipe`]: fetch with
 //!      the [`digest`] check, decompress ([`install::decompress`]), write; or
 //!    - [`install::chunked`]: range fetchers, an in-order hash of the blob, and workers that
-//!      decompress chunks, check each against its digest, and write it in place; with
-//!      `dd.delta`, a read pass first hashes the target, and only the chunks it lacks come.
+//!      decompress chunks, check each ([`chunks::ChunkIndex::holds`]), and write it in place;
+//!      with `dd.delta`, a read pass first checks the target's chunks, only the chunks it
+//!      lacks come, and the ones it held are checked again before the image is committed.
 //!
 //!    Both write through [`install::writer`]: aligned blocks, runs of zeros zeroed, the
 //!    target's old tables cleared before the first write ([`install::target`]), and the

@@ -254,11 +254,12 @@ impl std::fmt::Display for ChunkSize {
 fn parse_chunk_size(text: &str) -> Result<ChunkSize, String> {
     match ocidd::cmdline::parse_size(text)? {
         0 => Ok(ChunkSize(None)),
-        n if (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&n) && n.is_multiple_of(4096) => {
+        // A power of two, so that each chunk is a subtree of the image's BLAKE3 tree.
+        n if (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&n) && n.is_power_of_two() => {
             Ok(ChunkSize(Some(n)))
         }
         _ => Err(format!(
-            "{text:?} is not a chunk size: 0, or a multiple of 4k from {}k to {}M",
+            "{text:?} is not a chunk size: 0, or a power of two from {}k to {}M (64k, 128k, … 4M, … 64M)",
             MIN_CHUNK_SIZE >> 10,
             MAX_CHUNK_SIZE >> 20
         )),

@@ -1,6 +1,7 @@
 //! Reinstalling only what changed (`dd.delta`): v1 on the target, then v2 with a few MiB
-//! changed, through a byte-counting proxy in front of the real registry; per-chunk digests in
-//! the chunk index (version 2), and what happens when they do not match.
+//! changed, through a byte-counting proxy in front of the real registry; the chunk index's
+//! chaining values and image hash (version 3), what happens when they do not add up, when
+//! the target changes under the install, and older indexes (versions 1 and 2).
 
 mod common;
 
@@ -80,6 +81,11 @@ impl Setup {
         target
     }
 
+    /// v2's BLAKE3 hash, as `b3sum` prints it, with the `blake3:` prefix.
+    fn b3sum(&self) -> String {
+        format!("blake3:{}", blake3::hash(&self.v2).to_hex())
+    }
+
     /// Installs `tag` onto `target` with `words`; returns the run and the blob bytes fetched.
     fn install(&self, tag: &str, target: &Path, words: &[&str]) -> (Run, u64) {
         let before = self.link.blob_bytes();
@@ -146,7 +152,7 @@ fn a_delta_reinstall_fetches_only_what_changed() {
         run.stdout.contains("dd.delta reused 27 of 32 chunks")
             && run
                 .stdout
-                .contains("each chunk fetched verified against the chunk index"),
+                .contains(&format!("image {} verified", s.b3sum())),
         "{}",
         run.stdout
     );
@@ -230,36 +236,130 @@ fn a_blank_disk_with_delta_installs_in_full() {
     assert!(fetched as f64 > 0.9 * s.blob as f64, "{fetched}");
     assert!(index_zero.contains("holds 3 of 32 chunks"), "{index_zero}");
     assert!(
-        run.stdout.contains("each chunk fetched verified"),
+        run.stdout
+            .contains(&format!("image {} verified", s.b3sum())),
         "{}",
         run.stdout
     );
 }
 
+/// An index whose chaining value for a chunk names other data than the blob holds, with
+/// the image hash left as it was: its chunks do not add up to the image, so it is refused
+/// before anything is written, with dd.delta too, even onto a target that holds that other
+/// data (which would otherwise be reused).
 #[test]
-fn a_chunk_that_does_not_match_its_digest_fails_with_exit_4() {
+fn an_index_whose_chunks_do_not_add_up_to_the_image_is_refused() {
     let s = Setup::new(&[9]);
-    // An index whose digest for chunk 9 is another chunk's.
+    let other = image_bytes(MIB, 44);
+    let cv = {
+        use blake3::hazmat::HasherExt;
+        hex::encode(
+            blake3::Hasher::new()
+                .set_input_offset(MIB as u64)
+                .update(&other)
+                .finalize_non_root(),
+        )
+    };
     with_index_edited(&s.registry, "v2", "tampered", |index| {
-        let other = index["chunks"][10]["digest"].clone();
-        index["chunks"][9]["digest"] = other;
+        index["chunks"][1]["cv"] = cv.clone().into();
     });
-    // Without dd.delta: the blob matches its digest, the chunk does not.
     let target = target_file(s.dir.path(), "full.img", 48 * MIB);
     let run = install_tag(&s.reference("tampered"), &target, &["dd.bs=1M"]);
+    run.assert_failed(4, "the chunk index's chunks add up to blake3:");
+    assert_untouched(&target);
+    // With dd.delta, onto v1 with that other data where chunk 1 goes.
+    let target = s.target_with_v1();
+    let mut file = fs::OpenOptions::new().write(true).open(&target).unwrap();
+    file.seek(SeekFrom::Start(MIB as u64)).unwrap();
+    file.write_all(&other).unwrap();
+    drop(file);
+    let before = fs::read(&target).unwrap();
+    let (run, _) = s.install("tampered", &target, &["dd.delta"]);
+    run.assert_failed(4, &format!("not to the image {}", s.b3sum()));
+    assert_eq!(fs::read(&target).unwrap(), before, "the target was written");
+}
+
+/// A chunk the read pass found on the target, changed there while the rest was fetched: the
+/// install fails (exit 5) instead of committing an image the target does not hold, and
+/// leaves no partition table.
+#[test]
+fn a_target_that_changes_during_the_fetch_is_not_committed() {
+    let s = Setup::new(&[7]);
+    let target = s.target_with_v1();
+    // The first range of the image's blob is asked for after the read pass (the chunk index
+    // is fetched whole, before): change chunk 20 then, and send the blob slowly.
+    let changed = std::sync::atomic::AtomicBool::new(false);
+    let path = target.clone();
+    let slow = Proxy::start(s.registry.port, move |request| {
+        let ranged = request.is_blob() && request.header("range").is_some();
+        if ranged && !changed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.seek(SeekFrom::Start(20 * MIB as u64 + 333)).unwrap();
+            file.write_all(b"written while ocidd fetched").unwrap();
+            file.sync_all().unwrap();
+        }
+        Action::Forward(common::proxy::Forward {
+            throttle: request.is_blob().then_some(4 * MIB as u64),
+            ..common::proxy::Forward::default()
+        })
+    });
+    let run = install_tag(
+        &format!("{}/delta/disk:v2", slow.host()),
+        &target,
+        &["dd.delta"],
+    );
+    run.assert_failed(5, "the target changed during the install: chunk 20");
+    assert_no_table_left(&run, &target);
+}
+
+/// A version 2 index (SHA-256 per chunk, no image hash) still installs, each chunk checked
+/// against its digest; dd.delta says that it cannot use it and installs the whole image.
+#[test]
+fn version_2_indexes_install_whole_and_their_chunks_are_checked() {
+    use sha2::Digest as _;
+    let s = Setup::new(&[2]);
+    let digests: Vec<String> =
+        s.v2.chunks(MIB)
+            .map(|chunk| format!("sha256:{}", hex::encode(sha2::Sha256::digest(chunk))))
+            .collect();
+    let as_v2 = |index: &mut serde_json::Value, tamper: bool| {
+        let object = index.as_object_mut().unwrap();
+        object.insert("version".into(), 2.into());
+        object.remove("imageDigest");
+        for (i, chunk) in object["chunks"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .enumerate()
+        {
+            let chunk = chunk.as_object_mut().unwrap();
+            chunk.remove("cv");
+            if !chunk.contains_key("zero") {
+                let digest = if tamper && i == 9 {
+                    &digests[10]
+                } else {
+                    &digests[i]
+                };
+                chunk.insert("digest".into(), digest.clone().into());
+            }
+        }
+    };
+    with_index_edited(&s.registry, "v2", "v2-index", |index| as_v2(index, false));
+    with_index_edited(&s.registry, "v2", "v2-tampered", |index| as_v2(index, true));
+    let target = s.target_with_v1();
+    let (run, fetched) = s.install("v2-index", &target, &["dd.delta"]);
+    run.assert_installed();
+    assert_eq!(read_prefix(&target, s.v2.len()), s.v2);
+    assert!(
+        run.stderr.contains("the chunk index is version 2"),
+        "{}",
+        run.stderr
+    );
+    assert!(fetched >= s.blob, "{fetched}");
+    let target = target_file(s.dir.path(), "full.img", 48 * MIB);
+    let run = install_tag(&s.reference("v2-tampered"), &target, &["dd.bs=1M"]);
     run.assert_failed(4, "chunk 9 does not match its digest in the chunk index");
     assert_no_table_left(&run, &target);
-    // With dd.delta onto v1: refused the same way. Chunk 9 is the only one to write (the
-    // held-back MiBs come last), so nothing was written and v1 is still there, whole; had
-    // writing begun, the first MiB would be zeroed.
-    let target = s.target_with_v1();
-    let (run, _) = s.install("tampered", &target, &["dd.delta"]);
-    run.assert_failed(4, "chunk 9 does not match its digest in the chunk index");
-    if run.stderr.contains("nothing was written") {
-        assert_eq!(read_prefix(&target, s.v1.len()), s.v1);
-    } else {
-        assert_start_zeroed(&target);
-    }
 }
 
 #[test]
@@ -268,8 +368,9 @@ fn version_1_indexes_keep_working_and_delta_says_it_cannot_use_them() {
     with_index_edited(&s.registry, "v2", "old-index", |index| {
         let object = index.as_object_mut().unwrap();
         object.remove("version");
+        object.remove("imageDigest");
         for chunk in object["chunks"].as_array_mut().unwrap() {
-            chunk.as_object_mut().unwrap().remove("digest");
+            chunk.as_object_mut().unwrap().remove("cv");
         }
     });
     let target = s.target_with_v1();

@@ -8,11 +8,16 @@
 //! each in place, and neither decompresses nor writes the zero chunks (the target is zeroed
 //! there by the device). Without it, install reads the stream in order.
 //!
-//! Version 2 of the index adds each chunk's SHA-256 (of its uncompressed bytes), which makes
-//! each chunk verifiable on its own: an install checks every chunk before writing it, and
-//! `dd.delta` reads the target, hashes it, and fetches only the chunks that differ. Version 1
-//! indexes (no `version` field, no digests) keep working; older ocidd reads version 2 as
-//! version 1, ignoring the digests.
+//! Version 2 of the index added each chunk's SHA-256 (of its uncompressed bytes), which made
+//! each chunk verifiable on its own. Version 3 replaces those with what also ties the chunks
+//! to the image: the image's BLAKE3 hash and each chunk's chaining value in BLAKE3's tree (see
+//! [`tree`]); an index is read only if its chaining values add up to that hash. Every install
+//! checks each chunk before writing it, and `dd.delta` (version 3 only) reads the target,
+//! checks each chunk there the same way, and fetches only the chunks that differ. Versions 1
+//! (no digests) and 2 keep installing; older ocidd reads version 2 as version 1, and refuses
+//! version 3.
+
+pub mod tree;
 
 use anyhow::{Result, anyhow};
 use serde::{Deserialize, Serialize};
@@ -20,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::error::{Classify, Failure};
 use crate::fail;
+use tree::{ChunkCv, ImageHash, image_hash, is_tree_chunk_size, zero_cvs};
 
 /// Chunk size `ocidd push` uses unless told otherwise.
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
@@ -39,7 +45,7 @@ fn max_compressed_length(size: u64) -> u64 {
 }
 
 /// The index version `ocidd push` writes.
-pub const INDEX_VERSION: u32 = 2;
+pub const INDEX_VERSION: u32 = 3;
 
 /// The SHA-256 of a chunk's uncompressed bytes, written `sha256:HEX` in the index.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -90,6 +96,9 @@ pub struct Chunk {
     /// The digest of its uncompressed bytes (version 2; none for a zero chunk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<ChunkDigest>,
+    /// Its chaining value in the image's BLAKE3 tree (version 3; none for a zero chunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv: Option<ChunkCv>,
 }
 
 fn version_1() -> u32 {
@@ -100,13 +109,17 @@ fn version_1() -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChunkIndex {
-    /// 1: where the chunks are; 2: and their digests.
+    /// 1: where the chunks are; 2: and their SHA-256; 3: their BLAKE3 chaining values and
+    /// the image's hash.
     #[serde(default = "version_1")]
     pub version: u32,
     /// The digest of the image layer this index describes.
     pub blob: String,
     pub chunk_size: u64,
     pub image_size: u64,
+    /// The BLAKE3 hash of the raw image (version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<ImageHash>,
     pub chunks: Vec<Chunk>,
 }
 
@@ -118,13 +131,78 @@ impl ChunkIndex {
 
     /// Reads an index and checks that it describes `blob` (of `blob_size` bytes) completely:
     /// chunks back to back from offset 0 to the end of the blob, each (but the last) of the
-    /// chunk size, adding up to the image size.
+    /// chunk size, adding up to the image size; and, for version 3, that its chunks' chaining
+    /// values add up to the image hash it names.
     pub fn parse(data: &[u8], blob: &Digest, blob_size: u64) -> Result<ChunkIndex> {
         let index: ChunkIndex = serde_json::from_slice(data)
             .map_err(|e| anyhow!("the chunk index is malformed: {e}"))
             .classify(Failure::Verification)?;
         index.check(blob, blob_size)?;
+        index.check_tree()?;
         Ok(index)
+    }
+
+    /// Version 3: the chaining values, those of the zero chunks computed here, must add up to
+    /// the image hash. An image of one chunk has no tree: its bytes are checked against the
+    /// hash when they come.
+    fn check_tree(&self) -> Result<()> {
+        let Some(expected) = self.image_digest.filter(|_| self.has_tree()) else {
+            return Ok(());
+        };
+        let zeros: Vec<(u64, u64)> = self
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.zero)
+            .map(|(i, c)| (self.image_offset(i), c.size))
+            .collect();
+        let mut zero_cvs = zero_cvs(&zeros).into_iter();
+        let cvs: Vec<ChunkCv> = self
+            .chunks
+            .iter()
+            .map(|c| match c.cv {
+                Some(cv) if !c.zero => Some(cv),
+                _ => zero_cvs.next(),
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(|| anyhow!("the chunk index's zero chunks could not be hashed"))
+            .classify(Failure::Verification)?;
+        match image_hash(&cvs, self.chunk_size, self.image_size) {
+            Some(found) if found != expected => fail!(
+                Failure::Verification,
+                "the chunk index's chunks add up to {found}, not to the image {expected} it names"
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `data` is chunk `i` of the image: all zeros for a zero chunk; else, by its
+    /// chaining value (version 3; the image hash for an image of one chunk), or its SHA-256
+    /// (version 2); anything, for version 1, which says nothing. Every path that decides
+    /// whether a chunk is the image's (a chunk fetched, one read from the target) asks here.
+    pub fn holds(&self, i: usize, data: &[u8]) -> bool {
+        let Some(chunk) = self.chunks.get(i) else {
+            return false;
+        };
+        if data.len() as u64 != chunk.size {
+            return false;
+        }
+        if chunk.zero {
+            return is_zero(data);
+        }
+        match (self.version, chunk.cv, chunk.digest) {
+            (3.., _, _) if self.chunks.len() == 1 => self.image_digest == Some(ImageHash::of(data)),
+            (3.., Some(cv), _) => ChunkCv::of(data, self.image_offset(i)) == cv,
+            (2, _, Some(digest)) => ChunkDigest::of(data) == digest,
+            (1, _, _) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether each chunk can be checked on its own against the image it belongs to
+    /// (version 3), as `dd.delta` needs.
+    pub fn has_tree(&self) -> bool {
+        self.version >= 3
     }
 
     fn check(&self, blob: &Digest, blob_size: u64) -> Result<()> {
@@ -145,16 +223,35 @@ impl ChunkIndex {
                 self.version
             );
         }
-        if self.has_digests()
-            && let Some(i) = self
-                .chunks
-                .iter()
-                .position(|c| !c.zero && c.digest.is_none())
+        let missing = |has: fn(&Chunk) -> bool| self.chunks.iter().position(|c| !c.zero && !has(c));
+        if self.version == 2
+            && let Some(i) = missing(|c| c.digest.is_some())
         {
             fail!(
                 Failure::Verification,
                 "the chunk index (version 2) has no digest for chunk {i}"
             );
+        }
+        if self.has_tree() {
+            if !is_tree_chunk_size(self.chunk_size) {
+                fail!(
+                    Failure::Verification,
+                    "the chunk index (version 3) has chunks of {} bytes, not a power of two",
+                    self.chunk_size
+                );
+            }
+            if self.image_digest.is_none() {
+                fail!(
+                    Failure::Verification,
+                    "the chunk index (version 3) names no image digest"
+                );
+            }
+            if let Some(i) = missing(|c| c.cv.is_some()) {
+                fail!(
+                    Failure::Verification,
+                    "the chunk index (version 3) has no chaining value for chunk {i}"
+                );
+            }
         }
         if self.chunk_size > MAX_CHUNK_SIZE {
             fail!(
@@ -191,7 +288,7 @@ impl ChunkIndex {
         Ok(())
     }
 
-    /// Whether every (non-zero) chunk has its digest: version 2.
+    /// Whether every (non-zero) chunk can be checked: version 2 or later.
     pub fn has_digests(&self) -> bool {
         self.version >= 2
     }
@@ -224,6 +321,7 @@ mod tests {
             blob: digest().to_string(),
             chunk_size: 100,
             image_size,
+            image_digest: None,
             chunks,
         }
     }
@@ -235,6 +333,7 @@ mod tests {
             size,
             zero: false,
             digest: None,
+            cv: None,
         }
     }
 
@@ -264,11 +363,92 @@ mod tests {
         let e = ChunkIndex::parse(&serde_json::to_vec(&v2).unwrap(), &digest(), 15).unwrap_err();
         assert!(format!("{e}").contains("no digest for chunk 1"), "{e}");
         v2.chunks[1].digest = Some(ChunkDigest::of(b"b"));
-        v2.version = 3;
+        v2.version = 4;
         let e = ChunkIndex::parse(&serde_json::to_vec(&v2).unwrap(), &digest(), 15).unwrap_err();
-        assert!(format!("{e}").contains("version 3"), "{e}");
+        assert!(format!("{e}").contains("version 4"), "{e}");
         let bad = json.replace("sha256:ca97", "sha256:zz97");
         assert!(ChunkIndex::parse(bad.as_bytes(), &digest(), 15).is_err());
+    }
+
+    /// A version 3 index of `image` in chunks of 1 KiB, with made-up blob offsets.
+    fn tree_index(image: &[u8]) -> ChunkIndex {
+        let chunks: Vec<Chunk> = image
+            .chunks(1024)
+            .enumerate()
+            .map(|(i, data)| {
+                let zero = is_zero(data);
+                Chunk {
+                    offset: i as u64 * 10,
+                    length: 10,
+                    size: data.len() as u64,
+                    zero,
+                    digest: None,
+                    cv: (!zero).then(|| ChunkCv::of(data, i as u64 * 1024)),
+                }
+            })
+            .collect();
+        ChunkIndex {
+            version: 3,
+            blob: digest().to_string(),
+            chunk_size: 1024,
+            image_size: image.len() as u64,
+            image_digest: Some(ImageHash::of(image)),
+            chunks,
+        }
+    }
+
+    #[test]
+    fn version_3_ties_each_chunk_to_the_image() {
+        let mut image: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        image[2048..3072].fill(0);
+        let index = tree_index(&image);
+        let json = serde_json::to_vec(&index).unwrap();
+        let text = String::from_utf8_lossy(&json);
+        assert!(text.contains(r#""imageDigest":"blake3:"#), "{text}");
+        let parsed = ChunkIndex::parse(&json, &digest(), 50).unwrap();
+        assert!(parsed.has_tree());
+        for (i, data) in image.chunks(1024).enumerate() {
+            assert!(parsed.holds(i, data), "chunk {i}");
+        }
+        assert!(
+            !parsed.holds(1, &image[..1024]),
+            "chunk 0's bytes as chunk 1"
+        );
+        assert!(!parsed.holds(2, &[1u8; 1024]), "a zero chunk");
+
+        // One chaining value changed: the chunks no longer add up to the image.
+        let mut lying = index.clone();
+        lying.chunks[1].cv = Some(ChunkCv::of(&[7u8; 1024], 1024));
+        let e = ChunkIndex::parse(&serde_json::to_vec(&lying).unwrap(), &digest(), 50).unwrap_err();
+        assert!(format!("{e}").contains("add up to"), "{e}");
+        // A zero chunk claimed for data: its chaining value is computed, not read.
+        let mut hiding = index.clone();
+        hiding.chunks[3].zero = true;
+        hiding.chunks[3].cv = None;
+        assert!(ChunkIndex::parse(&serde_json::to_vec(&hiding).unwrap(), &digest(), 50).is_err());
+        // Chunks that are not a power of two, a missing hash or chaining value.
+        let mut odd = index.clone();
+        odd.chunk_size = 1000;
+        assert!(ChunkIndex::parse(&serde_json::to_vec(&odd).unwrap(), &digest(), 50).is_err());
+        let mut unnamed = index.clone();
+        unnamed.image_digest = None;
+        let e =
+            ChunkIndex::parse(&serde_json::to_vec(&unnamed).unwrap(), &digest(), 50).unwrap_err();
+        assert!(format!("{e}").contains("names no image digest"), "{e}");
+        let mut bare = index;
+        bare.chunks[0].cv = None;
+        let e = ChunkIndex::parse(&serde_json::to_vec(&bare).unwrap(), &digest(), 50).unwrap_err();
+        assert!(
+            format!("{e}").contains("no chaining value for chunk 0"),
+            "{e}"
+        );
+
+        // An image of one chunk: its bytes are checked against the image hash.
+        let small = tree_index(&image[..700]);
+        let parsed =
+            ChunkIndex::parse(&serde_json::to_vec(&small).unwrap(), &digest(), 10).unwrap();
+        assert!(parsed.holds(0, &image[..700]));
+        assert!(!parsed.holds(0, &[0u8; 700]));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use indicatif::HumanBytes;
 
-use crate::chunks::{Chunk, ChunkDigest, ChunkIndex, is_zero};
+use crate::chunks::{Chunk, ChunkIndex, is_zero};
 use crate::compression::Compression;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Classify, Failure, classified};
@@ -333,9 +333,8 @@ impl Shared<'_> {
 #[derive(Debug)]
 pub struct Installed {
     pub image_size: u64,
-    /// The whole blob was fetched and matched its digest (else each chunk fetched matched its
-    /// digest in the index, and the others were on the target already).
-    pub whole_blob: bool,
+    /// What was verified, as the console and the final line say it.
+    pub verified: String,
 }
 
 /// Installs the chunked image onto `target`, which already has the image's length if it is a
@@ -353,7 +352,13 @@ pub fn install(
 ) -> Result<Installed, WriteFailure> {
     let index = source.index;
     let wanted = match delta {
-        true if index.has_digests() => Some(read_pass(index, target, progress)),
+        true if index.has_tree() => Some(read_pass(index, target, progress)),
+        true if index.has_digests() => {
+            say!(
+                "ocidd: dd.delta: the chunk index is version 2, whose chunk digests do not add up to the image (push it again with this ocidd for version 3), so the whole image is installed"
+            );
+            None
+        }
         true => {
             say!(
                 "ocidd: dd.delta: the chunk index has no chunk digests (an image pushed by an older ocidd), so the whole image is installed"
@@ -476,14 +481,38 @@ pub fn install(
     if let Err(error) = outcome {
         return Err(WriteFailure { error, written });
     }
-    on_verified(&if whole_blob {
-        format!("blob {} verified", source.digest)
-    } else {
-        format!(
-            "the chunks fetched verified against the chunk index of blob {}",
+    // dd.delta: what the read pass found on the target must still be there, since the image
+    // is committed on the strength of it.
+    if let Some(wanted) = &wanted {
+        let reused: Vec<usize> = (0..wanted.len()).filter(|&i| !wanted[i]).collect();
+        let (holds, read_error) = check_on_target(index, target, &reused, &|_| {});
+        if let Some(i) = reused
+            .iter()
+            .zip(&holds)
+            .find_map(|(&i, &h)| (!h).then_some(i))
+        {
+            let why = read_error.map(|e| format!(" ({e})")).unwrap_or_default();
+            let error = classified(
+                Failure::Target,
+                anyhow!(
+                    "the target changed during the install: chunk {i}, which the read pass found there, no longer holds it{why}; run the install again"
+                ),
+            );
+            return Err(WriteFailure { error, written });
+        }
+    }
+    // A partial fetch is possible with a version 3 index only: its image hash is there.
+    let image = index.image_digest.map(|digest| digest.to_string());
+    let verified = match (whole_blob, image) {
+        (true, Some(image)) => format!("blob {} and image {image} verified", source.digest),
+        (true, None) => format!("blob {} verified", source.digest),
+        (false, image) => format!(
+            "image {} verified: each chunk on the target or fetched checked against the chunk index of blob {}",
+            image.unwrap_or_default(),
             source.digest
-        )
-    });
+        ),
+    };
+    on_verified(&verified);
     // A target file that grows was given the image's length before the install began.
     shared
         .held
@@ -496,66 +525,38 @@ pub fn install(
         })?;
     Ok(Installed {
         image_size: index.image_size,
-        whole_blob,
+        verified,
     })
 }
 
 /// `dd.delta`'s read pass: reads each chunk's range from the target, on several threads, and
-/// says which chunks must be fetched (or, for zero chunks, zeroed): those whose bytes there do
-/// not hash to their digest, and always those in the image's held-back first and last MiB,
-/// which are written last whatever the target holds.
+/// says which chunks must be fetched (or, for zero chunks, zeroed): those whose bytes there are
+/// not the image's, and always those in the image's held-back first and last MiB, which are
+/// written last whatever the target holds.
 fn read_pass(index: &ChunkIndex, target: &Target, progress: &Progress) -> Vec<bool> {
     progress.checking(index.image_size);
-    let next = AtomicUsize::new(0);
-    let wanted: Vec<AtomicBool> = index.chunks.iter().map(|_| AtomicBool::new(true)).collect();
-    let read_error = Mutex::new(None);
-    let cores = thread::available_parallelism().map_or(1, |n| n.get());
-    thread::scope(|scope| {
-        for _ in 0..(cores + 1).min(MAX_WORKERS) {
-            scope.spawn(|| {
-                let mut buffer = vec![0u8; index.chunk_size as usize];
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(chunk) = index.chunks.get(i) else {
-                        return;
-                    };
-                    let offset = index.image_offset(i);
-                    let range = offset..offset + chunk.size;
-                    if unheld_part(range.clone(), index.image_size) != range {
-                        progress.checked(chunk.size);
-                        continue;
-                    }
-                    let data = &mut buffer[..chunk.size as usize];
-                    let holds = match target.read_at(data, offset) {
-                        Ok(n) if n == data.len() => match chunk.digest {
-                            _ if chunk.zero => is_zero(data),
-                            // A chunk with a digest is not all zeros: a blank stretch of the
-                            // target (a new disk) differs without hashing it.
-                            Some(digest) => !is_zero(data) && ChunkDigest::of(data) == digest,
-                            None => false,
-                        },
-                        Ok(_) => false,
-                        Err(e) => {
-                            read_error
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(format!("at byte {offset}: {e}"));
-                            false
-                        }
-                    };
-                    wanted[i].store(!holds, Ordering::Relaxed);
-                    progress.checked(chunk.size);
-                }
-            });
+    let mut wanted = vec![true; index.chunks.len()];
+    let mut outside = Vec::new();
+    for (i, chunk) in index.chunks.iter().enumerate() {
+        let offset = index.image_offset(i);
+        let range = offset..offset + chunk.size;
+        if unheld_part(range.clone(), index.image_size) == range {
+            outside.push(i);
+        } else {
+            progress.checked(chunk.size);
         }
-    });
+    }
+    let (holds, read_error) =
+        check_on_target(index, target, &outside, &|size| progress.checked(size));
+    for (&i, holds) in outside.iter().zip(holds) {
+        wanted[i] = !holds;
+    }
     progress.checking(0);
-    if let Some(error) = read_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    if let Some(error) = read_error {
         say!(
             "ocidd: dd.delta: reading the target failed ({error}); what could not be read is fetched"
         );
     }
-    let wanted: Vec<bool> = wanted.into_iter().map(AtomicBool::into_inner).collect();
     let mut counts = DeltaCounts {
         total: index.chunks.len() as u64,
         ..DeltaCounts::default()
@@ -585,6 +586,58 @@ fn read_pass(index: &ChunkIndex, target: &Target, progress: &Progress) -> Vec<bo
         counts.zeroed
     );
     wanted
+}
+
+/// Reads each of `chunks` from the target, on several threads, and says for each whether the
+/// target holds it ([`ChunkIndex::holds`]); with the first read error, if any (what could not
+/// be read is not held). `checked` is told the size of each chunk done.
+fn check_on_target(
+    index: &ChunkIndex,
+    target: &Target,
+    chunks: &[usize],
+    checked: &(dyn Fn(u64) + Sync),
+) -> (Vec<bool>, Option<String>) {
+    let next = AtomicUsize::new(0);
+    let holds: Vec<AtomicBool> = chunks.iter().map(|_| AtomicBool::new(false)).collect();
+    let read_error = Mutex::new(None);
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    thread::scope(|scope| {
+        for _ in 0..(cores + 1).min(MAX_WORKERS).min(chunks.len()) {
+            scope.spawn(|| {
+                let mut buffer = vec![0u8; index.chunk_size as usize];
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = chunks.get(k) else {
+                        return;
+                    };
+                    let chunk = index.chunks[i];
+                    let offset = index.image_offset(i);
+                    let data = &mut buffer[..chunk.size as usize];
+                    let held = match target.read_at(data, offset) {
+                        // A blank stretch of the target (a new disk) is known to differ from a
+                        // chunk that is not all zeros, without hashing it.
+                        Ok(n) if n == data.len() => {
+                            (chunk.zero || !is_zero(data)) && index.holds(i, data)
+                        }
+                        Ok(_) => false,
+                        Err(e) => {
+                            read_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(format!("at byte {offset}: {e}"));
+                            false
+                        }
+                    };
+                    holds[k].store(held, Ordering::Relaxed);
+                    checked(chunk.size);
+                }
+            });
+        }
+    });
+    (
+        holds.into_iter().map(AtomicBool::into_inner).collect(),
+        read_error.into_inner().unwrap_or_else(|p| p.into_inner()),
+    )
 }
 
 /// Takes the fetched groups in order, hashes them (when they are the whole blob), and
@@ -911,7 +964,7 @@ fn worker(shared: &Shared, jobs: &Mutex<mpsc::Receiver<Job>>) {
                 &mut inflater,
                 zstd.as_mut(),
             ) {
-                Ok(()) if chunk.digest.is_some_and(|d| d != ChunkDigest::of(&output)) => {
+                Ok(()) if !index.holds(i, &output) => {
                     shared.corrupt(classified(
                         Failure::Verification,
                         anyhow!("chunk {i} does not match its digest in the chunk index"),
@@ -993,6 +1046,7 @@ mod tests {
                     size: 100,
                     zero: false,
                     digest: None,
+                    cv: None,
                 };
                 offset += length;
                 chunk
@@ -1003,6 +1057,7 @@ mod tests {
             blob: String::new(),
             chunk_size: 100,
             image_size: 100 * lengths.len() as u64,
+            image_digest: None,
             chunks,
         }
     }
@@ -1092,6 +1147,7 @@ mod tests {
             size: 4096,
             zero: true,
             digest: None,
+            cv: None,
         };
         let mut trailers = ZeroTrailers::default();
         assert!(trailers.check(Compression::Gzip, &zeros, &chunk, 0).is_ok());
@@ -1119,6 +1175,7 @@ mod tests {
             size,
             zero: false,
             digest: None,
+            cv: None,
         };
         let mut output = AlignedBuffer::with_capacity(8192);
         let mut inflater = MemberInflater::new();

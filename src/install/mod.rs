@@ -52,9 +52,9 @@ pub struct Summary {
     pub json_lines: bool,
     /// Installed without the signature required, as `oci.verify=warn` allows: why.
     pub unverified: Option<String>,
-    /// The whole blob was fetched and matched its digest; else (`dd.delta`) each chunk
-    /// fetched matched its digest in the chunk index.
-    pub whole_blob: bool,
+    /// What was verified ("blob … verified", "image blake3:… verified: …"), as the data
+    /// path said it once everything was.
+    pub verified: String,
     /// What `dd.delta` reused, fetched and zeroed.
     pub delta: Option<DeltaCounts>,
 }
@@ -261,11 +261,10 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
             install_sequential(
                 &registry, &plan, &target, options, &progress, display, &verified,
             )
-            .map(|bytes| (bytes, true))
         }
     };
     match result {
-        Ok((bytes, whole_blob)) => {
+        Ok((bytes, what_verified)) => {
             if let Err(e) = target.reread_partitions() {
                 say!("ocidd: note: {e:#}");
             }
@@ -274,7 +273,7 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
                 bytes,
                 seconds: progress.elapsed().as_secs_f64(),
                 digest: plan.digest,
-                whole_blob,
+                verified: what_verified,
                 delta: progress.delta(),
                 json_lines: false,
                 unverified: match plan.signature {
@@ -306,7 +305,7 @@ fn install_chunked(
     progress: &Arc<Progress>,
     display: Display,
     verified: &dyn Fn(&str),
-) -> Result<(u64, bool), WriteFailure> {
+) -> Result<(u64, String), WriteFailure> {
     grow_target(target, source.index.image_size)?;
     progress.set_total(Some(source.blob_size));
     let reporter = Reporter::start(Arc::clone(progress), display);
@@ -319,7 +318,7 @@ fn install_chunked(
         verified,
     );
     reporter.finish();
-    result.map(|installed| (installed.image_size, installed.whole_blob))
+    result.map(|installed| (installed.image_size, installed.verified))
 }
 
 /// The image as one stream.
@@ -331,7 +330,7 @@ fn install_sequential(
     progress: &Arc<Progress>,
     display: Display,
     verified: &dyn Fn(&str),
-) -> Result<u64, WriteFailure> {
+) -> Result<(u64, String), WriteFailure> {
     let mut blob =
         BlobReader::whole(registry, &plan.digest, plan.blob_size).counting(Arc::clone(progress));
     blob.connect()
@@ -363,12 +362,16 @@ fn install_sequential(
     let mut writer = ImageWriter::new(target, options.block_size, Arc::clone(progress));
     let result = match stream::install(blob, head, compression, image_size, &mut writer) {
         Ok(()) => {
-            verified(&format!("blob {} verified", plan.digest));
+            let what = format!("blob {} verified", plan.digest);
+            verified(&what);
             let written = writer.written();
-            writer.finish().map_err(|error| WriteFailure {
-                error,
-                written: Some(written),
-            })
+            writer
+                .finish()
+                .map(|bytes| (bytes, what))
+                .map_err(|error| WriteFailure {
+                    error,
+                    written: Some(written),
+                })
         }
         Err(error) => Err(WriteFailure {
             error,
@@ -429,14 +432,7 @@ fn summary_line(summary: &Summary) -> String {
             d.zeroed
         )
     });
-    let verified = if summary.whole_blob {
-        format!("blob {} verified", summary.digest)
-    } else {
-        format!(
-            "each chunk fetched verified against the chunk index of blob {}",
-            summary.digest
-        )
-    };
+    let verified = &summary.verified;
     format!(
         "installed {} ({} bytes) onto {} in {:.1} s ({}/s){delta}; {verified}{unsigned}",
         HumanBytes(summary.bytes),

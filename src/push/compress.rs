@@ -15,7 +15,8 @@ use bytes::{Bytes, BytesMut};
 use oci_client::errors::OciDistributionError;
 use tokio::sync::mpsc;
 
-use crate::chunks::{Chunk, ChunkDigest, is_zero};
+use crate::chunks::tree::{ChunkCv, ImageHash, image_hash};
+use crate::chunks::{Chunk, is_zero};
 use crate::compression::Compression;
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Classified, Classify, Failure};
@@ -122,7 +123,10 @@ pub(super) fn start(
 /// The uncompressed image, as read.
 pub(super) struct Image {
     pub(super) size: u64,
+    /// Its SHA-256.
     pub(super) digest: Digest,
+    /// Its BLAKE3, from the chunks' chaining values, when compressed in chunks.
+    pub(super) tree: Option<ImageHash>,
 }
 
 /// Reads the image, hashing it, and sends it compressed, as one stream, to the uploader.
@@ -161,6 +165,7 @@ fn compress(
     Ok(Image {
         size,
         digest: hasher.finish(),
+        tree: None,
     })
 }
 
@@ -174,13 +179,27 @@ fn compress_chunks(
     chunk_size: u64,
     mut output: ChannelWriter,
 ) -> Result<(Image, Vec<Chunk>)> {
+    if !crate::chunks::tree::is_tree_chunk_size(chunk_size) {
+        fail!(
+            Failure::Usage,
+            "chunks of {chunk_size} bytes are not a power of two"
+        );
+    }
     let workers = thread::available_parallelism().map_or(1, |n| n.get());
     let (work_tx, work_rx) = sync_channel::<(usize, Vec<u8>)>(workers);
     // Only the workers hold the work's receiving end: once they have all stopped (the
     // upload gave up), the reader's next send fails instead of waiting for room forever.
     let work_rx = Arc::new(Mutex::new(work_rx));
-    // Per chunk: its number, size, digest (none when all zeros), compressed bytes.
-    type Done = (usize, u64, Option<ChunkDigest>, io::Result<Vec<u8>>);
+    // Per chunk: what the workers made of it.
+    struct Done {
+        i: usize,
+        size: u64,
+        zero: bool,
+        cv: ChunkCv,
+        /// For chunk 0: the image's hash, should it be the only chunk.
+        alone: Option<ImageHash>,
+        compressed: io::Result<Vec<u8>>,
+    }
     let (done_tx, done_rx) = sync_channel::<Done>(workers);
     thread::scope(|scope| {
         for _ in 0..workers {
@@ -190,12 +209,15 @@ fn compress_chunks(
                 loop {
                     let job = work_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok((i, data))) = job else { break };
-                    let digest = (!is_zero(&data)).then(|| ChunkDigest::of(&data));
-                    let compressed = compress_chunk(compression, level, &data);
-                    if done_tx
-                        .send((i, data.len() as u64, digest, compressed))
-                        .is_err()
-                    {
+                    let done = Done {
+                        i,
+                        size: data.len() as u64,
+                        zero: is_zero(&data),
+                        cv: ChunkCv::of(&data, i as u64 * chunk_size),
+                        alone: (i == 0).then(|| ImageHash::of(&data)),
+                        compressed: compress_chunk(compression, level, &data),
+                    };
+                    if done_tx.send(done).is_err() {
                         break;
                     }
                 }
@@ -224,25 +246,31 @@ fn compress_chunks(
             Ok(Image {
                 size,
                 digest: hasher.finish(),
+                tree: None,
             })
         });
         // Put the chunks back in order as they come out of the workers.
         let mut waiting = BTreeMap::new();
         let mut chunks = Vec::new();
+        let mut cvs = Vec::new();
+        let mut alone = None;
         let mut offset = 0u64;
         let collected = (|| -> Result<()> {
-            for (i, size, digest, compressed) in done_rx.iter() {
-                waiting.insert(i, (size, digest, compressed));
-                while let Some((size, digest, compressed)) = waiting.remove(&chunks.len()) {
-                    let compressed = compressed.classify(Failure::Usage)?;
+            for done in done_rx.iter() {
+                waiting.insert(done.i, done);
+                while let Some(done) = waiting.remove(&chunks.len()) {
+                    let compressed = done.compressed.classify(Failure::Usage)?;
                     output.write_all(&compressed).classify(Failure::Registry)?;
                     chunks.push(Chunk {
                         offset,
                         length: compressed.len() as u64,
-                        size,
-                        zero: digest.is_none(),
-                        digest,
+                        size: done.size,
+                        zero: done.zero,
+                        digest: None,
+                        cv: (!done.zero).then_some(done.cv),
                     });
+                    cvs.push(done.cv);
+                    alone = alone.or(done.alone);
                     offset += compressed.len() as u64;
                 }
             }
@@ -257,7 +285,8 @@ fn compress_chunks(
         Box::new(output)
             .finish_write()
             .classify(Failure::Registry)?;
-        Ok((image, chunks))
+        let tree = image_hash(&cvs, chunk_size, image.size).or(alone);
+        Ok((Image { tree, ..image }, chunks))
     })
 }
 

@@ -310,6 +310,7 @@ async fn upload_chunk_index(
             .chunk_size
             .ok_or_else(|| anyhow!("a chunk index without a chunk size"))?,
         image_size: image.size,
+        image_digest: image.tree,
         chunks,
     };
     let body = serde_json::to_vec(&index).context("encoding the chunk index")?;
