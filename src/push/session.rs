@@ -21,7 +21,7 @@ use crate::fail;
 use crate::registry::auth::{Credentials, lookup_credentials};
 use crate::registry::client::{
     CONNECT_TIMEOUT, CredentialsNote, bounded, describe_answer, extra_certificates,
-    install_crypto_provider, transient_network_error,
+    install_crypto_provider, is_transient_status, transient_network_error,
 };
 use crate::retry::{Attempt, Backoff, Transient, with_retries_async};
 
@@ -136,10 +136,7 @@ impl Session {
                 let text = text
                     .strip_prefix("registry answered ")
                     .map_or(text.clone(), |rest| format!("the registry answered {rest}"));
-                if status == StatusCode::REQUEST_TIMEOUT
-                    || status == StatusCode::TOO_MANY_REQUESTS
-                    || status.is_server_error()
-                {
+                if is_transient_status(status) {
                     Attempt::Transient(Transient {
                         reason: text,
                         retry_after: None,
@@ -150,12 +147,12 @@ impl Session {
             }
             OciDistributionError::UnauthorizedError { .. } => permanent(format!(
                 "the registry answered HTTP 401 Unauthorized{}",
-                hint(&self.note, true)
+                self.note.hint(StatusCode::UNAUTHORIZED)
             )),
             OciDistributionError::AuthenticationFailure(text) => permanent(format!(
                 "the registry refused to authenticate: {}{}",
                 bounded(&text, 200),
-                hint(&self.note, true)
+                self.note.hint(StatusCode::UNAUTHORIZED)
             )),
             OciDistributionError::RegistryError { envelope, .. } => {
                 let denied = envelope
@@ -173,11 +170,12 @@ impl Session {
                         bounded(&format!("{code}: {}", e.message), 200)
                     })
                     .collect();
-                permanent(format!(
-                    "the registry answered {}{}",
-                    detail.join("; "),
-                    hint(&self.note, denied)
-                ))
+                let hint = if denied {
+                    self.note.hint(StatusCode::UNAUTHORIZED)
+                } else {
+                    String::new()
+                };
+                permanent(format!("the registry answered {}{hint}", detail.join("; ")))
             }
             other => permanent(bounded(&other.to_string(), 300)),
         }
@@ -237,15 +235,6 @@ impl Session {
             }
         })
         .await
-    }
-}
-
-/// What a refusal says about the credentials, when the registry `refused` them.
-fn hint(note: &CredentialsNote, refused: bool) -> String {
-    match (refused, note.sent) {
-        (false, _) => String::new(),
-        (true, true) => " (the registry refused the credentials given)".into(),
-        (true, false) => format!(" ({})", note.without),
     }
 }
 

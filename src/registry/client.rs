@@ -773,14 +773,18 @@ const MIRROR_NOT_TLS: &str = "the mirror does not speak TLS (a plain-HTTP mirror
 const UNKNOWN_ISSUER_CAUSE: &str = "UnknownIssuer";
 const UNKNOWN_ISSUER: &str = "the registry's certificate is not signed by a CA this machine trusts (give its CA with oci.ca= or --ca)";
 
-/// Passes on a response, unless its status says trying again may help (408, 429, 5xx but
-/// 501, which says the server does not do what was asked).
+/// Whether an answer of `status` may pass when asked again: 408, 429, and 5xx but 501, which
+/// says the server does not do what was asked. Pulls and pushes retry the same answers.
+pub fn is_transient_status(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
+}
+
+/// Passes on a response, unless its status says trying again may help.
 pub(super) fn check_transient(response: Response) -> Result<Response, Attempt> {
     let status = response.status();
-    let transient = status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED);
-    if !transient {
+    if !is_transient_status(status) {
         return Ok(response);
     }
     let retry_after = response
@@ -872,7 +876,9 @@ impl CredentialsNote {
         CredentialsNote { sent, without }
     }
 
-    fn hint(&self, status: StatusCode) -> String {
+    /// What an answer of `status` adds: for 401 and 403, whether the credentials sent were
+    /// refused or none were sent (and how to give them); nothing for other statuses.
+    pub fn hint(&self, status: StatusCode) -> String {
         match (status, self.sent) {
             (StatusCode::UNAUTHORIZED, true) => {
                 " (the registry refused the credentials given)".into()
