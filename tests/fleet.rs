@@ -307,24 +307,11 @@ fn what_a_failing_mirror_did_is_said() {
     );
 
     // An HTTPS registry, and a plain-HTTP mirror given without http://.
-    let certs = tempfile::tempdir().unwrap();
-    let (ca, certificate, key) = certificates(certs.path());
-    let tls = Registry::start_tls(&certificate, &key);
     let file = write_file(fleet.dir.path(), "tls.img", &image);
-    let tls_reference = format!("{}/fleet/disk:v1", tls.host());
-    let pushed = Run::from(
-        ocidd()
-            .args(["push", "--ca"])
-            .arg(&ca)
-            .arg(&file)
-            .arg(&tls_reference)
-            .output()
-            .unwrap(),
-    );
-    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+    let tls = TlsRegistry::with_image(&file, "fleet/disk:v1");
     let run = install_words(&[
-        &format!("oci.tag={tls_reference}"),
-        &format!("oci.ca={}", ca.display()),
+        &format!("oci.tag={}", tls.reference),
+        &format!("oci.ca={}", tls.ca.display()),
         &format!("oci.mirror={}", fleet.upstream.host()),
         &format!("dd.of={}", target.display()),
         "dd.bs=1M",
@@ -431,30 +418,17 @@ fn installs_through_a_forward_proxy() {
     assert_eq!(proxy.log().len(), before, "{}", proxy.log());
 
     // HTTPS goes through the proxy too, tunnelled with CONNECT, and its certificate checked.
-    let certs = tempfile::tempdir().unwrap();
-    let (ca, certificate, key) = certificates(certs.path());
-    let tls = Registry::start_tls(&certificate, &key);
-    let tls_reference = format!("{}/proxied/disk:v1", tls.host());
-    let pushed = Run::from(
-        ocidd()
-            .args(["push", "--ca"])
-            .arg(&ca)
-            .arg(&file)
-            .arg(&tls_reference)
-            .output()
-            .unwrap(),
-    );
-    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+    let tls = TlsRegistry::with_image(&file, "proxied/disk:v1");
     let run = install_words(&[
-        &format!("oci.tag={tls_reference}"),
-        &format!("oci.ca={}", ca.display()),
+        &format!("oci.tag={}", tls.reference),
+        &format!("oci.ca={}", tls.ca.display()),
         &via,
         &format!("dd.of={}", target.display()),
         "dd.bs=1M",
     ]);
     run.assert_installed();
     assert!(
-        proxy.log().contains(&format!("CONNECT {}", tls.host())),
+        proxy.log().contains(&format!("CONNECT {}", tls.registry.host())),
         "{}",
         proxy.log()
     );

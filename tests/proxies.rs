@@ -109,25 +109,12 @@ fn a_proxy_that_wants_credentials() {
     s.assert_holds_the_image(&target);
     assert!(!run.stderr.contains("pr0xy"), "{}", run.stderr);
 
-    let certs = tempfile::tempdir().unwrap();
-    let (ca, certificate, key) = certificates(certs.path());
-    let tls = Registry::start_tls(&certificate, &key);
     let file = write_file(s.dir.path(), "disk.img", &s.image);
-    let tls_reference = format!("{}/proxied/auth:v1", tls.host());
-    let pushed = Run::from(
-        ocidd()
-            .args(["push", "--ca"])
-            .arg(&ca)
-            .arg(&file)
-            .arg(&tls_reference)
-            .output()
-            .unwrap(),
-    );
-    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+    let tls = TlsRegistry::with_image(&file, "proxied/auth:v1");
     let words = |proxy: &str| {
         install_words(&[
-            &format!("oci.tag={tls_reference}"),
-            &format!("oci.ca={}", ca.display()),
+            &format!("oci.tag={}", tls.reference),
+            &format!("oci.ca={}", tls.ca.display()),
             proxy,
             "oci.retries=0",
             &format!("dd.of={}", target.display()),

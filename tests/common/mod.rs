@@ -740,6 +740,42 @@ pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
+/// A registry that serves HTTPS with a certificate from its own CA, holding one image.
+pub struct TlsRegistry {
+    pub registry: Registry,
+    /// The CA to trust it with (`oci.ca=`, `--ca`).
+    pub ca: PathBuf,
+    /// `HOST:PORT/REPO:TAG` of the image.
+    pub reference: String,
+    _certificates: tempfile::TempDir,
+}
+
+impl TlsRegistry {
+    /// Starts one and pushes `file` to it as `repo_tag` (`REPO:TAG`), with `ocidd push --ca`.
+    pub fn with_image(file: &Path, repo_tag: &str) -> TlsRegistry {
+        let certificates_dir = tempfile::tempdir().unwrap();
+        let (ca, certificate, key) = certificates(certificates_dir.path());
+        let registry = Registry::start_tls(&certificate, &key);
+        let reference = format!("{}/{repo_tag}", registry.host());
+        let pushed = Run::from(
+            ocidd()
+                .args(["push", "--ca"])
+                .arg(&ca)
+                .arg(file)
+                .arg(&reference)
+                .output()
+                .expect("running ocidd push"),
+        );
+        assert_eq!(pushed.code, 0, "push: {}", pushed.stderr);
+        TlsRegistry {
+            registry,
+            ca,
+            reference,
+            _certificates: certificates_dir,
+        }
+    }
+}
+
 /// Asserts that `sgdisk -v` finds nothing wrong with the GPT of `disk` (the backup header at
 /// the disk's end, CRCs, the protective MBR).
 pub fn assert_gpt_consistent(disk: &Path) {
