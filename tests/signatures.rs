@@ -18,26 +18,6 @@ const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
-/// A P-256 key pair made by openssl: (private PEM, public PEM).
-fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let private = format!("{name}.key");
-    let public = format!("{name}.pub");
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &private,
-        ],
-    );
-    openssl(dir, &["ec", "-in", &private, "-pubout", "-out", &public]);
-    (dir.join(private), dir.join(public))
-}
-
 /// `b64:` and the DER of a public key, as the kernel line takes it.
 fn inline_key(dir: &Path, public: &Path) -> String {
     let der = openssl(

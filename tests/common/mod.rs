@@ -44,6 +44,26 @@ pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// A P-256 key pair made by openssl: (private PEM, public PEM).
+pub fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let private = format!("{name}.key");
+    let public = format!("{name}.pub");
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &private,
+        ],
+    );
+    openssl(dir, &["ec", "-in", &private, "-pubout", "-out", &public]);
+    (dir.join(private), dir.join(public))
+}
+
 /// An htpasswd file in `dir` (bcrypt, as docker-registry takes it) with one user.
 pub fn htpasswd(dir: &Path, user: &str, password: &str) -> PathBuf {
     let path = dir.join("htpasswd");
