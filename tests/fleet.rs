@@ -428,7 +428,9 @@ fn installs_through_a_forward_proxy() {
     ]);
     run.assert_installed();
     assert!(
-        proxy.log().contains(&format!("CONNECT {}", tls.registry.host())),
+        proxy
+            .log()
+            .contains(&format!("CONNECT {}", tls.registry.host())),
         "{}",
         proxy.log()
     );

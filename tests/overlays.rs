@@ -179,22 +179,7 @@ fn files_the_words_name_are_checked() {
         dir.path(),
         &["pkey", "-in", "rsa.key", "-pubout", "-out", "rsa.pub"],
     );
-    openssl(
-        dir.path(),
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "ec.key",
-        ],
-    );
-    openssl(
-        dir.path(),
-        &["ec", "-in", "ec.key", "-pubout", "-out", "ec.pub"],
-    );
+    let (_, ec) = key_pair(dir.path(), "ec");
     let good_auth = write_file(
         dir.path(),
         "auth.json",
@@ -215,7 +200,6 @@ fn files_the_words_name_are_checked() {
             format!("{}=/etc/ocidd/token", token.display()),
         ]
     };
-    let ec = dir.path().join("ec.pub");
     let run = overlay(&out, &files(&ca, &good_auth, &ec, &token));
     assert_eq!(run.code, 0, "{}", run.stderr);
 
