@@ -244,17 +244,11 @@ fn installs_a_signed_image_with_the_key_on_the_kernel_line() {
     use base64::Engine;
     let registry = Registry::start();
     let dir = tempfile::tempdir().unwrap();
-    let openssl = |args: &[&str]| openssl(dir.path(), args);
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        "k.key",
-    ]);
-    let der = openssl(&["ec", "-in", "k.key", "-pubout", "-outform", "DER"]);
+    let (private, _) = key_pair(dir.path(), "k");
+    let der = openssl(
+        dir.path(),
+        &["ec", "-in", "k.key", "-pubout", "-outform", "DER"],
+    );
     let key = format!(
         "b64:{}",
         base64::engine::general_purpose::STANDARD.encode(der)
@@ -265,7 +259,7 @@ fn installs_a_signed_image_with_the_key_on_the_kernel_line() {
     push_with(
         &source,
         &reference,
-        &["--sign-key", dir.path().join("k.key").to_str().unwrap()],
+        &["--sign-key", private.to_str().unwrap()],
     );
     let disk = disk(dir.path(), 0);
     let mut vm = Vm::boot(
