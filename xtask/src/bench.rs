@@ -165,6 +165,21 @@ fn bench_images(
         let image_size = fs::metadata(image)?.len();
         eprintln!("bench: pushing {name} ({} MiB)", image_size >> 20);
         let mut blobs = BTreeMap::new();
+        // The baseline installs what it pushed itself: an earlier build may not read this
+        // one's chunk index.
+        if let Some(baseline) = &options.baseline {
+            for (variant, args) in [
+                ("gzip", "--compression gzip --chunk-size 0"),
+                ("chunked", "--compression gzip"),
+                ("zstd", "--compression zstd"),
+            ] {
+                output(Command::new("bash").arg("-c").arg(format!(
+                    "{} push --plain-http {args} {} {host}/bench/{name}:{variant}-baseline",
+                    baseline.display(),
+                    image.display()
+                )))?;
+            }
+        }
         for (variant, args) in [
             ("gzip", "--compression gzip --chunk-size 0"),
             ("chunked", "--compression gzip"),
@@ -254,10 +269,11 @@ fn bench_images(
                 .iter()
                 .filter(|(label, _)| label.starts_with("ocidd "))
                 .map(|(label, script)| {
-                    (
-                        label.replacen("ocidd ", "baseline ", 1),
-                        script.replacen(&ocidd.to_string(), &baseline.display().to_string(), 1),
-                    )
+                    // Its own push of the same variant: the tag's `-baseline` twin.
+                    let script = script
+                        .replacen(&ocidd.to_string(), &baseline.display().to_string(), 1)
+                        .replacen(" oci.allow_no_tls", "-baseline oci.allow_no_tls", 1);
+                    (label.replacen("ocidd ", "baseline ", 1), script)
                 })
                 .collect();
             cases.extend(twins);
@@ -355,29 +371,59 @@ fn bench_delta(
     let image_size = fs::metadata(v1)?.len();
     let chunks = image_size.div_ceil(DELTA_CHUNK as u64);
     eprintln!("bench: delta: {changed} of {chunks} chunks differ between v1 and v2");
-    let ocidd = ocidd.display();
-    for (tag, image) in [("v1", v1), ("v2", v2.as_path())] {
-        output(Command::new("bash").arg("-c").arg(format!(
-            "{ocidd} push --plain-http {} {host}/bench/delta:{tag}",
-            image.display()
-        )))?;
+    // Each binary installs what it pushed itself: an earlier build may not read this one's
+    // chunk index.
+    let mut binaries = vec![("", ocidd.to_path_buf())];
+    if let Some(baseline) = &options.baseline {
+        binaries.push(("baseline ", baseline.clone()));
     }
-    let install = |tag: &str, extra: &str| {
-        format!(
-            "{ocidd} oci.tag={host}/bench/delta:{tag} oci.allow_no_tls dd.of={loop_device} dd.bs=1M {extra}"
-        )
-    };
-    let holding_v1 = format!("{} >/dev/null 2>&1", install("v1", ""));
     let blank = format!(
         "blkdiscard -z {loop_device} 2>/dev/null || dd if=/dev/zero of={loop_device} bs=4M conv=fsync 2>/dev/null"
     );
     // What each case does beforehand (untimed), and the install it times.
-    let cases: Vec<(&str, String, String)> = vec![
-        ("full v2 onto v1", holding_v1.clone(), install("v2", "")),
-        ("delta v2 onto v1", holding_v1, install("v2", "dd.delta")),
-        ("full v2 onto blank", blank.clone(), install("v2", "")),
-        ("delta v2 onto blank", blank, install("v2", "dd.delta")),
-    ];
+    let mut cases: Vec<(String, String, String)> = Vec::new();
+    for (who, binary) in &binaries {
+        let repo = if who.is_empty() {
+            "delta"
+        } else {
+            "delta-baseline"
+        };
+        let binary = binary.display();
+        for (tag, image) in [("v1", v1), ("v2", v2.as_path())] {
+            output(Command::new("bash").arg("-c").arg(format!(
+                "{binary} push --plain-http {} {host}/bench/{repo}:{tag}",
+                image.display()
+            )))?;
+        }
+        let install = |tag: &str, extra: &str| {
+            format!(
+                "{binary} oci.tag={host}/bench/{repo}:{tag} oci.allow_no_tls dd.of={loop_device} dd.bs=1M {extra}"
+            )
+        };
+        let holding_v1 = format!("{} >/dev/null 2>&1", install("v1", ""));
+        cases.extend([
+            (
+                format!("{who}full v2 onto v1"),
+                holding_v1.clone(),
+                install("v2", ""),
+            ),
+            (
+                format!("{who}delta v2 onto v1"),
+                holding_v1,
+                install("v2", "dd.delta"),
+            ),
+            (
+                format!("{who}full v2 onto blank"),
+                blank.clone(),
+                install("v2", ""),
+            ),
+            (
+                format!("{who}delta v2 onto blank"),
+                blank.clone(),
+                install("v2", "dd.delta"),
+            ),
+        ]);
+    }
     let drop_caches = "sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true";
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..options.rounds {
@@ -393,10 +439,10 @@ fn bench_delta(
         }
     }
     // What dd.delta said it did, from one more run onto v1.
-    exec(Command::new("bash").arg("-c").arg(&cases[0].1))?;
+    exec(Command::new("bash").arg("-c").arg(&cases[1].1))?;
     let said = output(Command::new("bash").arg("-c").arg(format!(
         "{} 2>&1 >/dev/null | grep 'dd.delta: the target holds' || true",
-        install("v2", "dd.delta")
+        cases[1].2
     )))?;
     let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
     println!();
@@ -411,6 +457,20 @@ fn bench_delta(
     for (i, (label, _, _)) in cases.iter().enumerate() {
         let full = medians[i - i % 2];
         println!("| {label} | {:.2} | {:.2} |", medians[i], medians[i] / full);
+    }
+    if options.baseline.is_some() {
+        println!();
+        println!("| case | this build s | baseline s | this / baseline |");
+        println!("| --- | --- | --- | --- |");
+        for i in 0..4 {
+            println!(
+                "| {} | {:.2} | {:.2} | {:.3} |",
+                cases[i].0,
+                medians[i],
+                medians[i + 4],
+                medians[i] / medians[i + 4]
+            );
+        }
     }
     let _ = fs::remove_file(&v2);
     Ok(())
