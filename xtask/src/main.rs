@@ -125,6 +125,8 @@ fn main() -> Result<()> {
                     check_reproducible: true,
                 })?;
             }
+            // The README's first command, after the build: it must keep working.
+            demo::boot_and_check(&util::root().join("out"))?;
             util::cargo(&["fmt", "--all", "--", "--check"])?;
             util::cargo(&[
                 "clippy",

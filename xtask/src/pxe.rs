@@ -240,10 +240,15 @@ fn build_ocidd(arch: Arch) -> Result<PathBuf> {
         command.env(key, value);
     }
     exec(&mut command)?;
-    Ok(root()
+    Ok(ocidd_binary(arch))
+}
+
+/// The static ocidd that the boot files for `arch` hold, once built.
+pub fn ocidd_binary(arch: Arch) -> PathBuf {
+    root()
         .join("target")
         .join(arch.rust_target())
-        .join("release/ocidd"))
+        .join("release/ocidd")
 }
 
 /// A Debian kernel, unpacked.
