@@ -3,8 +3,16 @@
 //! (`install::decompress`).
 
 use std::fmt;
+use std::ops::RangeInclusive;
 
 use crate::registry::manifest::media_type;
+
+/// gzip's levels, and the one `ocidd push` uses unless told otherwise.
+pub const GZIP_LEVELS: RangeInclusive<i32> = 1..=9;
+pub const DEFAULT_GZIP_LEVEL: i32 = 6;
+/// zstd's levels, and the one `ocidd push` uses unless told otherwise.
+pub const ZSTD_LEVELS: RangeInclusive<i32> = 1..=22;
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
 /// How a disk image blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

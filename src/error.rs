@@ -21,6 +21,29 @@ pub enum Failure {
 }
 
 impl Failure {
+    pub const ALL: [Failure; 4] = [
+        Failure::Usage,
+        Failure::Registry,
+        Failure::Verification,
+        Failure::Target,
+    ];
+
+    /// What its exit status tells the operator, for the docs.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Failure::Usage => {
+                "a bad or missing parameter or input file; nothing was fetched or written"
+            }
+            Failure::Registry => {
+                "the registry, a mirror, a proxy or the network failed (retries spent); asking again may work"
+            }
+            Failure::Verification => {
+                "the image did not verify, or is not an image ocidd can install"
+            }
+            Failure::Target => "the target disk or file failed, or does not fit the image",
+        }
+    }
+
     pub fn exit_code(self) -> u8 {
         match self {
             Failure::Usage => 2,

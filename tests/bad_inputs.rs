@@ -29,7 +29,7 @@ fn bad_parameters_exit_2() {
                 &of,
                 "dd.bs=1M",
             ],
-            "oci.tag and oci.blob are mutually exclusive",
+            "oci.tag and oci.blob (--tag, --blob) are mutually exclusive",
         ),
         (
             &["oci.tag=r.example/D::v1", &of, "dd.bs=1M"],

@@ -32,7 +32,6 @@ use crate::{say, say_inline};
 
 const PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin";
 const SHELL: &str = "/bin/sh";
-const REBOOT_DELAY: u64 = 5;
 
 /// The copying of our output to every console, when the kernel has several.
 static MIRROR: OnceLock<Mirror> = OnceLock::new();
@@ -63,7 +62,7 @@ pub fn run() -> ! {
         }
     }
     match std::panic::catch_unwind(boot) {
-        Ok(Ok(after)) => finish(after),
+        Ok(Ok((after, delay))) => finish(after, delay),
         Ok(Err(e)) => {
             say!("ocidd: error: {e:#}");
             emergency_shell()
@@ -72,7 +71,7 @@ pub fn run() -> ! {
     }
 }
 
-fn boot() -> Result<After> {
+fn boot() -> Result<(After, Duration)> {
     let release = rustix::system::uname()
         .release()
         .to_string_lossy()
@@ -89,6 +88,7 @@ fn boot() -> Result<After> {
     } = parse_words(&text_words(&words)?)?;
     let ip = parse_ip_param(boot.ip.as_deref()).map_err(anyhow::Error::msg)?;
     let after = boot.after.unwrap_or(After::Reboot);
+    let delay = boot.reboot_delay();
 
     let modules = Path::new("/lib/modules").join(&release);
     match ModuleIndex::read(&modules) {
@@ -128,7 +128,7 @@ fn boot() -> Result<After> {
     let display = Display::Lines(crate::install::PROGRESS_INTERVAL);
     let summary = crate::install::run_with(params, display)?;
     crate::install::print_summary(&summary);
-    Ok(after)
+    Ok((after, delay))
 }
 
 /// The site's default words (from an overlay's [`DEFAULTS_FILE`]) that the kernel's do not
@@ -244,20 +244,24 @@ fn wait_for_disks(target: Option<&Path>, selection: &Selection) {
     }
 }
 
-fn finish(after: After) -> ! {
+fn finish(after: After, delay: Duration) -> ! {
     match after {
         After::Reboot | After::Poweroff => {
             let (what, command) = match after {
                 After::Poweroff => ("powering off", RebootCommand::PowerOff),
                 _ => ("rebooting", RebootCommand::Restart),
             };
-            say_inline!("ocidd: {what} in");
-            for left in (1..=REBOOT_DELAY).rev() {
-                say_inline!(" {left}");
-                let _ = std::io::stderr().flush();
-                thread::sleep(Duration::from_secs(1));
+            if delay.is_zero() {
+                say!("ocidd: {what}");
+            } else {
+                say_inline!("ocidd: {what} in");
+                for left in (1..=delay.as_secs()).rev() {
+                    say_inline!(" {left}");
+                    let _ = std::io::stderr().flush();
+                    thread::sleep(Duration::from_secs(1));
+                }
+                say!();
             }
-            say!();
             restart(command)
         }
         After::Shell => {

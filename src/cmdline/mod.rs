@@ -7,12 +7,18 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::disks::hints::{Selection, parse_ironic, parse_match};
+use crate::disks::hints::Selection;
 use crate::error::{Classify, Failure};
 use crate::fail;
-use crate::reference::{ImageSource, Platform, parse_blob, parse_tag};
+use crate::reference::{ImageSource, Platform};
 use crate::registry::mirror::Mirror;
 use crate::retry::{Backoff, DEFAULT_RETRIES};
+
+pub mod docs;
+pub mod flags;
+pub mod table;
+
+pub use table::{Command, Given, Parameter, PushParams, Refusal, Value};
 
 /// The largest `dd.bs` accepted: one block is held in memory per stage.
 pub const MAX_BLOCK_SIZE: u64 = 16 << 20;
@@ -114,6 +120,17 @@ pub struct BootParams {
     pub after: Option<After>,
     /// The kernel's `ip=` parameter, to configure the network.
     pub ip: Option<String>,
+    /// How long to count down before rebooting or powering off (`ocidd.reboot_delay=`).
+    pub reboot_delay: Option<Duration>,
+}
+
+/// The default of `ocidd.reboot_delay`: time to read the console's last lines.
+pub const DEFAULT_REBOOT_DELAY: Duration = Duration::from_secs(5);
+
+impl BootParams {
+    pub fn reboot_delay(&self) -> Duration {
+        self.reboot_delay.unwrap_or(DEFAULT_REBOOT_DELAY)
+    }
 }
 
 /// The words of a command line, read.
@@ -285,15 +302,12 @@ fn is_ours(word: &[u8]) -> bool {
         || name == b"ip"
 }
 
-/// Parses the words of a kernel command line (or the same words given as arguments).
-/// Words that are not ours (`console=`, `BOOT_IMAGE=`, `quiet`) are ignored; an unknown word in
-/// our namespaces (`oci.`, `dd.`, `ocidd.`) is an error, since it is most likely a typo.
+/// Parses the words of a kernel command line (or the same words given as arguments), as
+/// [`table::PARAMETERS`] defines them, for an install and for `/init`. Words that are not
+/// ours (`console=`, `BOOT_IMAGE=`, `quiet`) are ignored; an unknown word in our namespaces
+/// (`oci.`, `dd.`, `ocidd.`) is an error, since it is most likely a typo.
 pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
-    let mut params = Params::default();
-    let mut boot = BootParams::default();
-    let mut tag = None;
-    let mut blob = None;
-    let mut verify_mode = None;
+    let mut given = Given::default();
     for word in words {
         let word = word.as_ref();
         let (raw_name, value) = match word.split_once('=') {
@@ -302,7 +316,16 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
         };
         // The kernel treats '-' and '_' alike in parameter names; so do we.
         let name = raw_name.replace('-', "_");
-        let value_of = |what: &str| -> Result<&str> {
+        let parameter = match table::by_word(&name) {
+            Some(p) if p.takes(Command::Install) || p.takes(Command::Init) => p,
+            _ if is_ours(word.as_bytes()) => fail!(
+                Failure::Usage,
+                "unknown parameter {}",
+                bounded_name(raw_name)
+            ),
+            _ => continue,
+        };
+        if let Value::Text(what) = parameter.value {
             match value {
                 None => fail!(
                     Failure::Usage,
@@ -312,143 +335,34 @@ pub fn parse_words<S: AsRef<str>>(words: &[S]) -> Result<Words> {
                     Failure::Usage,
                     "{raw_name}= is empty (expected {raw_name}={what})"
                 ),
-                Some(v) => Ok(v),
+                Some(_) => {}
             }
-        };
-        let invalid = |e: String| -> anyhow::Error {
-            crate::error::classified(Failure::Usage, anyhow::anyhow!("invalid {raw_name}: {e}"))
-        };
-        match name.as_str() {
-            "oci.tag" => {
-                let v = parse_tag(value_of("REGISTRY/REPOSITORY:TAG")?).map_err(invalid)?;
-                set_once(&mut tag, v, raw_name)?;
-            }
-            "oci.blob" => {
-                let v = parse_blob(value_of("REGISTRY/REPOSITORY@sha256:HEX")?).map_err(invalid)?;
-                set_once(&mut blob, v, raw_name)?;
-            }
-            "oci.allow_no_tls" => params.registry.allow_no_tls = parse_flag(raw_name, value)?,
-            "dd.delta" => params.delta = parse_flag(raw_name, value)?,
-            "oci.ca" => set_once(&mut params.registry.ca, value_of("PATH")?.into(), raw_name)?,
-            "oci.auth" => set_once(
-                &mut params.registry.auth,
-                value_of("PATH")?.into(),
-                raw_name,
-            )?,
-            "oci.platform" => {
-                let v = value_of("OS/ARCH")?.parse().map_err(invalid)?;
-                set_once(&mut params.registry.platform, v, raw_name)?;
-            }
-            "oci.keep_on_error" => params.keep_on_error = parse_flag(raw_name, value)?,
-            "oci.retries" => {
-                let v = parse_retries(value_of("COUNT")?).map_err(invalid)?;
-                set_once(&mut params.registry.retries, v, raw_name)?;
-            }
-            "oci.stall_timeout" => {
-                let v = parse_seconds(value_of("SECONDS")?).map_err(invalid)?;
-                set_once(&mut params.registry.stall_timeout, v, raw_name)?;
-            }
-            "oci.mirror" => {
-                let mirror = value_of("HOST[:PORT][/PREFIX]")?.parse().map_err(invalid)?;
-                if !params.registry.mirrors.contains(&mirror) {
-                    params.registry.mirrors.push(mirror);
-                }
-            }
-            "oci.mirror_resolve" => params.registry.mirror_resolve = parse_flag(raw_name, value)?,
-            "oci.proxy" => {
-                let v = parse_http_url(value_of("http://HOST:PORT")?).map_err(invalid)?;
-                set_once(&mut params.registry.proxy, v, raw_name)?;
-            }
-            "oci.no_proxy" => set_once(
-                &mut params.registry.no_proxy,
-                value_of("HOST,…")?.to_string(),
-                raw_name,
-            )?,
-            "oci.verify.key" => {
-                let v = value_of("PATH|b64:KEY")?;
-                if v.starts_with("b64:") {
-                    crate::signature::keys::parse_inline(v).map_err(invalid)?;
-                }
-                if !params.verify.keys.iter().any(|k| k == v) {
-                    params.verify.keys.push(v.to_string());
-                }
-            }
-            "oci.verify" => {
-                let warn = match value_of("warn|enforce")? {
-                    "warn" => true,
-                    "enforce" => false,
-                    other => return Err(invalid(format!("{other:?} is not warn or enforce"))),
-                };
-                set_once(&mut verify_mode, warn, raw_name)?;
-            }
-            "ocidd.report" => {
-                let v = parse_http_url(value_of("URL")?).map_err(invalid)?;
-                if !params.report.urls.contains(&v) {
-                    params.report.urls.push(v);
-                }
-            }
-            "ocidd.report_interval" => {
-                let v = parse_seconds(value_of("SECONDS")?).map_err(invalid)?;
-                set_once(&mut params.report.interval, v, raw_name)?;
-            }
-            "ocidd.report_token" => {
-                set_once(&mut params.report.token, value_of("PATH")?.into(), raw_name)?
-            }
-            "dd.of" => set_once(&mut params.target, value_of("/dev/sdX")?.into(), raw_name)?,
-            "dd.match" => {
-                let hint = parse_match(value_of("NAME=VALUE")?).map_err(invalid)?;
-                params.selection.hints.push(hint);
-            }
-            "dd.hints" => {
-                let hints = parse_ironic(value_of("b64:JSON")?).map_err(invalid)?;
-                params.selection.hints.extend(hints);
-            }
-            "dd.pick" => {
-                let v = value_of("smallest|largest")?.parse().map_err(invalid)?;
-                set_once(&mut params.selection.pick, v, raw_name)?;
-            }
-            "dd.bs" => {
-                let v = parse_block_size(value_of("SIZE")?).map_err(invalid)?;
-                set_once(&mut params.block_size, v, raw_name)?;
-            }
-            "wait" => params.wait = parse_flag(raw_name, value)?,
-            "ocidd.after" => {
-                let v = value_of("reboot|poweroff|shell")?
-                    .parse()
-                    .map_err(invalid)?;
-                set_once(&mut boot.after, v, raw_name)?;
-            }
-            "ip" => boot.ip = value.map(str::to_string),
-            _ if ["oci.", "dd.", "ocidd."]
-                .iter()
-                .any(|p| name.starts_with(p)) =>
-            {
-                fail!(
-                    Failure::Usage,
-                    "unknown parameter {}",
-                    bounded_name(raw_name)
-                )
-            }
-            _ => {}
         }
+        record(&mut given, parameter, value, raw_name)?;
     }
-    params.source = match (tag, blob) {
-        (Some(_), Some(_)) => fail!(
-            Failure::Usage,
-            "oci.tag and oci.blob are mutually exclusive: give one of them"
-        ),
-        (tag, blob) => tag.or(blob),
-    };
-    if verify_mode.is_some() && params.verify.keys.is_empty() {
-        fail!(
-            Failure::Usage,
-            "oci.verify= needs a key to verify with (oci.verify.key=)"
-        );
-    }
-    params.verify.warn_only = verify_mode == Some(true);
+    let given = given
+        .finish()
+        .map_err(|e| crate::error::classified(Failure::Usage, anyhow::anyhow!(e)))?;
     Ok(Words {
-        install: params,
-        boot,
+        install: given.install,
+        boot: given.boot,
+    })
+}
+
+/// Records `value` for `parameter`, which was given as `name` (a word, or `--flag`): an
+/// error that names it if the value is not taken.
+pub(crate) fn record(
+    given: &mut Given,
+    parameter: &Parameter,
+    value: Option<&str>,
+    name: &str,
+) -> Result<()> {
+    (parameter.set)(given, value).map_err(|refusal| {
+        let message = match refusal {
+            Refusal::Invalid(why) => format!("invalid {name}: {why}"),
+            Refusal::Twice => format!("{name} is given twice, with different values"),
+        };
+        crate::error::classified(Failure::Usage, anyhow::anyhow!(message))
     })
 }
 
@@ -459,30 +373,6 @@ fn unquote(value: &str) -> &str {
         .strip_prefix('"')
         .and_then(|v| v.strip_suffix('"'))
         .unwrap_or(value)
-}
-
-fn set_once<T: PartialEq>(slot: &mut Option<T>, value: T, name: &str) -> Result<()> {
-    match slot {
-        Some(existing) if *existing != value => {
-            fail!(
-                Failure::Usage,
-                "{name} is given twice, with different values"
-            )
-        }
-        _ => *slot = Some(value),
-    }
-    Ok(())
-}
-
-fn parse_flag(name: &str, value: Option<&str>) -> Result<bool> {
-    match value {
-        None | Some("1" | "y" | "yes" | "true" | "on") => Ok(true),
-        Some("0" | "n" | "no" | "false" | "off") => Ok(false),
-        Some(other) => fail!(
-            Failure::Usage,
-            "invalid {name}: {other:?} (expected {name} alone, or {name}=1 or {name}=0)"
-        ),
-    }
 }
 
 /// Parses `oci.proxy` and `ocidd.report`: an `http://` or `https://` URL with a host (a

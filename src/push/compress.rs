@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::ops::RangeInclusive;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -17,17 +16,13 @@ use tokio::sync::mpsc;
 
 use crate::chunks::tree::{ChunkCv, ImageHash, image_hash};
 use crate::chunks::{Chunk, is_zero};
-use crate::compression::Compression;
+use crate::compression::{
+    Compression, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, GZIP_LEVELS, ZSTD_LEVELS,
+};
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Classified, Classify, Failure};
 use crate::fail;
 
-/// gzip's levels, and the one used unless told otherwise.
-pub const GZIP_LEVELS: RangeInclusive<i32> = 1..=9;
-pub const DEFAULT_GZIP_LEVEL: i32 = 6;
-/// zstd's levels, and the one used unless told otherwise.
-pub const ZSTD_LEVELS: RangeInclusive<i32> = 1..=22;
-pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Size of the compressed pieces handed to the uploader.
 const UPLOAD_PIECE: usize = 1 << 20;
 

@@ -23,7 +23,6 @@ use oci_spec::distribution::Reference;
 use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use serde::Serialize;
 
-pub use compress::{DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, GZIP_LEVELS, ZSTD_LEVELS};
 pub use index::IndexUpdate;
 
 use crate::chunks::{Chunk, ChunkIndex};

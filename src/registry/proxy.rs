@@ -16,7 +16,6 @@ use reqwest::blocking::ClientBuilder;
 
 use crate::cmdline::RegistryOptions;
 use crate::error::{Failure, classified};
-use crate::fail;
 
 /// The proxies requests go through, and where they come from.
 #[derive(Debug, Clone)]
@@ -47,11 +46,8 @@ impl Proxies {
                     bypass,
                 }))
             }
-            (None, Some(_)) => fail!(
-                Failure::Usage,
-                "oci.no_proxy= is given without oci.proxy= (at a shell, set NO_PROXY instead)"
-            ),
-            (None, None) => Proxies::from_environment(|name| std::env::var(name).ok()),
+            // oci.no_proxy= alone is refused with the other parameters (cmdline::Given).
+            (None, _) => Proxies::from_environment(|name| std::env::var(name).ok()),
         }
     }
 

@@ -124,7 +124,10 @@ fn check_disk(disk: &Path, image: &Path, work: &Path) -> Result<String> {
         bail!("demo: the VM's disk does not have the image's partition");
     }
     let partition = work.join("partition.img");
-    for (from, to) in [(image, work.join("image-partition.img")), (disk, partition.clone())] {
+    for (from, to) in [
+        (image, work.join("image-partition.img")),
+        (disk, partition.clone()),
+    ] {
         exec(
             Command::new("dd")
                 .arg(format!("if={}", from.display()))
@@ -152,8 +155,7 @@ fn check_disk(disk: &Path, image: &Path, work: &Path) -> Result<String> {
 /// The first partition's start and length, in 512-byte sectors, as sfdisk reads the table.
 fn first_partition(disk: &Path) -> Result<(u64, u64)> {
     let json = output(Command::new("sfdisk").arg("--json").arg(disk))?;
-    let table: serde_json::Value =
-        serde_json::from_str(&json).context("reading sfdisk's JSON")?;
+    let table: serde_json::Value = serde_json::from_str(&json).context("reading sfdisk's JSON")?;
     let partition = &table["partitiontable"]["partitions"][0];
     match (partition["start"].as_u64(), partition["size"].as_u64()) {
         (Some(start), Some(size)) => Ok((start, size)),

@@ -24,6 +24,8 @@ struct Cli {
 enum Task {
     /// Install the Debian packages and Rust components the tasks and tests need
     Deps,
+    /// Write docs/parameters.md from the parameter table (src/cmdline/table.rs)
+    Docs,
     /// Build the boot files, push a sample disk image to a local registry, boot a VM that
     /// installs it, and check the VM's disk
     Demo,
@@ -77,6 +79,15 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Deps => deps::install(),
+        Task::Docs => {
+            let page = util::root().join(ocidd::cmdline::docs::PARAMETERS_PAGE);
+            if let Some(dir) = page.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&page, ocidd::cmdline::docs::markdown())?;
+            eprintln!("docs: wrote {}", page.display());
+            Ok(())
+        }
         Task::Demo => demo::run(),
         Task::Pxe {
             arch,

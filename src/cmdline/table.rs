@@ -1,0 +1,700 @@
+//! Every parameter ocidd takes, each defined once: its kernel word and its flag, what its
+//! value is, which commands take it, its default, what it does, and how it is recorded. The
+//! kernel-word parser ([`super::parse_words`]), the flags of `ocidd install`, `push` and
+//! `overlay` ([`super::flags`]), `--help` and `docs/parameters.md` ([`super::docs`]) are all
+//! made from [`PARAMETERS`], so a word and its flag take the same values the same way.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::chunks::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use crate::compression::{
+    Compression, DEFAULT_GZIP_LEVEL, DEFAULT_ZSTD_LEVEL, GZIP_LEVELS, ZSTD_LEVELS,
+};
+use crate::disks::hints::{parse_ironic, parse_match};
+use crate::reference::{ImageSource, parse_blob, parse_tag};
+use crate::retry::DEFAULT_RETRIES;
+
+use super::{
+    BootParams, DEFAULT_REBOOT_DELAY, DEFAULT_REPORT_INTERVAL, DEFAULT_STALL_TIMEOUT, Params,
+    parse_block_size, parse_http_url, parse_retries, parse_seconds, parse_size,
+};
+
+/// What takes a parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// An install: the kernel's words at boot, `ocidd WORD…` at a shell, `ocidd install`.
+    Install,
+    /// What only `/init` reads from the kernel's words.
+    Init,
+    /// `ocidd push`.
+    Push,
+    /// `ocidd overlay`.
+    Overlay,
+}
+
+/// A parameter's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    /// None: the word alone (or `=1`, `=0`), the flag alone.
+    Switch,
+    /// A value, shown as this (`PATH`, `SIZE`).
+    Text(&'static str),
+}
+
+/// Why a value was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a value of this parameter: why.
+    Invalid(String),
+    /// Given before with another value, and the parameter takes one.
+    Twice,
+}
+
+impl From<String> for Refusal {
+    fn from(why: String) -> Self {
+        Refusal::Invalid(why)
+    }
+}
+
+/// Records a parameter's value (`None` for a switch given alone) in what was given.
+pub type Setter = fn(&mut Given, Option<&str>) -> Result<(), Refusal>;
+
+/// One parameter.
+pub struct Parameter {
+    /// Its kernel word (`oci.tag`), if it has one.
+    pub word: Option<&'static str>,
+    /// Its flag without the dashes (`tag`), if it has one.
+    pub flag: Option<&'static str>,
+    /// Other names of the flag (`of` for `target`).
+    pub aliases: &'static [&'static str],
+    /// A one-letter flag (`o` for `output`).
+    pub short: Option<char>,
+    pub value: Value,
+    /// May be given more than once, each adding to a list.
+    pub repeatable: bool,
+    pub commands: &'static [Command],
+    /// What it is when not given, for the docs.
+    pub default: Option<fn() -> String>,
+    /// What it does, one sentence or two.
+    pub help: &'static str,
+    /// A word or flag as one would write it.
+    pub example: &'static str,
+    pub set: Setter,
+}
+
+impl Parameter {
+    /// How errors and the docs name it: its word, else its flag.
+    pub fn name(&self) -> String {
+        match (self.word, self.flag) {
+            (Some(word), _) => word.to_string(),
+            (None, Some(flag)) => format!("--{flag}"),
+            (None, None) => String::new(),
+        }
+    }
+
+    pub fn takes(&self, command: Command) -> bool {
+        self.commands.contains(&command)
+    }
+}
+
+/// What `ocidd push` is told besides the registry's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushParams {
+    pub compression: Compression,
+    /// `None`: the format's default.
+    pub level: Option<i32>,
+    /// `None`: one plain stream, no chunk index.
+    pub chunk_size: Option<u64>,
+    pub platform: Option<crate::reference::Platform>,
+    pub sign_key: Option<PathBuf>,
+}
+
+impl Default for PushParams {
+    fn default() -> Self {
+        PushParams {
+            compression: Compression::Gzip,
+            level: None,
+            chunk_size: Some(DEFAULT_CHUNK_SIZE),
+            platform: None,
+            sign_key: None,
+        }
+    }
+}
+
+/// Everything that was given, as the setters record it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Given {
+    pub install: Params,
+    pub boot: BootParams,
+    pub push: PushParams,
+    /// `ocidd overlay --output`.
+    pub overlay_output: Option<PathBuf>,
+    tag: Option<ImageSource>,
+    blob: Option<ImageSource>,
+    /// `oci.verify=`: warn (true) or enforce.
+    verify_warn: Option<bool>,
+}
+
+impl Given {
+    /// The rules between parameters, once all are given: `oci.tag` or `oci.blob`, not both;
+    /// `oci.verify` needs a key; `oci.no_proxy` needs `oci.proxy`.
+    pub fn finish(mut self) -> Result<Given, String> {
+        self.install.source = match (self.tag.take(), self.blob.take()) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "oci.tag and oci.blob (--tag, --blob) are mutually exclusive: give one of them"
+                        .to_string(),
+                );
+            }
+            (tag, blob) => tag.or(blob),
+        };
+        if self.verify_warn.is_some() && self.install.verify.keys.is_empty() {
+            return Err(
+                "oci.verify= (--verify) needs a key to verify with (oci.verify.key=, --verify-key)"
+                    .to_string(),
+            );
+        }
+        self.install.verify.warn_only = self.verify_warn == Some(true);
+        if self.install.registry.no_proxy.is_some() && self.install.registry.proxy.is_none() {
+            return Err(
+                "oci.no_proxy= (--no-proxy) is given without oci.proxy= (--proxy); at a shell, set NO_PROXY instead"
+                    .to_string(),
+            );
+        }
+        Ok(self)
+    }
+}
+
+/// Sets `slot` once; the same value again is harmless.
+fn once<T: PartialEq>(slot: &mut Option<T>, value: T) -> Result<(), Refusal> {
+    match slot {
+        Some(existing) if *existing != value => Err(Refusal::Twice),
+        _ => {
+            *slot = Some(value);
+            Ok(())
+        }
+    }
+}
+
+/// A switch: alone, or `=1`/`=0` (and yes/no, true/false, on/off).
+fn switch(value: Option<&str>) -> Result<bool, Refusal> {
+    match value {
+        None | Some("1" | "y" | "yes" | "true" | "on") => Ok(true),
+        Some("0" | "n" | "no" | "false" | "off") => Ok(false),
+        Some(other) => Err(Refusal::Invalid(format!(
+            "{other:?} (expected the word alone, or =1 or =0)"
+        ))),
+    }
+}
+
+/// A valued parameter's value (the parsers give one: a missing value is refused before).
+fn text(value: Option<&str>) -> Result<&str, Refusal> {
+    value.ok_or_else(|| Refusal::Invalid("it needs a value".to_string()))
+}
+
+/// Adds `value` to `list` unless it is there already.
+fn add<T: PartialEq>(list: &mut Vec<T>, value: T) {
+    if !list.contains(&value) {
+        list.push(value);
+    }
+}
+
+/// `--chunk-size`: 0 for one stream, else a power of two, so that each chunk is a subtree of
+/// the image's BLAKE3 tree (see `chunks::tree`).
+fn parse_chunk_size(text: &str) -> Result<Option<u64>, String> {
+    match parse_size(text)? {
+        0 => Ok(None),
+        n if (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&n) && n.is_power_of_two() => Ok(Some(n)),
+        _ => Err(format!(
+            "{text:?} is not a chunk size: 0, or a power of two from {}k to {}M (64k, 128k, … 4M, … 64M)",
+            MIN_CHUNK_SIZE >> 10,
+            MAX_CHUNK_SIZE >> 20
+        )),
+    }
+}
+
+const INSTALL: &[Command] = &[Command::Install];
+const INSTALL_AND_PUSH: &[Command] = &[Command::Install, Command::Push];
+const INIT: &[Command] = &[Command::Init];
+const PUSH: &[Command] = &[Command::Push];
+
+/// A parameter with what most have: no aliases, no short flag, one value, no default.
+const BASE: Parameter = Parameter {
+    word: None,
+    flag: None,
+    aliases: &[],
+    short: None,
+    value: Value::Switch,
+    repeatable: false,
+    commands: INSTALL,
+    default: None,
+    help: "",
+    example: "",
+    set: |_, _| Ok(()),
+};
+
+/// Every parameter, in the order the docs list them.
+pub static PARAMETERS: &[Parameter] = &[
+    Parameter {
+        word: Some("oci.tag"),
+        flag: Some("tag"),
+        value: Value::Text("REGISTRY/REPOSITORY:TAG"),
+        help: "The image to install, by tag (or manifest digest). An image index chooses this machine's platform.",
+        example: "oci.tag=registry.example.com/disks/base:v1",
+        set: |g, v| once(&mut g.tag, parse_tag(text(v)?)?),
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.blob"),
+        flag: Some("blob"),
+        value: Value::Text("REGISTRY/REPOSITORY@sha256:HEX"),
+        help: "The image to install, as a blob named by its digest (compression detected); instead of oci.tag.",
+        example: "oci.blob=registry.example.com/disks/base@sha256:…",
+        set: |g, v| once(&mut g.blob, parse_blob(text(v)?)?),
+        ..BASE
+    },
+    Parameter {
+        word: Some("dd.of"),
+        flag: Some("target"),
+        aliases: &["of"],
+        value: Value::Text("PATH"),
+        help: "The disk (or an existing file) to write; a /dev/disk/by-id or by-path name is resolved as udev would, also where there is no udev.",
+        example: "dd.of=/dev/sda",
+        set: |g, v| once(&mut g.install.target, PathBuf::from(text(v)?)),
+        ..BASE
+    },
+    Parameter {
+        word: Some("dd.match"),
+        flag: Some("match"),
+        value: Value::Text("NAME=VALUE"),
+        repeatable: true,
+        help: "A hint the target disk must match: serial, wwn, model, vendor, size, rotational, tran, hctl, by_path, name; = != ~ (contains), >= <= > < for size, | between alternatives, %XX for a byte a word cannot carry. All must match; without dd.of, the one matching disk is the target.",
+        example: "dd.match=serial=S6CSNA0R",
+        set: |g, v| {
+            g.install.selection.hints.push(parse_match(text(v)?)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("dd.hints"),
+        flag: Some("hints"),
+        value: Value::Text("b64:JSON"),
+        repeatable: true,
+        help: "Ironic's root device hints, as base64 JSON.",
+        example: "dd.hints=b64:eyJzaXplIjogIj49IDQwMCJ9",
+        set: |g, v| {
+            g.install.selection.hints.extend(parse_ironic(text(v)?)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("dd.pick"),
+        flag: Some("pick"),
+        value: Value::Text("smallest|largest"),
+        help: "Of several disks that match, take the smallest or the largest.",
+        example: "dd.pick=smallest",
+        set: |g, v| once(&mut g.install.selection.pick, text(v)?.parse()?),
+        ..BASE
+    },
+    Parameter {
+        word: Some("dd.bs"),
+        flag: Some("bs"),
+        value: Value::Text("SIZE"),
+        help: "The write block size, with dd's suffixes (512, 64k, 1M, 4M; at most 16M).",
+        example: "dd.bs=4M",
+        set: |g, v| once(&mut g.install.block_size, parse_block_size(text(v)?)?),
+        ..BASE
+    },
+    Parameter {
+        word: Some("dd.delta"),
+        flag: Some("delta"),
+        help: "Fetch and write only the chunks the target does not hold already (an image with a version 3 chunk index).",
+        example: "dd.delta",
+        set: |g, v| {
+            g.install.delta = switch(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("wait"),
+        flag: Some("confirm"),
+        aliases: &["wait"],
+        help: "Ask on the console before writing.",
+        example: "wait",
+        set: |g, v| {
+            g.install.wait = switch(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.keep_on_error"),
+        flag: Some("keep-on-error"),
+        help: "On failure, leave the target as it is instead of zeroing its first MiB.",
+        example: "oci.keep_on_error",
+        set: |g, v| {
+            g.install.keep_on_error = switch(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.allow_no_tls"),
+        flag: Some("plain-http"),
+        aliases: &["allow-no-tls"],
+        commands: INSTALL_AND_PUSH,
+        help: "Allow plain HTTP to the registry (and credentials over it); else HTTPS with verified certificates.",
+        example: "oci.allow_no_tls",
+        set: |g, v| {
+            g.install.registry.allow_no_tls = switch(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.ca"),
+        flag: Some("ca"),
+        value: Value::Text("PATH"),
+        commands: INSTALL_AND_PUSH,
+        help: "Extra CA certificates (PEM) to trust, besides the system's.",
+        example: "oci.ca=/etc/ocidd/ca.pem",
+        set: |g, v| once(&mut g.install.registry.ca, PathBuf::from(text(v)?)),
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.auth"),
+        flag: Some("auth"),
+        value: Value::Text("PATH"),
+        commands: INSTALL_AND_PUSH,
+        default: Some(|| "$DOCKER_CONFIG/config.json or ~/.docker/config.json".to_string()),
+        help: "A docker config.json with credentials.",
+        example: "oci.auth=/etc/ocidd/auth.json",
+        set: |g, v| once(&mut g.install.registry.auth, PathBuf::from(text(v)?)),
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.platform"),
+        flag: Some("platform"),
+        value: Value::Text("OS/ARCH[/VARIANT]"),
+        default: Some(|| "this machine's".to_string()),
+        help: "The platform to choose from an image index.",
+        example: "oci.platform=linux/arm64",
+        set: |g, v| once(&mut g.install.registry.platform, text(v)?.parse()?),
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.retries"),
+        flag: Some("retries"),
+        value: Value::Text("COUNT"),
+        commands: INSTALL_AND_PUSH,
+        default: Some(|| DEFAULT_RETRIES.to_string()),
+        help: "Retries of a request or download that fails in a way that may pass, with backoff (0 to 1000).",
+        example: "oci.retries=30",
+        set: |g, v| once(&mut g.install.registry.retries, parse_retries(text(v)?)?),
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.stall_timeout"),
+        flag: Some("stall-timeout"),
+        value: Value::Text("SECONDS"),
+        commands: INSTALL_AND_PUSH,
+        default: Some(|| format!("{} s", DEFAULT_STALL_TIMEOUT.as_secs())),
+        help: "Seconds without data before a download is resumed, or a request tried again.",
+        example: "oci.stall_timeout=60",
+        set: |g, v| {
+            once(
+                &mut g.install.registry.stall_timeout,
+                parse_seconds(text(v)?)?,
+            )
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.mirror"),
+        flag: Some("mirror"),
+        value: Value::Text("HOST[:PORT][/PREFIX]"),
+        repeatable: true,
+        help: "A mirror to try before the registry for what a digest names, in order; http:// for a plain one (with oci.allow_no_tls). Credentials come from oci.auth.",
+        example: "oci.mirror=cache.example.com:5000",
+        set: |g, v| {
+            add(&mut g.install.registry.mirrors, text(v)?.parse()?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.mirror_resolve"),
+        flag: Some("mirror-resolve"),
+        help: "Let the mirrors resolve the tag too; else only the registry does.",
+        example: "oci.mirror_resolve",
+        set: |g, v| {
+            g.install.registry.mirror_resolve = switch(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.proxy"),
+        flag: Some("proxy"),
+        value: Value::Text("URL"),
+        default: Some(|| "the environment's (HTTPS_PROXY, …) at a shell; none at boot".to_string()),
+        help: "An HTTP proxy for everything, http://[USER:PASSWORD@]HOST:PORT; its password is never printed.",
+        example: "oci.proxy=http://proxy.example.com:3128",
+        set: |g, v| once(&mut g.install.registry.proxy, parse_http_url(text(v)?)?),
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.no_proxy"),
+        flag: Some("no-proxy"),
+        value: Value::Text("LIST"),
+        help: "Hosts reached without oci.proxy, comma-separated as NO_PROXY lists them (.domain, 10.0.0.0/8, host:port).",
+        example: "oci.no_proxy=.lan,10.0.0.0/8",
+        set: |g, v| {
+            let list = text(v)?;
+            crate::registry::proxy::NoProxy::parse(list)?;
+            once(&mut g.install.registry.no_proxy, list.to_string())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("ocidd.report"),
+        flag: Some("report"),
+        value: Value::Text("URL"),
+        repeatable: true,
+        help: "POST a JSON status event per phase, and progress, to this URL.",
+        example: "ocidd.report=https://provisioning.example.com/ocidd",
+        set: |g, v| {
+            add(&mut g.install.report.urls, parse_http_url(text(v)?)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("ocidd.report_interval"),
+        flag: Some("report-interval"),
+        value: Value::Text("SECONDS"),
+        default: Some(|| format!("{} s", DEFAULT_REPORT_INTERVAL.as_secs())),
+        help: "Seconds between progress reports.",
+        example: "ocidd.report_interval=30",
+        set: |g, v| once(&mut g.install.report.interval, parse_seconds(text(v)?)?),
+        ..BASE
+    },
+    Parameter {
+        word: Some("ocidd.report_token"),
+        flag: Some("report-token"),
+        value: Value::Text("PATH"),
+        help: "A file holding a bearer token for the report receivers (over plain HTTP only with oci.allow_no_tls).",
+        example: "ocidd.report_token=/etc/ocidd/report-token",
+        set: |g, v| once(&mut g.install.report.token, PathBuf::from(text(v)?)),
+        ..BASE
+    },
+    Parameter {
+        flag: Some("json"),
+        help: "Print the status events as JSON lines on stdout (the final line goes to stderr).",
+        example: "--json",
+        set: |g, v| {
+            g.install.report.json_lines = switch(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.verify.key"),
+        flag: Some("verify-key"),
+        value: Value::Text("PATH|b64:KEY"),
+        repeatable: true,
+        help: "Install by tag only if a cosign signature by this key covers it: a PEM P-256 public key file, or b64: and its DER. Any one of several may sign.",
+        example: "oci.verify.key=/etc/ocidd/cosign.pub",
+        set: |g, v| {
+            let key = text(v)?;
+            if key.starts_with("b64:") {
+                crate::signature::keys::parse_inline(key)?;
+            }
+            add(&mut g.install.verify.keys, key.to_string());
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.verify"),
+        flag: Some("verify"),
+        value: Value::Text("warn|enforce"),
+        default: Some(|| "enforce".to_string()),
+        help: "warn: install an image whose signature does not verify, saying so; needs oci.verify.key.",
+        example: "oci.verify=warn",
+        set: |g, v| {
+            let warn = match text(v)? {
+                "warn" => true,
+                "enforce" => false,
+                other => return Err(format!("{other:?} is not warn or enforce").into()),
+            };
+            once(&mut g.verify_warn, warn)
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("ocidd.after"),
+        value: Value::Text("reboot|poweroff|shell"),
+        commands: INIT,
+        default: Some(|| "reboot".to_string()),
+        help: "What /init does once the install succeeded.",
+        example: "ocidd.after=poweroff",
+        set: |g, v| once(&mut g.boot.after, text(v)?.parse()?),
+        ..BASE
+    },
+    Parameter {
+        word: Some("ocidd.reboot_delay"),
+        value: Value::Text("SECONDS"),
+        commands: INIT,
+        default: Some(|| format!("{} s", DEFAULT_REBOOT_DELAY.as_secs())),
+        help: "How long /init counts down before rebooting or powering off (0 to 3600).",
+        example: "ocidd.reboot_delay=0",
+        set: |g, v| {
+            let text = text(v)?;
+            let delay = match text {
+                "0" | "0s" => Duration::ZERO,
+                other => parse_seconds(other)?,
+            };
+            once(&mut g.boot.reboot_delay, delay)
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("ip"),
+        value: Value::Text("dhcp|ADDRESS::GATEWAY:NETMASK::IFACE:none"),
+        commands: INIT,
+        default: Some(|| "DHCP on every interface with a link".to_string()),
+        help: "The kernel's ip= parameter: how /init brings the network up.",
+        example: "ip=192.0.2.10::192.0.2.1:255.255.255.0::eth0:none",
+        set: |g, v| once(&mut g.boot.ip, text(v)?.to_string()),
+        ..BASE
+    },
+    Parameter {
+        flag: Some("compression"),
+        value: Value::Text("gzip|zstd|none"),
+        commands: PUSH,
+        default: Some(|| "gzip".to_string()),
+        help: "The pushed layer's compression.",
+        example: "--compression zstd",
+        set: |g, v| {
+            g.push.compression = match text(v)? {
+                "gzip" => Compression::Gzip,
+                "zstd" => Compression::Zstd,
+                "none" => Compression::None,
+                other => return Err(format!("{other:?} is not gzip, zstd or none").into()),
+            };
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        flag: Some("level"),
+        value: Value::Text("N"),
+        commands: PUSH,
+        default: Some(|| {
+            format!(
+                "gzip {DEFAULT_GZIP_LEVEL} ({}-{}), zstd {DEFAULT_ZSTD_LEVEL} ({}-{})",
+                GZIP_LEVELS.start(),
+                GZIP_LEVELS.end(),
+                ZSTD_LEVELS.start(),
+                ZSTD_LEVELS.end()
+            )
+        }),
+        help: "The compression level.",
+        example: "--level 19",
+        set: |g, v| {
+            // Which levels are valid depends on --compression: push checks that.
+            let text = text(v)?;
+            let level = text
+                .parse::<i32>()
+                .map_err(|_| format!("{text:?} is not a number"))?;
+            once(&mut g.push.level, level)
+        },
+        ..BASE
+    },
+    Parameter {
+        flag: Some("chunk-size"),
+        value: Value::Text("SIZE"),
+        commands: PUSH,
+        default: Some(|| format!("{}M", DEFAULT_CHUNK_SIZE >> 20)),
+        help: "Compress in independent chunks of this size (a power of two from 64k to 64M), on all cores, with a chunk index that lets installs fetch and decompress in parallel, skip zero chunks, and use dd.delta; 0 for one plain stream.",
+        example: "--chunk-size 16M",
+        set: |g, v| {
+            g.push.chunk_size = parse_chunk_size(text(v)?)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        flag: Some("platform"),
+        value: Value::Text("OS/ARCH[/VARIANT]"),
+        commands: PUSH,
+        help: "Push as this platform's image in an image index at the tag, keeping the other platforms' entries.",
+        example: "--platform linux/arm64",
+        set: |g, v| once(&mut g.push.platform, text(v)?.parse()?),
+        ..BASE
+    },
+    Parameter {
+        flag: Some("sign-key"),
+        value: Value::Text("KEY.pem"),
+        commands: PUSH,
+        help: "Sign what the tag names with this unencrypted PEM P-256 private key, in cosign's legacy layout.",
+        example: "--sign-key site.key",
+        set: |g, v| once(&mut g.push.sign_key, PathBuf::from(text(v)?)),
+        ..BASE
+    },
+    Parameter {
+        flag: Some("output"),
+        short: Some('o'),
+        value: Value::Text("PATH"),
+        commands: &[Command::Overlay],
+        help: "The overlay to write (a gzip'd newc cpio, mode 0600).",
+        example: "--output site.img",
+        set: |g, v| once(&mut g.overlay_output, PathBuf::from(text(v)?)),
+        ..BASE
+    },
+];
+
+/// The parameter whose kernel word is `name` ('-' read as '_').
+pub fn by_word(name: &str) -> Option<&'static Parameter> {
+    PARAMETERS.iter().find(|p| p.word == Some(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_per_command() {
+        for command in [
+            Command::Install,
+            Command::Init,
+            Command::Push,
+            Command::Overlay,
+        ] {
+            let mut names: Vec<String> = Vec::new();
+            for p in PARAMETERS.iter().filter(|p| p.takes(command)) {
+                let flags = p.flag.into_iter().chain(p.aliases.iter().copied());
+                for name in p
+                    .word
+                    .map(str::to_string)
+                    .into_iter()
+                    .chain(flags.map(|f| format!("--{f}")))
+                {
+                    assert!(!names.contains(&name), "{name} twice for {command:?}");
+                    names.push(name);
+                }
+            }
+        }
+        for p in PARAMETERS {
+            assert!(!p.help.is_empty() && !p.example.is_empty(), "{}", p.name());
+            if let Some(word) = p.word {
+                assert!(!word.contains('-'), "{word}: words are written with '_'");
+            }
+        }
+    }
+}
