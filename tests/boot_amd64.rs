@@ -27,8 +27,15 @@ fn disk(dir: &std::path::Path, fill: u8) -> std::path::PathBuf {
     path
 }
 
+/// The kernel line: `words`, the disk, and no countdown before the reboot (one test keeps
+/// it, to see it).
 fn append(words: &str) -> String {
-    format!("console=ttyS0 {words} dd.of=/dev/vda dd.bs=1M")
+    let delay = if words.contains("ocidd.reboot_delay") {
+        ""
+    } else {
+        " ocidd.reboot_delay=0"
+    };
+    format!("console=ttyS0 {words} dd.of=/dev/vda dd.bs=1M{delay}")
 }
 
 #[test]
@@ -81,7 +88,8 @@ fn installs_by_blob_with_a_static_address() {
         &disk,
         &append(&format!(
             "oci.blob=10.0.2.2:{}/disks/vm@{digest} oci.allow_no_tls \
-             ip=10.0.2.77::10.0.2.2:255.255.255.0::eth0:off:10.0.2.3 console=tty0",
+             ip=10.0.2.77::10.0.2.2:255.255.255.0::eth0:off:10.0.2.3 console=tty0 \
+             ocidd.reboot_delay=5",
             registry.port
         )),
     );

@@ -71,7 +71,7 @@ impl Machine {
             .map(|(file, (_, device, _))| (file.as_path(), device))
             .collect();
         let append = format!(
-            "console=ttyS0 oci.tag=10.0.2.2:{}/disks/pick:v1 oci.allow_no_tls dd.bs=1M {words}",
+            "console=ttyS0 oci.tag=10.0.2.2:{}/disks/pick:v1 oci.allow_no_tls dd.bs=1M ocidd.reboot_delay=0 {words}",
             self.registry.port
         );
         Vm::start_with_disks(

@@ -15,10 +15,6 @@ use common::*;
 
 const BOOT_LIMIT: Duration = Duration::from_secs(400);
 
-/// One firmware boot at a time: each runs QEMU under TCG with two vCPUs, and two at once on
-/// a 2-core machine starved a guest until the kernel's RCU stalled mid-install (in CI).
-static ONE_VM_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// The README's fenced code block that contains `marker`.
 fn readme_snippet(marker: &str) -> String {
     let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
@@ -84,9 +80,6 @@ impl Setup {
     fn boot_and_check(&self, bus: Bus, boot: Boot, what: &str) {
         let disk = self.dir.path().join("disk.img");
         fs::write(&disk, vec![0xAAu8; 64 * MIB]).unwrap();
-        let _one = ONE_VM_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut vm = Vm::start("amd64", &disk, bus, boot);
         let seconds = vm.wait_exit(BOOT_LIMIT);
         let console = vm.console();
@@ -298,9 +291,6 @@ impl Site {
     fn boot_and_check(&self, bus: Bus, boot: Boot, what: &str) {
         let disk = self.dir.path().join("disk.img");
         fs::write(&disk, vec![0xAAu8; 64 * MIB]).unwrap();
-        let _one = ONE_VM_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut vm = Vm::start("amd64", &disk, bus, boot);
         let seconds = vm.wait_exit(BOOT_LIMIT);
         let console = vm.console();

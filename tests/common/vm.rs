@@ -21,7 +21,13 @@ pub fn boot_files(arch: &str) -> (PathBuf, PathBuf) {
     (kernel, initramfs)
 }
 
+/// One VM at a time, in every test file: two TCG guests on 2 cores have starved one until
+/// its kernel stalled. Test files run one after another; the tests in one file take turns here.
+static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 pub struct Vm {
+    /// Held while the VM runs (dropped after it is killed).
+    _turn: std::sync::MutexGuard<'static, ()>,
     child: Child,
     stdin: Option<ChildStdin>,
     console: Arc<Mutex<String>>,
@@ -85,6 +91,10 @@ impl Vm {
         disks: &[(&Path, &str)],
         boot: Boot,
     ) -> Vm {
+        // A test that failed while holding it poisons it; the next one may still run.
+        let turn = ONE_VM_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut command = match arch {
             "amd64" => {
                 let mut c = Command::new("qemu-system-x86_64");
@@ -187,6 +197,7 @@ impl Vm {
         }
         let stdin = child.stdin.take();
         Vm {
+            _turn: turn,
             child,
             stdin,
             console,

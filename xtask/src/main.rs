@@ -51,9 +51,14 @@ enum Task {
         #[arg(long)]
         check_reproducible: bool,
     },
-    /// Install what the tests need, build the amd64 and arm64 boot files, then run
-    /// formatting, lint and all tests
-    Test,
+    /// Install what the tests need, build the amd64 and arm64 boot files, boot the demo, then
+    /// run formatting, lint and all tests (what CI runs)
+    Test {
+        /// Only formatting, lint, unit tests and the integration tests that need no VM (the
+        /// registry-backed ones): a few minutes, for every commit
+        #[arg(long)]
+        quick: bool,
+    },
     /// Time installs against the original pipeline (realistic and random images, plain gzip,
     /// chunked gzip and zstd, into a file and a loop device) and print medians and ratios
     Bench {
@@ -124,7 +129,33 @@ fn main() -> Result<()> {
             baseline,
             only,
         }),
-        Task::Test => {
+        Task::Test { quick: true } => {
+            deps::install()?;
+            util::cargo(&["fmt", "--all", "--", "--check"])?;
+            util::cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
+            let mut args = vec![
+                "test".to_string(),
+                "--workspace".into(),
+                "--lib".into(),
+                "--bins".into(),
+            ];
+            for name in util::test_files()? {
+                // The boot_* files boot QEMU.
+                if !name.starts_with("boot_") {
+                    args.extend(["--test".to_string(), name]);
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            util::cargo(&args)
+        }
+        Task::Test { quick: false } => {
             deps::install()?;
             for arch in [pxe::Arch::Amd64, pxe::Arch::Arm64] {
                 pxe::build(&pxe::Options {

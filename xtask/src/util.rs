@@ -113,3 +113,16 @@ pub fn output(command: &mut Command) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// The integration test files of the ocidd package, by name (`tests/NAME.rs`), sorted.
+pub fn test_files() -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("tests"))?
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".rs").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
