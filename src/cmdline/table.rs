@@ -240,7 +240,7 @@ pub static PARAMETERS: &[Parameter] = &[
         word: Some("oci.tag"),
         flag: Some("tag"),
         value: Value::Text("REGISTRY/REPOSITORY:TAG"),
-        help: "The image to install, by tag (or manifest digest). An image index chooses this machine's platform.",
+        help: "The image to install, by tag (or manifest digest). Its manifest must have exactly one disk-image layer: application/octet-stream+gzip, +zstd or plain application/octet-stream (gzip or zstd data under the plain type is refused, naming the type to use). An image index chooses this machine's platform. Without a registry host the image is on Docker Hub (ocidd says so); IPv6 literals go in brackets ([2001:db8::1]:5000/disks/base:v1). Asked for on a terminal when missing.",
         example: "oci.tag=registry.example.com/disks/base:v1",
         set: |g, v| once(&mut g.tag, parse_tag(text(v)?)?),
         ..BASE
@@ -249,7 +249,7 @@ pub static PARAMETERS: &[Parameter] = &[
         word: Some("oci.blob"),
         flag: Some("blob"),
         value: Value::Text("REGISTRY/REPOSITORY@sha256:HEX"),
-        help: "The image to install, as a blob named by its digest (compression detected); instead of oci.tag.",
+        help: "The image to install, as a blob named by its digest; its compression is detected from its first bytes. Instead of oci.tag.",
         example: "oci.blob=registry.example.com/disks/base@sha256:…",
         set: |g, v| once(&mut g.blob, parse_blob(text(v)?)?),
         ..BASE
@@ -259,7 +259,7 @@ pub static PARAMETERS: &[Parameter] = &[
         flag: Some("target"),
         aliases: &["of"],
         value: Value::Text("PATH"),
-        help: "The disk (or an existing file) to write; a /dev/disk/by-id or by-path name is resolved as udev would, also where there is no udev.",
+        help: "The target: a block device, or an existing regular file (an empty file grows to the image; a sized one is treated like a disk of that size). /dev/disk/by-id and by-path names are resolved as udev would, also where there is no udev. A device that does not appear within 30 s at boot is an error that lists the machine's disks. Asked for on a terminal when missing (after a list of the disks).",
         example: "dd.of=/dev/sda",
         set: |g, v| once(&mut g.install.target, PathBuf::from(text(v)?)),
         ..BASE
@@ -294,7 +294,7 @@ pub static PARAMETERS: &[Parameter] = &[
         word: Some("dd.pick"),
         flag: Some("pick"),
         value: Value::Text("smallest|largest"),
-        help: "Of several disks that match, take the smallest or the largest.",
+        help: "Of several disks that match, take the smallest or the largest (else several are an error).",
         example: "dd.pick=smallest",
         set: |g, v| once(&mut g.install.selection.pick, text(v)?.parse()?),
         ..BASE
@@ -303,7 +303,7 @@ pub static PARAMETERS: &[Parameter] = &[
         word: Some("dd.bs"),
         flag: Some("bs"),
         value: Value::Text("SIZE"),
-        help: "The write block size, with dd's suffixes (512, 64k, 1M, 4M; at most 16M).",
+        help: "The write block size, with dd's suffixes (c w b k K kB M MB G GB, KiB MiB: 512, 64k, 1M, 4M), 1 byte to 16 MiB. Asked for on a terminal when missing.",
         example: "dd.bs=4M",
         set: |g, v| once(&mut g.install.block_size, parse_block_size(text(v)?)?),
         ..BASE
@@ -323,7 +323,7 @@ pub static PARAMETERS: &[Parameter] = &[
         word: Some("wait"),
         flag: Some("confirm"),
         aliases: &["wait"],
-        help: "Ask on the console before writing.",
+        help: "Ask for confirmation (yes) on the console before writing.",
         example: "wait",
         set: |g, v| {
             g.install.wait = switch(v)?;
@@ -334,7 +334,7 @@ pub static PARAMETERS: &[Parameter] = &[
     Parameter {
         word: Some("oci.keep_on_error"),
         flag: Some("keep-on-error"),
-        help: "On failure, leave the target as it is instead of zeroing its first MiB.",
+        help: "When an install fails after writing began, leave the partial image as it is (its old tables are gone all the same) instead of clearing its first and last MiB again.",
         example: "oci.keep_on_error",
         set: |g, v| {
             g.install.keep_on_error = switch(v)?;
@@ -347,7 +347,7 @@ pub static PARAMETERS: &[Parameter] = &[
         flag: Some("plain-http"),
         aliases: &["allow-no-tls"],
         commands: INSTALL_AND_PUSH,
-        help: "Allow plain HTTP to the registry (and credentials over it); else HTTPS with verified certificates.",
+        help: "Allow plain HTTP to the registry, mirrors and token services, and credentials over it (like oras' --plain-http). Without it, HTTPS with verified certificates only, redirects included.",
         example: "oci.allow_no_tls",
         set: |g, v| {
             g.install.registry.allow_no_tls = switch(v)?;
@@ -371,7 +371,7 @@ pub static PARAMETERS: &[Parameter] = &[
         value: Value::Text("PATH"),
         commands: INSTALL_AND_PUSH,
         default: Some(|| "$DOCKER_CONFIG/config.json or ~/.docker/config.json".to_string()),
-        help: "A docker config.json with credentials.",
+        help: "A docker config.json with credentials, never printed. They go to the registry (Basic) and to the token service its Bearer challenge names (which may be another host), only over HTTPS unless oci.allow_no_tls; redirects (blob downloads often go to object storage) never carry them.",
         example: "oci.auth=/etc/ocidd/auth.json",
         set: |g, v| once(&mut g.install.registry.auth, PathBuf::from(text(v)?)),
         ..BASE
@@ -392,7 +392,7 @@ pub static PARAMETERS: &[Parameter] = &[
         value: Value::Text("COUNT"),
         commands: INSTALL_AND_PUSH,
         default: Some(|| DEFAULT_RETRIES.to_string()),
-        help: "Retries of a request or download that fails in a way that may pass, with backoff (0 to 1000).",
+        help: "How often a request that fails in a way that may pass (no connection, no answer, 408, 429, 5xx but 501) or a broken download is tried again, with jittered exponential backoff (1 s doubling to 16 s; Retry-After is honoured); the default rides out an outage of over a minute. 0 to 1000.",
         example: "oci.retries=30",
         set: |g, v| once(&mut g.install.registry.retries, parse_retries(text(v)?)?),
         ..BASE
@@ -403,7 +403,7 @@ pub static PARAMETERS: &[Parameter] = &[
         value: Value::Text("SECONDS"),
         commands: INSTALL_AND_PUSH,
         default: Some(|| format!("{} s", DEFAULT_STALL_TIMEOUT.as_secs())),
-        help: "Seconds without data before a download is resumed, or a request tried again.",
+        help: "Seconds without a byte before a download counts as stalled and is resumed where it broke, or a request is tried again (1 to 3600).",
         example: "oci.stall_timeout=60",
         set: |g, v| {
             once(
@@ -418,7 +418,7 @@ pub static PARAMETERS: &[Parameter] = &[
         flag: Some("mirror"),
         value: Value::Text("HOST[:PORT][/PREFIX]"),
         repeatable: true,
-        help: "A mirror to try before the registry for what a digest names, in order; http:// for a plain one (with oci.allow_no_tls). Credentials come from oci.auth.",
+        help: "A mirror to try before the registry for what a digest names, tried in order; http:// for a plain-HTTP one (which needs oci.allow_no_tls). The prefix is repository path components; credentials come from oci.auth's entry for the mirror's host, never from the value.",
         example: "oci.mirror=cache.example.com:5000",
         set: |g, v| {
             add(&mut g.install.registry.mirrors, text(v)?.parse()?);
