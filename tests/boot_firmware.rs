@@ -1,6 +1,6 @@
-//! The README's boot-loader snippets, booted as written through the firmware's own network
+//! The boot-loader snippets of the README and docs/, booted as written through the firmware's own network
 //! boot, as every real machine boots: QEMU's iPXE ROM under SeaBIOS and under OVMF (UEFI)
-//! running the README's iPXE script over HTTP, PXELINUX over TFTP, and GRUB under UEFI. Only
+//! running the iPXE script over HTTP, PXELINUX over TFTP, and GRUB under UEFI. Only
 //! the example host names are replaced (and the test registry, plain HTTP, allowed).
 
 mod common;
@@ -15,21 +15,42 @@ use common::*;
 
 const BOOT_LIMIT: Duration = Duration::from_secs(400);
 
-/// The README's fenced code block that contains `marker`.
-fn readme_snippet(marker: &str) -> String {
-    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("reading README.md");
-    readme
-        .split("```")
-        .skip(1)
-        .step_by(2)
-        .find(|block| block.contains(marker))
-        .unwrap_or_else(|| panic!("no README snippet with {marker:?}"))
-        .trim_start_matches('\n')
-        .to_string()
+/// The fenced code block of the README and docs/ that contains `marker`. Where several do
+/// (the README's quick start repeats the booting page's iPXE script), they must be the same,
+/// so that booting one boots what every page shows.
+fn doc_snippet(marker: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    let mut docs: Vec<_> = fs::read_dir(root.join("docs"))
+        .expect("reading docs/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
+    let mut found: Vec<(String, String)> = Vec::new();
+    for page in &pages {
+        let text = fs::read_to_string(page).expect("reading a page");
+        for block in text.split("```").skip(1).step_by(2) {
+            if block.contains(marker) {
+                found.push((
+                    page.display().to_string(),
+                    block.trim_start_matches('\n').to_string(),
+                ));
+            }
+        }
+    }
+    let (_, first) = found
+        .first()
+        .unwrap_or_else(|| panic!("no snippet with {marker:?} in the README or docs/"));
+    for (page, block) in &found {
+        assert_eq!(block, first, "{page} shows another snippet with {marker:?}");
+    }
+    first.clone()
 }
 
-/// A GPT disk image pushed as `disks/base:v1`, the README's example image.
+/// A GPT disk image pushed as `disks/base:v1`, the docs' example image.
 struct Setup {
     registry: Registry,
     dir: tempfile::TempDir,
@@ -103,7 +124,10 @@ impl Setup {
     fn ipxe(&self, firmware: Firmware, what: &str) {
         let root = self.boot_root();
         let files = FileServer::start(&root);
-        let script = self.localize(&readme_snippet("#!ipxe"), Some(&files));
+        let script = self.localize(
+            &doc_snippet("initrd=initramfs-amd64.img oci.tag="),
+            Some(&files),
+        );
         fs::write(root.join("ocidd.ipxe"), script).unwrap();
         let bootfile = format!("http://10.0.2.2:{}/ocidd.ipxe", files.port);
         self.boot_and_check(
@@ -133,7 +157,7 @@ fn the_readme_pxelinux_config_boots_under_bios() {
     let setup = setup();
     let root = setup.boot_root();
     add_pxelinux(&root);
-    let config = setup.localize(&readme_snippet("DEFAULT ocidd"), None);
+    let config = setup.localize(&doc_snippet("DEFAULT ocidd"), None);
     fs::write(root.join("pxelinux.cfg/default"), config).unwrap();
     setup.boot_and_check(
         Bus::Sata,
@@ -152,7 +176,10 @@ fn the_readme_grub_config_boots_under_uefi() {
     let root = setup.boot_root();
     let files = FileServer::start(&root);
     add_grub(&root);
-    let config = setup.localize(&readme_snippet("menuentry"), Some(&files));
+    let config = setup.localize(
+        &doc_snippet("menuentry \"Install base:v1 with ocidd\" {"),
+        Some(&files),
+    );
     fs::write(root.join("boot/grub/grub.cfg"), config).unwrap();
     setup.boot_and_check(
         Bus::Nvme,
@@ -194,7 +221,7 @@ fn add_grub(root: &Path) {
     );
 }
 
-/// A site as the README's "Installing a fleet" sets it up: a registry that serves HTTPS and
+/// A site as docs/fleets.md sets it up: a registry that serves HTTPS and
 /// demands a password, and boot files plus an overlay (made by `ocidd overlay`) whose
 /// /etc/ocidd/cmdline names the CA and credentials it carries. The boot entries name only
 /// the reference and `dd.*`.
@@ -318,12 +345,12 @@ impl Site {
     }
 }
 
-/// The README's fleet iPXE script: two initrd lines.
+/// The fleet iPXE script (docs/fleets.md): two initrd lines.
 #[test]
 fn the_readme_fleet_ipxe_script_boots_with_a_site_overlay() {
     let site = site();
     let files = FileServer::start(&site.root);
-    let script = site.localize(&readme_snippet("initrd=site.img"), Some(&files));
+    let script = site.localize(&doc_snippet("initrd=site.img"), Some(&files));
     fs::write(site.root.join("ocidd.ipxe"), script).unwrap();
     let bootfile = format!("http://10.0.2.2:{}/ocidd.ipxe", files.port);
     site.boot_and_check(
@@ -337,12 +364,12 @@ fn the_readme_fleet_ipxe_script_boots_with_a_site_overlay() {
     );
 }
 
-/// The README's fleet PXELINUX config: `INITRD main,site`.
+/// The fleet PXELINUX config (docs/fleets.md): `INITRD main,site`.
 #[test]
 fn the_readme_fleet_pxelinux_config_boots_with_a_site_overlay() {
     let site = site();
     add_pxelinux(&site.root);
-    let config = site.localize(&readme_snippet("INITRD initramfs-amd64.img,site.img"), None);
+    let config = site.localize(&doc_snippet("INITRD initramfs-amd64.img,site.img"), None);
     fs::write(site.root.join("pxelinux.cfg/default"), config).unwrap();
     site.boot_and_check(
         Bus::Sata,
@@ -355,13 +382,13 @@ fn the_readme_fleet_pxelinux_config_boots_with_a_site_overlay() {
     );
 }
 
-/// The README's fleet GRUB entry: `initrd main site`.
+/// The fleet GRUB entry (docs/fleets.md): `initrd main site`.
 #[test]
 fn the_readme_fleet_grub_config_boots_with_a_site_overlay() {
     let site = site();
     let files = FileServer::start(&site.root);
     add_grub(&site.root);
-    let config = site.localize(&readme_snippet("/site.img\n}"), Some(&files));
+    let config = site.localize(&doc_snippet("/site.img\n}"), Some(&files));
     fs::write(site.root.join("boot/grub/grub.cfg"), config).unwrap();
     site.boot_and_check(
         Bus::Nvme,

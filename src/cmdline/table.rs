@@ -565,11 +565,15 @@ pub static PARAMETERS: &[Parameter] = &[
     },
     Parameter {
         word: Some("ip"),
-        value: Value::Text("dhcp|ADDRESS::GATEWAY:NETMASK::IFACE:none"),
+        value: Value::Text(
+            "dhcp|off|:::::IFACE:dhcp|ADDR:SERVER:GW:MASK:HOST:IFACE:off[:DNS0[:DNS1]]",
+        ),
         commands: INIT,
-        default: Some(|| "DHCP on every interface with a link".to_string()),
-        help: "The kernel's ip= parameter: how /init brings the network up.",
-        example: "ip=192.0.2.10::192.0.2.1:255.255.255.0::eth0:none",
+        default: Some(|| {
+            "dhcp: DHCP on every interface with a link, the first lease wins".to_string()
+        }),
+        help: "How /init brings the network up, as the kernel's ip= is written: DHCP everywhere, none, DHCP on one interface, or a static address.",
+        example: "ip=192.168.1.20::192.168.1.1:255.255.255.0::eth0:off:192.168.1.53",
         set: |g, v| once(&mut g.boot.ip, text(v)?.to_string()),
         ..BASE
     },

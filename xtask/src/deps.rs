@@ -29,6 +29,7 @@ pub const PACKAGES: &[&str] = &[
     "pxelinux",
     "syslinux-common",
     "tinyproxy",
+    "skopeo",
 ];
 
 /// Installs the missing ones among `packages`.

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod deps;
+mod dist;
 mod image;
 mod initramfs;
 mod pxe;
@@ -26,6 +27,19 @@ enum Task {
     Deps,
     /// Write docs/parameters.md from the parameter table (src/cmdline/table.rs)
     Docs,
+    /// Write the release artifacts to dist/: static ocidd and the boot files for amd64 and
+    /// arm64, a README with the boot snippets, SHA256SUMS
+    Dist {
+        /// Output directory
+        #[arg(long, default_value = "dist")]
+        out: PathBuf,
+        /// Also push them as one OCI artifact (a layer per file, titled by its name)
+        #[arg(long, value_name = "REGISTRY/REPOSITORY:TAG")]
+        push: Option<String>,
+        /// Plain HTTP to the registry pushed to
+        #[arg(long)]
+        plain_http: bool,
+    },
     /// Build the boot files, push a sample disk image to a local registry, boot a VM that
     /// installs it, and check the VM's disk
     Demo,
@@ -84,6 +98,19 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Deps => deps::install(),
+        Task::Dist {
+            out,
+            push,
+            plain_http,
+        } => dist::run(&dist::Options {
+            out: if out.is_absolute() {
+                out
+            } else {
+                util::root().join(out)
+            },
+            push,
+            plain_http,
+        }),
         Task::Docs => {
             let page = util::root().join(ocidd::cmdline::docs::PARAMETERS_PAGE);
             if let Some(dir) = page.parent() {
@@ -169,6 +196,7 @@ fn main() -> Result<()> {
             }
             // The README's first command, after the build: it must keep working.
             demo::boot_and_check(&util::root().join("out"))?;
+            dist::check()?;
             util::cargo(&["fmt", "--all", "--", "--check"])?;
             util::cargo(&[
                 "clippy",
