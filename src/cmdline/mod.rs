@@ -16,6 +16,7 @@ use crate::retry::{Backoff, DEFAULT_RETRIES};
 
 pub mod docs;
 pub mod flags;
+pub mod network;
 pub mod table;
 
 pub use table::{Command, Given, Parameter, PushParams, Refusal, Value};
