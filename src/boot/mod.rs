@@ -2,7 +2,6 @@
 //! network.
 
 pub mod console;
-pub mod dhcp;
 pub mod init;
 pub mod modules;
 pub mod network;

@@ -11,7 +11,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use futures_util::future::select_ok;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
-use crate::boot::dhcp::{self, Lease};
+mod dhcp4;
+
+use dhcp4::Lease;
 use crate::say;
 
 /// How the network is to be configured, from the kernel's `ip=` parameter.
@@ -308,7 +310,7 @@ async fn configure_dhcp(handle: &Handle, interface: Option<&str>) -> Result<Conf
         let attempts = linked.iter().map(|i| {
             let i = i.clone();
             Box::pin(async move {
-                match dhcp::lease(&i.name, i.mac, DHCP_ROUND).await {
+                match dhcp4::lease(&i.name, i.mac, DHCP_ROUND).await {
                     Ok(lease) => Ok((i, lease)),
                     Err(e) => Err(anyhow!("{}: {e:#}", i.name)),
                 }
