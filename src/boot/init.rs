@@ -21,7 +21,7 @@ use rustix::system::RebootCommand;
 
 use crate::boot::console::{Mirror, active_consoles};
 use crate::boot::modules::{ModuleIndex, load_for_hardware};
-use crate::boot::network::{configure, parse_ip_param};
+use crate::boot::network::configure;
 use crate::cmdline::{
     After, DEFAULTS_FILE, Words, parse_words, read_defaults, shown_name, split_kernel_cmdline,
     text_words, with_defaults,
@@ -86,14 +86,22 @@ fn boot() -> Result<(After, Duration)> {
         install: params,
         boot,
     } = parse_words(&text_words(&words)?)?;
-    let ip = parse_ip_param(boot.ip.as_deref()).map_err(anyhow::Error::msg)?;
     let after = boot.after.unwrap_or(After::Reboot);
     let delay = boot.reboot_delay();
 
     let modules = Path::new("/lib/modules").join(&release);
     match ModuleIndex::read(&modules) {
         Ok(index) => {
-            let loaded = load_for_hardware(&index);
+            let mut loaded = load_for_hardware(&index);
+            let network = &boot.network;
+            for (needed, module) in [
+                (!network.bonds.is_empty(), "bonding"),
+                (!network.vlans.is_empty(), "8021q"),
+            ] {
+                if needed {
+                    loaded.extend(crate::boot::modules::load(&index, module)?);
+                }
+            }
             say!(
                 "ocidd: loaded {} modules: {}",
                 loaded.len(),
@@ -103,24 +111,8 @@ fn boot() -> Result<(After, Duration)> {
         Err(e) => say!("ocidd: not loading modules: {e:#}"),
     }
 
-    if let Some(network) = configure(&ip)? {
-        let gateway = network
-            .gateway
-            .map(|g| format!(" via {g}"))
-            .unwrap_or_default();
-        let dns = if network.dns.is_empty() {
-            String::new()
-        } else {
-            let servers: Vec<String> = network.dns.iter().map(|d| d.to_string()).collect();
-            format!(", DNS {}", servers.join(" "))
-        };
-        say!(
-            "ocidd: {}: {}/{}{gateway} ({}{dns})",
-            network.interface,
-            network.address,
-            network.prefix,
-            network.how
-        );
+    if let Some(network) = configure(&boot.network)? {
+        crate::report::event::note_addresses(network.addresses());
     }
 
     wait_for_disks(params.target.as_deref(), &params.selection);

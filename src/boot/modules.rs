@@ -183,6 +183,17 @@ fn device_modaliases(sys_devices: &Path) -> HashSet<String> {
     found
 }
 
+/// Loads `module` and what it depends on (a driver that no device asks for: `bonding` for
+/// `bond=`, `8021q` for `vlan=`). A module the kernel has built in is not in the tree, and
+/// is fine.
+pub fn load(index: &ModuleIndex, module: &str) -> Result<Vec<String>> {
+    let order = index.load_order(module);
+    for name in &order {
+        index.insert(name)?;
+    }
+    Ok(order)
+}
+
 /// Loads the modules the machine's devices ask for, again as loaded drivers reveal more
 /// devices (a PCI bus driver, then the disks behind it). Returns the modules loaded; failures
 /// to load single modules are reported and skipped.

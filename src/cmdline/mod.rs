@@ -119,8 +119,8 @@ pub struct Params {
 pub struct BootParams {
     /// What to do after a successful install (`ocidd.after=`).
     pub after: Option<After>,
-    /// The kernel's `ip=` parameter, to configure the network.
-    pub ip: Option<String>,
+    /// The network words: `ip=`, `vlan=`, `bond=`, `BOOTIF=` and the rest.
+    pub network: network::NetworkWords,
     /// How long to count down before rebooting or powering off (`ocidd.reboot_delay=`).
     pub reboot_delay: Option<Duration>,
 }
@@ -293,14 +293,25 @@ fn word_name(word: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// Whether a word's name is one of ocidd's (or `ip=`, which /init reads).
+/// The network words /init reads with dracut's meaning (see [`network`]).
+const NETWORK_WORDS: [&[u8]; 7] = [
+    b"ip",
+    b"vlan",
+    b"bond",
+    b"ifname",
+    b"BOOTIF",
+    b"rd.route",
+    b"nameserver",
+];
+
+/// Whether a word's name is one of ocidd's, or a network word /init reads.
 fn is_ours(word: &[u8]) -> bool {
     let name = word_name(word);
     [&b"oci."[..], b"dd.", b"ocidd."]
         .iter()
         .any(|prefix| name.starts_with(prefix))
         || name == b"wait"
-        || name == b"ip"
+        || NETWORK_WORDS.contains(&name.as_slice())
 }
 
 /// Parses the words of a kernel command line (or the same words given as arguments), as
@@ -511,7 +522,7 @@ mod tests {
         let boot = parse_words(&["ip=dhcp", "ocidd.after=poweroff"])
             .unwrap()
             .boot;
-        assert_eq!(boot.ip.as_deref(), Some("dhcp"));
+        assert_eq!(boot.network.ip[0].method, network::Method::Dhcp);
         assert_eq!(boot.after, Some(After::Poweroff));
     }
 

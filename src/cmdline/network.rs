@@ -56,6 +56,90 @@ impl IpSpec {
     }
 }
 
+/// How long /init tries for an address by default: about two minutes, to ride out a switch
+/// port that is still coming up (spanning tree, LACP) or a DHCP server that is slow.
+pub const DEFAULT_NET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The network words of one command line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NetworkWords {
+    /// `ip=`, in the order given (one per interface, or one for all).
+    pub ip: Vec<IpSpec>,
+    pub vlans: Vec<Vlan>,
+    pub bonds: Vec<Bond>,
+    pub ifnames: Vec<IfName>,
+    /// `BOOTIF=`: the NIC the machine booted from.
+    pub bootif: Option<[u8; 6]>,
+    pub routes: Vec<Route>,
+    pub nameservers: Vec<IpAddr>,
+    /// `ocidd.ntp=`: NTP servers, before those DHCP names.
+    pub ntp: Vec<String>,
+    /// `ocidd.net_timeout=`: how long to try for an address.
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl NetworkWords {
+    /// The rules between the words, once all are given.
+    pub fn check(&self) -> Result<(), String> {
+        let named = |spec: &&IpSpec| spec.interface.is_some();
+        if self.ip.iter().any(|s| s.method == Method::Off) && self.ip.len() > 1 {
+            return Err("ip=off is given with other ip= words: give one or the other".into());
+        }
+        if self.ip.iter().filter(|s| !named(s)).count() > 1 {
+            return Err(
+                "ip= is given twice without an interface: name each one's interface (ip=eth0:dhcp ip=eth1:dhcp6)"
+                    .into(),
+            );
+        }
+        let mut seen: Vec<(&str, bool)> = Vec::new();
+        for spec in self.ip.iter().filter(named) {
+            let name = spec.interface.as_deref().unwrap_or_default();
+            let v6 = matches!(spec.method, Method::Dhcp6 | Method::Auto6 | Method::Either6)
+                || spec.address.is_some_and(|(a, _)| a.is_ipv6());
+            if seen.contains(&(name, v6)) {
+                return Err(format!(
+                    "ip= names {name} twice for the same address family: give one of them"
+                ));
+            }
+            seen.push((name, v6));
+        }
+        for vlan in &self.vlans {
+            if self.vlans.iter().filter(|v| v.name == vlan.name).count() > 1 {
+                return Err(format!("vlan= defines {} twice", vlan.name));
+            }
+        }
+        for bond in &self.bonds {
+            if self.bonds.iter().filter(|b| b.name == bond.name).count() > 1 {
+                return Err(format!("bond= defines {} twice", bond.name));
+            }
+            for slave in &bond.slaves {
+                if let Some(other) = self
+                    .bonds
+                    .iter()
+                    .find(|b| b.name != bond.name && b.slaves.contains(slave))
+                {
+                    return Err(format!(
+                        "bond= puts {slave} in both {} and {}",
+                        bond.name, other.name
+                    ));
+                }
+            }
+        }
+        for ifname in &self.ifnames {
+            if self
+                .ifnames
+                .iter()
+                .filter(|i| i.name == ifname.name)
+                .count()
+                > 1
+            {
+                return Err(format!("ifname= names {} twice", ifname.name));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `vlan=NAME:PARENT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vlan {
@@ -323,17 +407,9 @@ pub fn parse_vlan(text: &str) -> Result<Vlan, String> {
     Ok(Vlan { name, parent, id })
 }
 
-/// Parses `bond=NAME[:SLAVES[:OPTIONS[:MTU]]]`; `bond` alone is dracut's default, bond0 of
-/// eth0 and eth1 in balance-rr.
-pub fn parse_bond(text: Option<&str>) -> Result<Bond, String> {
-    let Some(text) = text else {
-        return Ok(Bond {
-            name: "bond0".into(),
-            slaves: vec!["eth0".into(), "eth1".into()],
-            options: vec![("mode".into(), "balance-rr".into())],
-            mtu: None,
-        });
-    };
+/// Parses `bond=NAME[:SLAVES[:OPTIONS[:MTU]]]`; as in dracut, the slaves default to eth0
+/// and eth1, and the mode to balance-rr.
+pub fn parse_bond(text: &str) -> Result<Bond, String> {
     let parts: Vec<&str> = text.split(':').collect();
     if parts.len() > 4 {
         return Err(format!("{text:?} is not NAME[:SLAVES[:OPTIONS[:MTU]]]"));
@@ -545,10 +621,8 @@ mod tests {
         for bad in ["vlan100", "vlanx:eth0", "vlan0:eth0", "vlan5000:eth0", "v:"] {
             assert!(parse_vlan(bad).is_err(), "{bad}");
         }
-        let bond = parse_bond(Some(
-            "bond0:eth0,eth1:mode=802.3ad,miimon=100,lacp_rate=fast:9000",
-        ))
-        .unwrap();
+        let bond =
+            parse_bond("bond0:eth0,eth1:mode=802.3ad,miimon=100,lacp_rate=fast:9000").unwrap();
         assert_eq!(bond.slaves, ["eth0", "eth1"]);
         assert_eq!(
             bond.options,
@@ -559,12 +633,9 @@ mod tests {
             ]
         );
         assert_eq!(bond.mtu, Some(9000));
-        let plain = parse_bond(None).unwrap();
+        let plain = parse_bond("bond0").unwrap();
         assert_eq!((plain.name.as_str(), plain.slaves.len()), ("bond0", 2));
-        assert_eq!(
-            parse_bond(Some("bond1:eth2")).unwrap().options[0].1,
-            "balance-rr"
-        );
+        assert_eq!(parse_bond("bond1:eth2").unwrap().options[0].1, "balance-rr");
         for bad in [
             "bond0:eth0:mode",
             "bond0:eth0:=1",
@@ -572,7 +643,7 @@ mod tests {
             "b:e:m=1:9:x",
             "bond0:eth0::1",
         ] {
-            assert!(parse_bond(Some(bad)).is_err(), "{bad}");
+            assert!(parse_bond(bad).is_err(), "{bad}");
         }
         assert_eq!(
             parse_ifname("lan0:52:54:00:aa:bb:cc").unwrap().mac,
@@ -598,5 +669,84 @@ mod tests {
         assert!(parse_nameserver("dns.example").is_err());
         assert!(parse_ntp_server("ntp.example.com").is_ok());
         assert!(parse_ntp_server("a b").is_err());
+    }
+}
+
+#[cfg(test)]
+mod word_tests {
+    use crate::cmdline::parse_words;
+
+    fn refusal(words: &[&str]) -> String {
+        let error = parse_words(words).unwrap_err();
+        assert_eq!(
+            crate::error::failure_of(&error),
+            Some(crate::error::Failure::Usage),
+            "{error:#}"
+        );
+        format!("{error:#}")
+    }
+
+    #[test]
+    fn the_words_fill_the_network_words() {
+        let words = parse_words(&[
+            "ip=eth0:dhcp",
+            "ip=eth0:dhcp6",
+            "ip=[2001:db8::10]::[2001:db8::1]:64::eth1:none",
+            "vlan=vlan100:bond0",
+            "bond=bond0:eth2,eth3:mode=802.3ad,miimon=100,lacp_rate=fast",
+            "ifname=lan0:52:54:00:12:34:56",
+            "BOOTIF=01-52-54-00-12-34-57",
+            "rd.route=10.10.0.0/16:10.0.0.1",
+            "nameserver=10.0.0.53",
+            "nameserver=[2001:db8::53]",
+            "ocidd.ntp=10.0.0.123",
+            "ocidd.ntp=ntp.example.com",
+            "ocidd.net_timeout=30",
+        ])
+        .unwrap()
+        .boot
+        .network;
+        assert_eq!(words.ip.len(), 3);
+        assert_eq!(words.vlans[0].id, 100);
+        assert_eq!(words.bonds[0].slaves, ["eth2", "eth3"]);
+        assert_eq!(words.ifnames[0].name, "lan0");
+        assert_eq!(words.bootif, Some([0x52, 0x54, 0, 0x12, 0x34, 0x57]));
+        assert_eq!(words.routes.len(), 1);
+        assert_eq!(words.nameservers.len(), 2);
+        assert_eq!(words.ntp, ["10.0.0.123", "ntp.example.com"]);
+        assert_eq!(words.timeout, Some(std::time::Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn each_bad_value_is_one_line_naming_its_word() {
+        for (words, word) in [
+            (&["ip=teleport"][..], "ip="),
+            (&["ip=10.0.0.5:::24::eth0:bogus"], "ip="),
+            (&["vlan=vlan5000:eth0"], "vlan="),
+            (&["vlan=eth0"], "vlan="),
+            (&["bond=bond0:eth0:mode"], "bond="),
+            (&["ifname=lan0:zz"], "ifname="),
+            (&["BOOTIF=01-52-54"], "BOOTIF="),
+            (
+                &["BOOTIF=01-52-54-00-12-34-56", "BOOTIF=01-52-54-00-12-34-57"],
+                "BOOTIF",
+            ),
+            (&["rd.route=10.0.0.0/8"], "rd.route="),
+            (&["nameserver=dns.example"], "nameserver="),
+            (&["ocidd.ntp=a b"], "ocidd.ntp="),
+            (&["ocidd.net_timeout=0"], "ocidd.net_timeout="),
+            (&["ip=off", "ip=eth0:dhcp"], "ip=off"),
+            (&["ip=dhcp", "ip=dhcp6"], "ip="),
+            (&["ip=eth0:dhcp", "ip=eth0:dhcp"], "ip="),
+            (&["bond=bond0:eth0", "bond=bond1:eth0"], "bond="),
+            (&["vlan"], "vlan"),
+        ] {
+            let text = refusal(words);
+            assert!(
+                text.contains(word.trim_end_matches('=')),
+                "{words:?}: {text}"
+            );
+            assert!(!text.contains('\n'), "{words:?}: {text}");
+        }
     }
 }

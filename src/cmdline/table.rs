@@ -17,7 +17,7 @@ use crate::retry::DEFAULT_RETRIES;
 
 use super::{
     BootParams, DEFAULT_REBOOT_DELAY, DEFAULT_REPORT_INTERVAL, DEFAULT_STALL_TIMEOUT, Params,
-    parse_block_size, parse_http_url, parse_retries, parse_seconds, parse_size,
+    network, parse_block_size, parse_http_url, parse_retries, parse_seconds, parse_size,
 };
 
 /// What takes a parameter.
@@ -156,6 +156,7 @@ impl Given {
             );
         }
         self.install.verify.warn_only = self.verify_warn == Some(true);
+        self.boot.network.check()?;
         if self.install.registry.no_proxy.is_some() && self.install.registry.proxy.is_none() {
             return Err(
                 "oci.no_proxy= (--no-proxy) is given without oci.proxy= (--proxy); at a shell, set NO_PROXY instead"
@@ -566,15 +567,131 @@ pub static PARAMETERS: &[Parameter] = &[
     Parameter {
         word: Some("ip"),
         value: Value::Text(
-            "dhcp|off|:::::IFACE:dhcp|ADDR:SERVER:GW:MASK:HOST:IFACE:off[:DNS0[:DNS1]]",
+            "dhcp|dhcp6|auto6|either6|off|IFACE:METHOD[:MTU[:MAC]]|ADDR::GW:MASK:HOST:IFACE:none[:DNS0[:DNS1]]",
         ),
+        repeatable: true,
         commands: INIT,
         default: Some(|| {
-            "dhcp: DHCP on every interface with a link, the first lease wins".to_string()
+            "DHCPv4 and IPv6 (router advertisements, DHCPv6) on every interface with a link; the first to get an address wins".to_string()
         }),
-        help: "How /init brings the network up, as the kernel's ip= is written: DHCP everywhere, none, DHCP on one interface, or a static address.",
-        example: "ip=192.168.1.20::192.168.1.1:255.255.255.0::eth0:off:192.168.1.53",
-        set: |g, v| once(&mut g.boot.ip, text(v)?.to_string()),
+        help: "How /init brings an interface up, as dracut reads ip=: DHCP, DHCPv6, SLAAC (auto6), SLAAC or DHCPv6 (either6), none, or a static address (IPv6 in brackets, the mask as a prefix length). Give one per interface; one that names an interface is used even when BOOTIF= names another.",
+        example: "ip=[2001:db8::10]::[2001:db8::1]:64::eth0:none",
+        set: |g, v| {
+            g.boot.network.ip.push(network::parse_ip(text(v)?)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("vlan"),
+        value: Value::Text("NAME:PARENT"),
+        repeatable: true,
+        commands: INIT,
+        help: "A tagged VLAN on an interface or a bond; its id is the name's number (eth0.100, vlan100). With no ip= that names an interface, the VLAN is configured instead of its parent.",
+        example: "vlan=vlan100:bond0",
+        set: |g, v| {
+            add(&mut g.boot.network.vlans, network::parse_vlan(text(v)?)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("bond"),
+        value: Value::Text("NAME[:SLAVES[:OPTIONS[:MTU]]]"),
+        repeatable: true,
+        commands: INIT,
+        help: "A bond of the comma-separated slaves (eth0,eth1 if none), with the bonding driver's options by their names (mode=802.3ad,miimon=100,lacp_rate=fast; balance-rr if no mode).",
+        example: "bond=bond0:eth0,eth1:mode=802.3ad,miimon=100,lacp_rate=fast",
+        set: |g, v| {
+            add(&mut g.boot.network.bonds, network::parse_bond(text(v)?)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("ifname"),
+        value: Value::Text("NAME:MAC"),
+        repeatable: true,
+        commands: INIT,
+        help: "Name the interface with this MAC address, before anything else uses names.",
+        example: "ifname=lan0:52:54:00:12:34:56",
+        set: |g, v| {
+            add(
+                &mut g.boot.network.ifnames,
+                network::parse_ifname(text(v)?)?,
+            );
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("BOOTIF"),
+        value: Value::Text("01-MAC"),
+        commands: INIT,
+        help: "The NIC the machine booted from, as PXELINUX's IPAPPEND 2 and iPXE's BOOTIF=01-${net0/mac:hexhyp} write it: only it (or the bond or VLAN over it) is configured, unless ip= names another interface.",
+        example: "BOOTIF=01-52-54-00-12-34-56",
+        set: |g, v| once(&mut g.boot.network.bootif, network::parse_bootif(text(v)?)?),
+        ..BASE
+    },
+    Parameter {
+        word: Some("rd.route"),
+        value: Value::Text("NET/PREFIX:GATEWAY[:IFACE]"),
+        repeatable: true,
+        commands: INIT,
+        help: "A static route, added once the network is up (IPv6 in brackets).",
+        example: "rd.route=10.10.0.0/16:10.0.0.1",
+        set: |g, v| {
+            add(&mut g.boot.network.routes, network::parse_route(text(v)?)?);
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("nameserver"),
+        value: Value::Text("IP"),
+        repeatable: true,
+        commands: INIT,
+        help: "A DNS server, used before those DHCP or router advertisements name.",
+        example: "nameserver=2001:db8::53",
+        set: |g, v| {
+            add(
+                &mut g.boot.network.nameservers,
+                network::parse_nameserver(text(v)?)?,
+            );
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("ocidd.ntp"),
+        value: Value::Text("HOST"),
+        repeatable: true,
+        commands: INIT,
+        default: Some(|| "the NTP servers DHCP names (option 42, DHCPv6 option 56)".to_string()),
+        help: "An NTP server to set the clock from before the first HTTPS request, when the clock is off by more than a few seconds (a dead RTC battery, a factory date).",
+        example: "ocidd.ntp=10.0.0.1",
+        set: |g, v| {
+            add(
+                &mut g.boot.network.ntp,
+                network::parse_ntp_server(text(v)?)?,
+            );
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("ocidd.net_timeout"),
+        value: Value::Text("SECONDS"),
+        commands: INIT,
+        default: Some(|| {
+            format!(
+                "{} s",
+                crate::cmdline::network::DEFAULT_NET_TIMEOUT.as_secs()
+            )
+        }),
+        help: "How long /init tries to get an address, on all the interfaces it configures, before it gives up and says what happened on each.",
+        example: "ocidd.net_timeout=30",
+        set: |g, v| once(&mut g.boot.network.timeout, parse_seconds(text(v)?)?),
         ..BASE
     },
     Parameter {

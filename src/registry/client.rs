@@ -838,10 +838,28 @@ fn network_error(error: reqwest::Error) -> anyhow::Error {
         error.context(NOT_TLS)
     } else if text.contains(UNKNOWN_ISSUER_CAUSE) {
         error.context(UNKNOWN_ISSUER)
+    } else if let Some(note) = clock_note(&text) {
+        error.context(note)
     } else {
         error
     };
     classified(Failure::Registry, error)
+}
+
+/// When a certificate failed for its dates: what the clock says, since a machine with a dead
+/// RTC battery or a factory date fails every handshake this way.
+fn clock_note(text: &str) -> Option<String> {
+    let not_yet = text.contains("not valid yet") || text.contains("NotValidYet");
+    let expired = (text.contains("certificate expired") || text.contains("Expired"))
+        && !text.contains("Revocation");
+    if !not_yet && !expired {
+        return None;
+    }
+    let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let what = if not_yet { "not valid yet" } else { "expired" };
+    Some(format!(
+        "the registry's certificate is {what} by this machine's clock, which says {now}; if the clock is wrong, set it (at boot: ocidd.ntp=HOST, or an NTP server from DHCP)"
+    ))
 }
 
 /// The registry's answer to a failed request as one line: status and its error message,
@@ -952,6 +970,20 @@ pub fn bounded(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_out_of_its_dates_names_the_clock() {
+        use rustls::CertificateError;
+        for (error, what) in [
+            (CertificateError::NotValidYet, "not valid yet"),
+            (CertificateError::Expired, "expired"),
+        ] {
+            let text = format!("{}", rustls::Error::InvalidCertificate(error));
+            let note = clock_note(&text).unwrap_or_else(|| panic!("{text}"));
+            assert!(note.contains(what) && note.contains("ocidd.ntp="), "{note}");
+        }
+        assert_eq!(clock_note("invalid peer certificate: UnknownIssuer"), None);
+    }
 
     #[test]
     fn plain_http_is_refused_unless_allowed() {

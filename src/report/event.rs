@@ -76,6 +76,17 @@ pub struct Node {
     pub sys_vendor: Option<String>,
     pub product_name: Option<String>,
     pub macs: Vec<String>,
+    /// The addresses /init configured (`ADDR/PREFIX`), IPv4 and IPv6.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+}
+
+/// The addresses /init configured, for every event after.
+static ADDRESSES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Records the addresses /init configured, once.
+pub fn note_addresses(addresses: Vec<String>) {
+    let _ = ADDRESSES.set(addresses);
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -121,6 +132,7 @@ impl Node {
             sys_vendor: dmi("sys_vendor"),
             product_name: dmi("product_name"),
             macs: macs(&sys.join("class/net")),
+            addresses: ADDRESSES.get().cloned().unwrap_or_default(),
         }
     }
 }

@@ -88,6 +88,9 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "xen_blkfront",
     "xen_netfront",
     "ena",
+    // Networks as data centres wire them: bond= and vlan=.
+    "bonding",
+    "8021q",
     // Disks: NVMe, SATA/AHCI, SCSI/SAS RAID controllers, SD/eMMC, USB storage.
     "nvme",
     "ahci",

@@ -20,6 +20,8 @@ pub struct Lease {
     pub prefix: u8,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
+    /// NTP servers (option 42).
+    pub ntp: Vec<Ipv4Addr>,
     pub server: Ipv4Addr,
 }
 
@@ -105,6 +107,7 @@ fn base_message(xid: u32, mac: [u8; 6], kind: MessageType) -> Message {
         OptionCode::SubnetMask,
         OptionCode::Router,
         OptionCode::DomainNameServer,
+        OptionCode::NtpServers,
         OptionCode::AddressLeaseTime,
         OptionCode::ServerIdentifier,
     ]));
@@ -183,11 +186,16 @@ fn lease_from(ack: &Message, server: Ipv4Addr) -> Lease {
         Some(DhcpOption::DomainNameServer(servers)) => servers.clone(),
         _ => Vec::new(),
     };
+    let ntp = match options.get(OptionCode::NtpServers) {
+        Some(DhcpOption::NtpServers(servers)) => servers.clone(),
+        _ => Vec::new(),
+    };
     Lease {
         address: ack.yiaddr(),
         prefix: u32::from(mask).leading_ones() as u8,
         router,
         dns,
+        ntp,
         server,
     }
 }
@@ -227,10 +235,12 @@ mod tests {
         options.insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(
             10, 0, 2, 3,
         )]));
+        options.insert(DhcpOption::NtpServers(vec![Ipv4Addr::new(10, 0, 2, 4)]));
         let lease = lease_from(&ack, Ipv4Addr::new(10, 0, 2, 2));
         assert_eq!(lease.address, Ipv4Addr::new(10, 0, 2, 15));
         assert_eq!(lease.prefix, 20);
         assert_eq!(lease.router, Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(lease.dns, [Ipv4Addr::new(10, 0, 2, 3)]);
+        assert_eq!(lease.ntp, [Ipv4Addr::new(10, 0, 2, 4)]);
     }
 }
