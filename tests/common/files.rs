@@ -13,7 +13,12 @@ pub struct FileServer {
 impl FileServer {
     /// Serves the files under `root` (GET and HEAD), one request per connection.
     pub fn start(root: &Path) -> FileServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the file server");
+        FileServer::start_on(root, "127.0.0.1:0")
+    }
+
+    /// Serves on `address` (`0.0.0.0:0` inside a [`super::lab::Lab`]).
+    pub fn start_on(root: &Path, address: &str) -> FileServer {
+        let listener = TcpListener::bind(address).expect("binding the file server");
         let port = listener.local_addr().unwrap().port();
         let root = root.to_path_buf();
         thread::spawn(move || {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod files;
+pub mod lab;
 pub mod proxy;
 pub mod receiver;
 pub mod tinyproxy;
@@ -101,8 +102,8 @@ pub struct Registry {
     tls: Option<(PathBuf, PathBuf)>,
     /// An htpasswd file: Basic authentication for everything.
     htpasswd: Option<PathBuf>,
-    /// The loopback address it listens on: `127.0.0.1` or `[::1]`.
-    loopback: &'static str,
+    /// The address it listens on: `127.0.0.1`, `[::1]`, or one in a [`lab::Lab`].
+    loopback: String,
     /// The registry this one is a pull-through cache of (`proxy: remoteurl:`).
     remote: Option<String>,
 }
@@ -131,6 +132,12 @@ impl Registry {
         Registry::start_on("[::1]", None, None)
     }
 
+    /// A registry on `host` (`10.0.5.1`, `[fd00:5::1]`): started from inside a
+    /// [`lab::Lab`] (its `run`), it listens in the lab's network.
+    pub fn start_at(host: &str, tls: Option<(PathBuf, PathBuf)>) -> Registry {
+        Registry::start_full(host, tls, None, None)
+    }
+
     /// A pull-through cache of the registry at `remote` (distribution's proxy mode): it
     /// fetches what it lacks from there, stores it, and serves it again.
     pub fn start_cache(remote: &str) -> Registry {
@@ -142,7 +149,7 @@ impl Registry {
     }
 
     fn start_on(
-        loopback: &'static str,
+        loopback: &str,
         tls: Option<(PathBuf, PathBuf)>,
         htpasswd: Option<PathBuf>,
     ) -> Registry {
@@ -150,7 +157,7 @@ impl Registry {
     }
 
     fn start_full(
-        loopback: &'static str,
+        loopback: &str,
         tls: Option<(PathBuf, PathBuf)>,
         htpasswd: Option<PathBuf>,
         remote: Option<String>,
@@ -165,7 +172,7 @@ impl Registry {
             child: None,
             tls,
             htpasswd,
-            loopback,
+            loopback: loopback.to_string(),
             remote,
         };
         registry.restart();

@@ -34,6 +34,23 @@ pub struct Vm {
     started: Instant,
     /// UEFI's writable variable store, kept while the VM runs.
     _scratch: Option<tempfile::TempDir>,
+    /// QEMU's monitor socket, when [`Options::monitor`] asked for one.
+    monitor: Option<PathBuf>,
+}
+
+/// What a VM has besides its disks.
+#[derive(Default)]
+pub struct Options {
+    /// The NICs, as QEMU netdevs (`dgram,…` from a [`super::lab::Switch`]), each with its
+    /// MAC; none: one NIC on QEMU's user network.
+    pub nics: Vec<(String, String)>,
+    /// More QEMU arguments (`-rtc base=2005-01-01`).
+    pub extra: Vec<String>,
+    /// A monitor socket, for [`Vm::monitor`] (`set_link net1 off`).
+    pub monitor: bool,
+    /// The initramfs for [`Boot::Kernel`] instead of the built one (the built one with a
+    /// site overlay after it).
+    pub initrd: Option<PathBuf>,
 }
 
 /// How the VM gets its kernel.
@@ -91,6 +108,17 @@ impl Vm {
         disks: &[(&Path, &str)],
         boot: Boot,
     ) -> Vm {
+        Vm::start_with(arch, controllers, disks, boot, Options::default())
+    }
+
+    /// Boots as [`Vm::start_with_disks`] does, with `options`' NICs and arguments.
+    pub fn start_with(
+        arch: &str,
+        controllers: &[&str],
+        disks: &[(&Path, &str)],
+        boot: Boot,
+        options: Options,
+    ) -> Vm {
         // A test that failed while holding it poisons it; the next one may still run.
         let turn = ONE_VM_AT_A_TIME
             .lock()
@@ -110,14 +138,26 @@ impl Vm {
         };
         command
             .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
-            .args([
-                "-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio",
-            ]);
-        let mut netdev = "user,id=net0".to_string();
+            .args(["-display", "none", "-vga", "none", "-serial", "stdio"]);
         let mut scratch = None;
+        let mut monitor = None;
+        if options.monitor {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("monitor.sock");
+            command
+                .arg("-monitor")
+                .arg(format!("unix:{},server=on,wait=off", path.display()));
+            monitor = Some(path);
+            scratch = Some(dir);
+        } else {
+            command.args(["-monitor", "none"]);
+        }
+        command.args(&options.extra);
+        let mut netdev = "user,id=net0".to_string();
         match boot {
             Boot::Kernel { append } => {
-                let (kernel, initramfs) = boot_files(arch);
+                let (kernel, built) = boot_files(arch);
+                let initramfs = options.initrd.clone().unwrap_or(built);
                 command
                     .arg("-kernel")
                     .arg(&kernel)
@@ -165,8 +205,20 @@ impl Vm {
                 .arg("-device")
                 .arg(format!("{device},drive=disk{i}"));
         }
+        if options.nics.is_empty() {
+            command.args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
+        }
+        for (i, (netdev, mac)) in options.nics.iter().enumerate() {
+            command
+                .arg("-netdev")
+                .arg(format!("{netdev},id=net{i}"))
+                .arg("-device")
+                // A speed, as real NICs report one: an 802.3ad bond takes no slave without.
+                .arg(format!(
+                    "virtio-net-pci,netdev=net{i},mac={mac},speed=10000,duplex=full"
+                ));
+        }
         command
-            .args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -203,7 +255,31 @@ impl Vm {
             console,
             started: Instant::now(),
             _scratch: scratch,
+            monitor,
         }
+    }
+
+    /// Gives QEMU's monitor one command (`set_link net1 off`); what it answered.
+    pub fn monitor(&mut self, command: &str) -> String {
+        use std::io::Read;
+        let path = self
+            .monitor
+            .as_ref()
+            .expect("a VM started with Options::monitor");
+        let mut stream = std::os::unix::net::UnixStream::connect(path).expect("QEMU's monitor");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        stream.write_all(format!("{command}\n").as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buffer[..n]);
+        }
+        String::from_utf8_lossy(&answer).into_owned()
     }
 
     pub fn console(&self) -> String {

@@ -30,6 +30,10 @@ pub const PACKAGES: &[&str] = &[
     "syslinux-common",
     "tinyproxy",
     "skopeo",
+    // The network boot tests: DHCPv4, router advertisements and DHCPv6; an NTP server.
+    "dnsmasq-base",
+    "chrony",
+    "iproute2",
 ];
 
 /// Installs the missing ones among `packages`.

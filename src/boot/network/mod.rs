@@ -229,7 +229,17 @@ async fn configure_with(
     }
     if !dns.is_empty() {
         // musl's resolver reads the first three.
-        let text: String = dns.iter().map(|s| format!("nameserver {s}\n")).collect();
+        // A link-local server (a router's RDNSS) is reached through the interface it is on.
+        let scoped = |server: &IpAddr| match server {
+            IpAddr::V6(v6) if v6.is_unicast_link_local() => {
+                format!("{v6}%{}", configured.setup.interface)
+            }
+            other => other.to_string(),
+        };
+        let text: String = dns
+            .iter()
+            .map(|s| format!("nameserver {}\n", scoped(s)))
+            .collect();
         fs::create_dir_all("/etc").ok();
         fs::write("/etc/resolv.conf", text).context("writing /etc/resolv.conf")?;
     }
@@ -630,9 +640,10 @@ async fn up4(
         ),
         Family4::Dhcp => {
             let budget = round_end.saturating_duration_since(Instant::now());
+            // The outermost context alone: "no DHCP offer".
             let lease = dhcp4::lease(&link.name, link.mac, budget)
                 .await
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(|e| format!("{e}"))?;
             (
                 lease.address,
                 lease.prefix,
