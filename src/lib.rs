@@ -41,7 +41,9 @@
 //!   push the manifest, or merge it into the image index at the tag; each request is bounded
 //!   by the stall timeout and retried as pulls are ([`retry`]).
 //! - [`boot`]: `/init`: mount the kernel's file systems, copy output to every console, load
-//!   modules, bring the network up (DHCP or `ip=`), install, then reboot.
+//!   modules, bring the network up as dracut's words ([`cmdline::network`]) say
+//!   ([`boot::network`]: names, bonds and VLANs, DHCPv4, IPv6 from router advertisements and
+//!   DHCPv6, static addresses), set the clock from NTP, install, then reboot.
 //! - [`overlay`]: a site's files (default words, CA, credentials) as an initramfs that boot
 //!   loaders load after the main one.
 //! - [`compression`] and [`registry::manifest::media_type`] are shared by push and install.

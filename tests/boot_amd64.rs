@@ -98,7 +98,8 @@ fn installs_by_blob_with_a_static_address() {
     assert!(console.contains("console [tty0] enabled"), "{console}");
     assert!(console.contains("ocidd: installed 8.00 MiB"), "{console}");
     assert!(
-        console.contains("eth0: 10.0.2.77/24 via 10.0.2.2 (static"),
+        console.contains("eth0: 10.0.2.77/24 (static, from ip=)")
+            && console.contains("eth0: default via 10.0.2.2"),
         "{console}"
     );
     assert!(!console.contains("DHCP"), "{console}");

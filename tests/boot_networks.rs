@@ -50,7 +50,7 @@ fn assert_installed(vm: &mut Vm, disk: &Path, image: &[u8]) {
 }
 
 /// Metal3's dnsmasq: router advertisements and a stateful DHCPv6 range, nothing for IPv4; the
-/// registry found by name through the DNS server DHCPv6 names.
+/// registry found by name through the DNS server DHCPv6 names, the NTP server it names asked.
 #[test]
 fn installs_on_an_ipv6_only_network_with_stateful_dhcpv6() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,8 +63,10 @@ fn installs_on_an_ipv6_only_network_with_stateful_dhcpv6() {
             "enable-ra",
             "dhcp-range=fd00:5::10,fd00:5::ff,64",
             "host-record=registry.lab,fd00:5::1",
+            "dhcp-option=option6:ntp-server,[fd00:5::1]",
         ],
     );
+    lab.ntp_server();
     let registry = lab.run(|| {
         let registry = Registry::start_at("[fd00:5::1]", None);
         push(&source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
@@ -88,6 +90,12 @@ fn installs_on_an_ipv6_only_network_with_stateful_dhcpv6() {
         .find(|l| l.contains(": DNS "))
         .unwrap_or_default();
     assert!(dns.contains("fd00:5::1"), "{console}");
+    // The NTP server DHCPv6 named (option 56) was asked; this guest's clock is right.
+    assert!(
+        console.contains("ocidd: the clock is right (within") && console.contains("of fd00:5::1)"),
+        "{console}"
+    );
+    eprintln!("{console}");
 }
 
 /// BOOTIF= as iPXE writes it (`01-${net0/mac:hexhyp}`).
@@ -184,18 +192,18 @@ fn installs_on_a_dual_stack_network_with_both_addresses() {
             "port=0",
         ],
     );
-    let registry = lab.run(|| {
+    let (registry, receiver) = lab.run(|| {
         let registry = Registry::start_at("[fd00:8::1]", None);
         push(&source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
-        registry
+        (registry, common::receiver::Receiver::start_on("0.0.0.0:0"))
     });
     let switch = Switch::start(vec![uplink], &[Port::default()]);
     let mut vm = boot(
         &disk,
         vec![(switch.netdev(0), mac(0))],
         &format!(
-            "oci.tag=[fd00:8::1]:{}/disks/vm:v1 oci.allow_no_tls",
-            registry.port
+            "oci.tag=[fd00:8::1]:{}/disks/vm:v1 oci.allow_no_tls ocidd.report=http://10.0.8.1:{}/events",
+            registry.port, receiver.port
         ),
         Options::default(),
     );
@@ -203,6 +211,14 @@ fn installs_on_a_dual_stack_network_with_both_addresses() {
     let console = vm.ocidd_output();
     assert!(console.contains("(DHCP from 10.0.8.1)"), "{console}");
     assert!(console.contains("/64 (SLAAC)"), "{console}");
+    // The status reports say which addresses the machine used.
+    let events = receiver.events();
+    let last = events.last().expect("status events");
+    let addresses = last["node"]["addresses"].to_string();
+    assert!(
+        addresses.contains("\"10.0.8.") && addresses.contains("\"fd00:8::"),
+        "{addresses}"
+    );
 }
 
 /// The provisioning network as VLAN 100 on a trunk that drops untagged frames.
@@ -564,12 +580,20 @@ fn doc_snippet(marker: &str) -> String {
         .to_string()
 }
 
-/// The docs' iPXE script with `BOOTIF=01-${net0/mac:hexhyp}`, booted through QEMU's iPXE
-/// ROM on a machine with two NICs: iPXE boots from the first, which is on the network with
-/// the boot files and the (HTTPS) registry; the second NIC's network has a DHCP server too,
-/// which never hears from the machine's /init.
-#[test]
-fn the_docs_ipxe_bootif_script_configures_only_the_nic_ipxe_booted_from() {
+/// Two networks, each with a DHCP server: the first NIC's has the boot files (TFTP and
+/// HTTP), the (HTTPS) registry, and a site overlay with its CA after the initramfs; the
+/// second's has nothing else.
+struct BootSite {
+    lab: Lab,
+    switch: Switch,
+    registry: Registry,
+    files: common::files::FileServer,
+    root: PathBuf,
+    image: Vec<u8>,
+    dir: tempfile::TempDir,
+}
+
+fn boot_site(bootfile: impl Fn(u16) -> String) -> BootSite {
     let dir = tempfile::tempdir().unwrap();
     let (source, image, _) = image_and_disk(dir.path());
     let (ca, certificate, key) = certificates(dir.path());
@@ -600,7 +624,9 @@ fn the_docs_ipxe_bootif_script_configures_only_the_nic_ipxe_booted_from() {
         &[
             "dhcp-range=10.0.2.50,10.0.2.99",
             "port=0",
-            &format!("dhcp-boot=http://10.0.2.2:{}/ocidd.ipxe", files.port),
+            "enable-tftp",
+            &format!("tftp-root={}", root.display()),
+            &format!("dhcp-boot={}", bootfile(files.port)),
         ],
     );
     lab.dnsmasq("upa", &["dhcp-range=10.0.9.50,10.0.9.99", "port=0"]);
@@ -624,16 +650,6 @@ fn the_docs_ipxe_bootif_script_configures_only_the_nic_ipxe_booted_from() {
         [fs::read(built).unwrap(), fs::read(&overlay).unwrap()].concat(),
     )
     .unwrap();
-    let script = doc_snippet("BOOTIF=01-${net0/mac:hexhyp}")
-        .replace(
-            "oci.tag=registry.example.com/",
-            &format!("oci.tag=10.0.2.2:{}/", registry.port),
-        )
-        .replace("boot.example.com", &format!("10.0.2.2:{}", files.port));
-    assert!(!script.contains("example.com"), "{script}");
-    // No countdown before the reboot: the test reads the console, not the screen.
-    let script = script.replace(" console=tty0", " ocidd.reboot_delay=0 console=tty0");
-    fs::write(root.join("ocidd.ipxe"), script).unwrap();
     let switch = Switch::start(
         vec![provisioning, other],
         &[
@@ -644,34 +660,138 @@ fn the_docs_ipxe_bootif_script_configures_only_the_nic_ipxe_booted_from() {
             },
         ],
     );
-    let disk = dir.path().join("disk.img");
-    fs::write(&disk, vec![0u8; 32 * MIB]).unwrap();
-    let mut vm = Vm::start_with(
-        "amd64",
-        &[],
-        &[(&disk, "ide-hd,bus=ide.0")],
-        Boot::Network {
-            firmware: common::vm::Firmware::Bios,
-            bootfile: "",
-            tftp: None,
-        },
-        Options {
-            nics: vec![(switch.netdev(0), mac(0)), (switch.netdev(1), mac(1))],
-            ..Options::default()
-        },
+    BootSite {
+        lab,
+        switch,
+        registry,
+        files,
+        root,
+        image,
+        dir,
+    }
+}
+
+impl BootSite {
+    /// `snippet` with the example hosts replaced, and no countdown before the reboot.
+    fn localize(&self, snippet: &str) -> String {
+        let text = snippet
+            .replace(
+                "oci.tag=registry.example.com/",
+                &format!("oci.tag=10.0.2.2:{}/", self.registry.port),
+            )
+            .replace("boot.example.com", &format!("10.0.2.2:{}", self.files.port));
+        assert!(!text.contains("example.com"), "{text}");
+        text.replace(" console=tty0", " ocidd.reboot_delay=0 console=tty0")
+    }
+
+    /// Boots through the firmware's network boot (SeaBIOS, QEMU's iPXE ROM) with the two
+    /// NICs; the install must use only the first.
+    fn boot_and_check(&self, what: &str) {
+        let disk = self.dir.path().join("disk.img");
+        fs::write(&disk, vec![0u8; 32 * MIB]).unwrap();
+        let mut vm = Vm::start_with(
+            "amd64",
+            &[],
+            &[(&disk, "ide-hd,bus=ide.0")],
+            Boot::Network {
+                firmware: common::vm::Firmware::Bios,
+                bootfile: "",
+                tftp: None,
+            },
+            Options {
+                nics: vec![
+                    (self.switch.netdev(0), mac(0)),
+                    (self.switch.netdev(1), mac(1)),
+                ],
+                ..Options::default()
+            },
+        );
+        vm.wait_exit(BOOT_LIMIT);
+        let console = vm.ocidd_output();
+        assert!(
+            console.contains("ocidd: installed 24.00 MiB"),
+            "{what}: {console}"
+        );
+        assert!(
+            read_prefix(&disk, self.image.len()) == self.image,
+            "{what}: the disk does not hold the image"
+        );
+        assert!(
+            console.contains("ocidd: configuring eth0 (DHCP, IPv6)"),
+            "{what}: {console}"
+        );
+        assert!(!console.contains("eth1"), "{what}: {console}");
+        let other_log = self.lab.dnsmasq_log("upa");
+        assert!(!other_log.contains("DHCPDISCOVER"), "{what}: {other_log}");
+    }
+}
+
+/// The docs' iPXE script with `BOOTIF=01-${net0/mac:hexhyp}`: iPXE boots from the first
+/// NIC, and /init configures only it.
+#[test]
+fn the_docs_ipxe_bootif_script_configures_only_the_nic_ipxe_booted_from() {
+    let site = boot_site(|port| format!("http://10.0.2.2:{port}/ocidd.ipxe"));
+    let script = site.localize(&doc_snippet("BOOTIF=01-${net0/mac:hexhyp}"));
+    fs::write(site.root.join("ocidd.ipxe"), script).unwrap();
+    site.boot_and_check("iPXE");
+}
+
+/// The docs' PXELINUX entry with `IPAPPEND 2`, from dnsmasq's TFTP server.
+#[test]
+fn the_docs_pxelinux_ipappend_entry_configures_only_the_nic_it_booted_from() {
+    let site = boot_site(|_| "pxelinux.0".to_string());
+    fs::copy("/usr/lib/PXELINUX/pxelinux.0", site.root.join("pxelinux.0")).unwrap();
+    fs::copy(
+        "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+        site.root.join("ldlinux.c32"),
+    )
+    .unwrap();
+    fs::create_dir_all(site.root.join("pxelinux.cfg")).unwrap();
+    let config = site.localize(&doc_snippet("IPAPPEND 2"));
+    fs::write(site.root.join("pxelinux.cfg/default"), config).unwrap();
+    site.boot_and_check("PXELINUX");
+}
+
+/// `ip=` naming two interfaces configures both (dracut's meaning), not the first to answer.
+#[test]
+fn ip_words_that_name_two_interfaces_configure_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, image, disk) = image_and_disk(dir.path());
+    let mut lab = Lab::new();
+    let first = lab.tap("upa", &["10.0.9.1/24"]);
+    let second = lab.tap("upb", &["10.0.2.2/24"]);
+    lab.dnsmasq("upa", &["dhcp-range=10.0.9.50,10.0.9.99", "port=0"]);
+    lab.dnsmasq("upb", &["dhcp-range=10.0.2.50,10.0.2.99", "port=0"]);
+    let registry = lab.run(|| {
+        let registry = Registry::start_at("10.0.2.2", None);
+        push(&source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
+        registry
+    });
+    let switch = Switch::start(
+        vec![first, second],
+        &[
+            Port::default(),
+            Port {
+                uplink: 1,
+                ..Port::default()
+            },
+        ],
     );
-    vm.wait_exit(BOOT_LIMIT);
+    let mut vm = boot(
+        &disk,
+        vec![(switch.netdev(0), mac(0)), (switch.netdev(1), mac(1))],
+        &format!(
+            "ip=eth0:dhcp ip=eth1:dhcp oci.tag=10.0.2.2:{}/disks/vm:v1 oci.allow_no_tls",
+            registry.port
+        ),
+        Options::default(),
+    );
+    assert_installed(&mut vm, &disk, &image);
     let console = vm.ocidd_output();
-    assert!(console.contains("ocidd: installed 24.00 MiB"), "{console}");
     assert!(
-        read_prefix(&disk, image.len()) == image,
-        "the disk does not hold the image"
-    );
-    assert!(
-        console.contains("ocidd: configuring eth0 (DHCP, IPv6)"),
+        console.contains("ocidd: configuring eth0 (DHCP); eth1 (DHCP)"),
         "{console}"
     );
-    assert!(!console.contains("eth1"), "{console}");
-    let other_log = lab.dnsmasq_log("upa");
-    assert!(!other_log.contains("DHCPDISCOVER"), "{other_log}");
+    assert!(console.contains("eth0: 10.0.9."), "{console}");
+    assert!(console.contains("eth1: 10.0.2."), "{console}");
 }

@@ -32,8 +32,22 @@ impl Receiver {
         Receiver::start_with(true)
     }
 
+    /// A receiver on `address` (`0.0.0.0:0` inside a [`super::lab::Lab`]).
+    pub fn start_on(address: &str) -> Receiver {
+        Receiver::bound(
+            TcpListener::bind(address).expect("binding the receiver"),
+            false,
+        )
+    }
+
     fn start_with(hang: bool) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the receiver");
+        Receiver::bound(
+            TcpListener::bind("127.0.0.1:0").expect("binding the receiver"),
+            hang,
+        )
+    }
+
+    fn bound(listener: TcpListener, hang: bool) -> Receiver {
         let port = listener.local_addr().unwrap().port();
         let posts = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));

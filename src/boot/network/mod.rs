@@ -204,13 +204,17 @@ async fn configure_with(
         }
         links::set_up(handle, &plan.link).await?;
     }
-    let configured = bring_up_first(handle, &plans, timeout, words).await?;
+    // Interfaces that ip= names are each configured; of the others, the first to get an
+    // address is used.
+    let every = !words.ip.is_empty() && words.ip.iter().all(|s| s.interface.is_some());
+    let ups = bring_up(handle, &plans, timeout, words, every).await?;
+    let first = &ups[0];
     let mut network = Network::default();
     for route in &words.routes {
         let interface = match &route.interface {
             Some(name) => links::by_name(name)
                 .with_context(|| format!("rd.route=: there is no interface {name}"))?,
-            None => configured.link.clone(),
+            None => first.link.clone(),
         };
         add_route(
             handle,
@@ -221,37 +225,39 @@ async fn configure_with(
         .await
         .with_context(|| format!("rd.route={}", route.destination))?;
     }
-    let mut dns = words.nameservers.clone();
-    for server in configured.setup.dns.iter().chain(&configured.plan_dns) {
-        if !dns.contains(server) {
-            dns.push(*server);
+    // Each server with the interface it was learned on: a link-local one (a router's RDNSS)
+    // is reached through it.
+    let mut dns: Vec<(IpAddr, &str)> = words.nameservers.iter().map(|s| (*s, "")).collect();
+    let mut ntp = words.ntp.clone();
+    for up in &ups {
+        for server in up.setup.dns.iter().chain(&up.plan_dns) {
+            if !dns.iter().any(|(known, _)| known == server) {
+                dns.push((*server, &up.setup.interface));
+            }
+        }
+        for server in &up.setup.ntp {
+            if !ntp.contains(server) {
+                ntp.push(server.clone());
+            }
         }
     }
     if !dns.is_empty() {
         // musl's resolver reads the first three.
-        // A link-local server (a router's RDNSS) is reached through the interface it is on.
-        let scoped = |server: &IpAddr| match server {
-            IpAddr::V6(v6) if v6.is_unicast_link_local() => {
-                format!("{v6}%{}", configured.setup.interface)
-            }
-            other => other.to_string(),
-        };
         let text: String = dns
             .iter()
-            .map(|s| format!("nameserver {}\n", scoped(s)))
+            .map(|(server, interface)| match server {
+                IpAddr::V6(v6) if v6.is_unicast_link_local() && !interface.is_empty() => {
+                    format!("nameserver {v6}%{interface}\n")
+                }
+                other => format!("nameserver {other}\n"),
+            })
             .collect();
         fs::create_dir_all("/etc").ok();
         fs::write("/etc/resolv.conf", text).context("writing /etc/resolv.conf")?;
     }
-    let mut ntp = words.ntp.clone();
-    for server in &configured.setup.ntp {
-        if !ntp.contains(server) {
-            ntp.push(server.clone());
-        }
-    }
-    network.interfaces.push(configured.setup);
-    network.dns = dns;
+    network.dns = dns.iter().map(|(server, _)| *server).collect();
     network.ntp = ntp;
+    network.interfaces = ups.into_iter().map(|up| up.setup).collect();
     Ok(network)
 }
 
@@ -398,15 +404,16 @@ struct Up {
     plan_dns: Vec<IpAddr>,
 }
 
-/// Tries every plan at once, round after round, until one interface has an address or
-/// `timeout` passes. When nothing worked, the error says what happened on each interface
-/// and which words would help.
-async fn bring_up_first(
+/// Tries every plan at once, round after round, until one interface has an address (with
+/// `every`, until each tried once that round) or `timeout` passes. When nothing worked, the
+/// error says what happened on each interface and which words would help.
+async fn bring_up(
     handle: &Handle,
     plans: &[Plan],
     timeout: Duration,
     words: &NetworkWords,
-) -> Result<Up> {
+    every: bool,
+) -> Result<Vec<Up>> {
     let deadline = Instant::now() + timeout;
     let names = plans
         .iter()
@@ -441,23 +448,30 @@ async fn bring_up_first(
                 .iter()
                 .map(|plan| async move { (plan, attempt(handle, plan, round_end).await) })
                 .collect();
+            let mut ups = Vec::new();
             while let Some((plan, outcome)) = attempts.next().await {
                 match outcome {
                     Ok(setup) => {
-                        for (name, why) in &last {
-                            say!("ocidd: {name}: {why}");
-                        }
                         for line in setup_lines(&setup) {
                             say!("ocidd: {line}");
                         }
-                        return Ok(Up {
+                        ups.push(Up {
                             link: plan.link.clone(),
                             setup,
                             plan_dns: plan.spec_dns.clone(),
                         });
+                        if !every {
+                            break;
+                        }
                     }
                     Err(why) => last.push((plan.link.name.clone(), why)),
                 }
+            }
+            if !ups.is_empty() {
+                for (name, why) in &last {
+                    say!("ocidd: {name}: {why}");
+                }
+                return Ok(ups);
             }
         }
         if Instant::now() >= deadline {
