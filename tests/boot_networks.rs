@@ -534,6 +534,7 @@ fn a_clock_years_off_is_set_from_ntp_before_tls() {
     let console = vm.ocidd_output();
     assert!(console.contains("ocidd: the clock was off by"), "{console}");
     assert!(console.contains("set from 10.0.2.2"), "{console}");
+    eprintln!("{console}");
     drop(vm);
     drop(site);
     // ocidd.ntp=, with no NTP option from DHCP.
@@ -561,6 +562,7 @@ fn without_an_ntp_server_a_clock_years_off_is_named_as_the_cause() {
             && error.contains("ocidd.ntp="),
         "{error}"
     );
+    eprintln!("{error}");
 }
 
 fn thread_sleep_for_the_line() {
