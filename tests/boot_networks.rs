@@ -49,6 +49,82 @@ fn assert_installed(vm: &mut Vm, disk: &Path, image: &[u8]) {
     );
 }
 
+/// Boots with the first `nics` ports of `switch` as NICs and `words`; asserts the install;
+/// the console.
+fn install_through(switch: &Switch, nics: usize, disk: &Path, image: &[u8], words: &str) -> String {
+    let nics = (0..nics).map(|i| (switch.netdev(i), mac(i))).collect();
+    let mut vm = boot(disk, nics, words, Options::default());
+    assert_installed(&mut vm, disk, image);
+    vm.ocidd_output()
+}
+
+/// A plain-HTTP registry on `host` in the lab, with the image pushed as `disks/vm:v1`.
+fn serve_image(lab: &Lab, host: &str, source: &Path) -> Registry {
+    lab.run(|| {
+        let registry = Registry::start_at(host, None);
+        push(source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
+        registry
+    })
+}
+
+/// `ocidd push --ca CA`, for a registry in the lab that serves HTTPS.
+fn push_with_ca(source: &Path, reference: &str, ca: &Path) {
+    let pushed = Run::from(
+        ocidd()
+            .args(["push", "--ca"])
+            .arg(ca)
+            .arg(source)
+            .arg(reference)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(pushed.code, 0, "push: {}", pushed.stderr);
+}
+
+/// The built initramfs with a site overlay of `files` (made by `ocidd overlay`) after it, as
+/// boot loaders load the two, written to `to`.
+fn initramfs_with_overlay(dir: &Path, files: &[(&Path, &str)], to: &Path) {
+    let overlay = dir.join("site.img");
+    let made = Run::from(
+        ocidd()
+            .args(["overlay", "--output"])
+            .arg(&overlay)
+            .args(
+                files
+                    .iter()
+                    .map(|(file, at)| format!("{}={at}", file.display())),
+            )
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(made.code, 0, "overlay: {}", made.stderr);
+    let (_, built) = common::vm::boot_files("amd64");
+    fs::write(
+        to,
+        [fs::read(built).unwrap(), fs::read(&overlay).unwrap()].concat(),
+    )
+    .unwrap();
+}
+
+/// Two networks with a DHCP server each, 10.0.9.0/24 on the switch's port 0 and
+/// 10.0.2.0/24 on port 1.
+fn two_networks(lab: &mut Lab) -> Switch {
+    let first = lab.tap("upa", &["10.0.9.1/24"]);
+    let second = lab.tap("upb", &["10.0.2.2/24"]);
+    lab.dnsmasq("upa", &["dhcp-range=10.0.9.50,10.0.9.99", "port=0"]);
+    lab.dnsmasq("upb", &["dhcp-range=10.0.2.50,10.0.2.99", "port=0"]);
+    Switch::start(
+        vec![first, second],
+        &[
+            Port::default(),
+            Port {
+                uplink: 1,
+                ..Port::default()
+            },
+        ],
+    )
+}
+
 /// Metal3's dnsmasq: router advertisements and a stateful DHCPv6 range, nothing for IPv4; the
 /// registry found by name through the DNS server DHCPv6 names, the NTP server it names asked.
 #[test]
@@ -67,23 +143,18 @@ fn installs_on_an_ipv6_only_network_with_stateful_dhcpv6() {
         ],
     );
     lab.ntp_server();
-    let registry = lab.run(|| {
-        let registry = Registry::start_at("[fd00:5::1]", None);
-        push(&source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
-        registry
-    });
+    let registry = serve_image(&lab, "[fd00:5::1]", &source);
     let switch = Switch::start(vec![uplink], &[Port::default()]);
-    let mut vm = boot(
+    let console = install_through(
+        &switch,
+        1,
         &disk,
-        vec![(switch.netdev(0), mac(0))],
+        &image,
         &format!(
             "oci.tag=registry.lab:{}/disks/vm:v1 oci.allow_no_tls",
             registry.port
         ),
-        Options::default(),
     );
-    assert_installed(&mut vm, &disk, &image);
-    let console = vm.ocidd_output();
     assert!(console.contains("(DHCPv6)"), "{console}");
     let dns = console
         .lines()
@@ -120,23 +191,18 @@ fn installs_with_slaac_and_the_dns_server_the_router_advertises() {
             "host-record=registry.lab,fd00:6::1",
         ],
     );
-    let registry = lab.run(|| {
-        let registry = Registry::start_at("[fd00:6::1]", None);
-        push(&source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
-        registry
-    });
+    let registry = serve_image(&lab, "[fd00:6::1]", &source);
     let switch = Switch::start(vec![uplink], &[Port::default()]);
-    let mut vm = boot(
+    let console = install_through(
+        &switch,
+        1,
         &disk,
-        vec![(switch.netdev(0), mac(0))],
+        &image,
         &format!(
             "oci.tag=registry.lab:{}/disks/vm:v1 oci.allow_no_tls",
             registry.port
         ),
-        Options::default(),
     );
-    assert_installed(&mut vm, &disk, &image);
-    let console = vm.ocidd_output();
     assert!(console.contains("/64 (SLAAC)"), "{console}");
     assert!(console.contains("DNS fe80::"), "{console}");
     assert!(!console.contains("(DHCP from"), "{console}");
@@ -151,23 +217,18 @@ fn installs_with_a_static_ipv6_address_and_a_nameserver_word() {
     let mut lab = Lab::new();
     let uplink = lab.tap("up0", &["fd00:7::1/64"]);
     lab.dnsmasq("up0", &["host-record=registry.lab,fd00:7::1"]);
-    let registry = lab.run(|| {
-        let registry = Registry::start_at("[fd00:7::1]", None);
-        push(&source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
-        registry
-    });
+    let registry = serve_image(&lab, "[fd00:7::1]", &source);
     let switch = Switch::start(vec![uplink], &[Port::default()]);
-    let mut vm = boot(
+    let console = install_through(
+        &switch,
+        1,
         &disk,
-        vec![(switch.netdev(0), mac(0))],
+        &image,
         &format!(
             "ip=[fd00:7::10]::[fd00:7::1]:64::eth0:none nameserver=[fd00:7::1] oci.tag=registry.lab:{}/disks/vm:v1 oci.allow_no_tls",
             registry.port
         ),
-        Options::default(),
     );
-    assert_installed(&mut vm, &disk, &image);
-    let console = vm.ocidd_output();
     assert!(
         console.contains("eth0: fd00:7::10/64 (static, from ip=)"),
         "{console}"
@@ -198,17 +259,16 @@ fn installs_on_a_dual_stack_network_with_both_addresses() {
         (registry, common::receiver::Receiver::start_on("0.0.0.0:0"))
     });
     let switch = Switch::start(vec![uplink], &[Port::default()]);
-    let mut vm = boot(
+    let console = install_through(
+        &switch,
+        1,
         &disk,
-        vec![(switch.netdev(0), mac(0))],
+        &image,
         &format!(
             "oci.tag=[fd00:8::1]:{}/disks/vm:v1 oci.allow_no_tls ocidd.report=http://10.0.8.1:{}/events",
             registry.port, receiver.port
         ),
-        Options::default(),
     );
-    assert_installed(&mut vm, &disk, &image);
-    let console = vm.ocidd_output();
     assert!(console.contains("(DHCP from 10.0.8.1)"), "{console}");
     assert!(console.contains("/64 (SLAAC)"), "{console}");
     // The status reports say which addresses the machine used.
@@ -225,11 +285,7 @@ fn installs_on_a_dual_stack_network_with_both_addresses() {
 fn vlan_trunk(lab: &mut Lab, source: &Path) -> (Registry, Switch) {
     let uplink = lab.tap("up0", &["10.0.2.2/24"]);
     lab.dnsmasq("up0", &["dhcp-range=10.0.2.50,10.0.2.99", "port=0"]);
-    let registry = lab.run(|| {
-        let registry = Registry::start_at("10.0.2.2", None);
-        push(source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
-        registry
-    });
+    let registry = serve_image(lab, "10.0.2.2", source);
     let trunk = Port {
         vlan: Some(100),
         ..Port::default()
@@ -274,14 +330,13 @@ fn installs_over_a_tagged_vlan_and_without_vlan_says_what_to_give() {
     assert!(switch.dropped(0) > 0);
     drop(vm);
     // With it, the install runs over VLAN 100.
-    let mut vm = boot(
+    let console = install_through(
+        &switch,
+        1,
         &disk,
-        vec![(switch.netdev(0), mac(0))],
+        &image,
         &format!("{tag} vlan=eth0.100:eth0"),
-        Options::default(),
     );
-    assert_installed(&mut vm, &disk, &image);
-    let console = vm.ocidd_output();
     assert!(
         console.contains("ocidd: eth0.100: VLAN 100 on eth0"),
         "{console}"
@@ -299,11 +354,7 @@ fn installs_over_an_lacp_bond_with_a_vlan_on_it() {
     let mut lab = Lab::new();
     let uplink = lab.tap("up0", &["10.0.2.2/24"]);
     lab.dnsmasq("up0", &["dhcp-range=10.0.2.50,10.0.2.99", "port=0"]);
-    let registry = lab.run(|| {
-        let registry = Registry::start_at("10.0.2.2", None);
-        push(&source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
-        registry
-    });
+    let registry = serve_image(&lab, "10.0.2.2", &source);
     let member = Port {
         vlan: Some(30),
         group: Some(0),
@@ -311,17 +362,16 @@ fn installs_over_an_lacp_bond_with_a_vlan_on_it() {
         ..Port::default()
     };
     let switch = Switch::start(vec![uplink], &[member, member]);
-    let mut vm = boot(
+    let console = install_through(
+        &switch,
+        2,
         &disk,
-        vec![(switch.netdev(0), mac(0)), (switch.netdev(1), mac(1))],
+        &image,
         &format!(
             "bond=bond0:eth0,eth1:mode=802.3ad,miimon=100,lacp_rate=fast vlan=vlan30:bond0 oci.tag=10.0.2.2:{}/disks/vm:v1 oci.allow_no_tls",
             registry.port
         ),
-        Options::default(),
     );
-    assert_installed(&mut vm, &disk, &image);
-    let console = vm.ocidd_output();
     assert!(
         console.contains(
             "ocidd: bond0: a bond of eth0, eth1 (mode=802.3ad,miimon=100,lacp_rate=fast)"
@@ -345,11 +395,7 @@ fn an_active_backup_bond_survives_a_link_cut_mid_install() {
     let mut lab = Lab::new();
     let uplink = lab.tap("up0", &["10.0.2.2/24"]);
     lab.dnsmasq("up0", &["dhcp-range=10.0.2.50,10.0.2.99", "port=0"]);
-    let registry = lab.run(|| {
-        let registry = Registry::start_at("10.0.2.2", None);
-        push(&source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
-        registry
-    });
+    let registry = serve_image(&lab, "10.0.2.2", &source);
     let member = Port {
         group: Some(0),
         ..Port::default()
@@ -397,38 +443,20 @@ fn bootif_picks_the_nic_the_machine_booted_from() {
     let dir = tempfile::tempdir().unwrap();
     let (source, image, disk) = image_and_disk(dir.path());
     let mut lab = Lab::new();
-    let first = lab.tap("upa", &["10.0.9.1/24"]);
-    let second = lab.tap("upb", &["10.0.2.2/24"]);
-    lab.dnsmasq("upa", &["dhcp-range=10.0.9.50,10.0.9.99", "port=0"]);
-    lab.dnsmasq("upb", &["dhcp-range=10.0.2.50,10.0.2.99", "port=0"]);
-    let registry = lab.run(|| {
-        let registry = Registry::start_at("10.0.2.2", None);
-        push(&source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
-        registry
-    });
-    let switch = Switch::start(
-        vec![first, second],
-        &[
-            Port::default(),
-            Port {
-                uplink: 1,
-                ..Port::default()
-            },
-        ],
-    );
-    let mut vm = boot(
+    let switch = two_networks(&mut lab);
+    let registry = serve_image(&lab, "10.0.2.2", &source);
+    let console = install_through(
+        &switch,
+        2,
         &disk,
-        vec![(switch.netdev(0), mac(0)), (switch.netdev(1), mac(1))],
+        &image,
         &format!(
             "ifname=prov0:{} {} oci.tag=10.0.2.2:{}/disks/vm:v1 oci.allow_no_tls",
             mac(1),
             bootif(&mac(1)),
             registry.port
         ),
-        Options::default(),
     );
-    assert_installed(&mut vm, &disk, &image);
-    let console = vm.ocidd_output();
     assert!(
         console.contains("ocidd: configuring prov0 (DHCP, IPv6)"),
         "{console}"
@@ -466,35 +494,11 @@ fn clock_lab(dhcp_names_ntp: bool, ntp_server: bool) -> ClockLab {
     }
     let registry = lab.run(|| {
         let registry = Registry::start_at("10.0.2.2", Some((certificate, key)));
-        let pushed = Run::from(
-            ocidd()
-                .args(["push", "--ca"])
-                .arg(&ca)
-                .arg(&source)
-                .arg(format!("{}/disks/vm:v1", registry.host()))
-                .output()
-                .unwrap(),
-        );
-        assert_eq!(pushed.code, 0, "push: {}", pushed.stderr);
+        push_with_ca(&source, &format!("{}/disks/vm:v1", registry.host()), &ca);
         registry
     });
-    let overlay = dir.path().join("site.img");
-    let made = Run::from(
-        ocidd()
-            .args(["overlay", "--output"])
-            .arg(&overlay)
-            .arg(format!("{}=/etc/ocidd/ca.pem", ca.display()))
-            .output()
-            .unwrap(),
-    );
-    assert_eq!(made.code, 0, "overlay: {}", made.stderr);
     let initrd = dir.path().join("initrd.img");
-    let (_, built) = common::vm::boot_files("amd64");
-    fs::write(
-        &initrd,
-        [fs::read(built).unwrap(), fs::read(&overlay).unwrap()].concat(),
-    )
-    .unwrap();
+    initramfs_with_overlay(dir.path(), &[(&ca, "/etc/ocidd/ca.pem")], &initrd);
     let switch = Switch::start(vec![uplink], &[Port::default()]);
     ClockLab {
         lab,
@@ -606,16 +610,7 @@ fn boot_site(bootfile: impl Fn(u16) -> String) -> BootSite {
     fs::create_dir_all(&root).unwrap();
     let (registry, files) = lab.run(|| {
         let registry = Registry::start_at("10.0.2.2", Some((certificate, key)));
-        let pushed = Run::from(
-            ocidd()
-                .args(["push", "--ca"])
-                .arg(&ca)
-                .arg(&source)
-                .arg(format!("{}/disks/base:v1", registry.host()))
-                .output()
-                .unwrap(),
-        );
-        assert_eq!(pushed.code, 0, "push: {}", pushed.stderr);
+        push_with_ca(&source, &format!("{}/disks/base:v1", registry.host()), &ca);
         (
             registry,
             common::files::FileServer::start_on(&root, "0.0.0.0:0"),
@@ -634,24 +629,16 @@ fn boot_site(bootfile: impl Fn(u16) -> String) -> BootSite {
     lab.dnsmasq("upa", &["dhcp-range=10.0.9.50,10.0.9.99", "port=0"]);
     // The site's CA, as a site overlay after the initramfs (served under the same name).
     let defaults = write_file(dir.path(), "cmdline", b"oci.ca=/etc/ocidd/ca.pem\n");
-    let overlay = dir.path().join("site.img");
-    let made = Run::from(
-        ocidd()
-            .args(["overlay", "--output"])
-            .arg(&overlay)
-            .arg(format!("{}=/etc/ocidd/ca.pem", ca.display()))
-            .arg(format!("{}=/etc/ocidd/cmdline", defaults.display()))
-            .output()
-            .unwrap(),
+    initramfs_with_overlay(
+        dir.path(),
+        &[
+            (&ca, "/etc/ocidd/ca.pem"),
+            (&defaults, "/etc/ocidd/cmdline"),
+        ],
+        &root.join("initramfs-amd64.img"),
     );
-    assert_eq!(made.code, 0, "overlay: {}", made.stderr);
-    let (kernel, built) = common::vm::boot_files("amd64");
+    let (kernel, _) = common::vm::boot_files("amd64");
     fs::copy(kernel, root.join("vmlinuz-amd64")).unwrap();
-    fs::write(
-        root.join("initramfs-amd64.img"),
-        [fs::read(built).unwrap(), fs::read(&overlay).unwrap()].concat(),
-    )
-    .unwrap();
     let switch = Switch::start(
         vec![provisioning, other],
         &[
@@ -760,36 +747,18 @@ fn ip_words_that_name_two_interfaces_configure_both() {
     let dir = tempfile::tempdir().unwrap();
     let (source, image, disk) = image_and_disk(dir.path());
     let mut lab = Lab::new();
-    let first = lab.tap("upa", &["10.0.9.1/24"]);
-    let second = lab.tap("upb", &["10.0.2.2/24"]);
-    lab.dnsmasq("upa", &["dhcp-range=10.0.9.50,10.0.9.99", "port=0"]);
-    lab.dnsmasq("upb", &["dhcp-range=10.0.2.50,10.0.2.99", "port=0"]);
-    let registry = lab.run(|| {
-        let registry = Registry::start_at("10.0.2.2", None);
-        push(&source, &format!("{}/disks/vm:v1", registry.host()), "gzip");
-        registry
-    });
-    let switch = Switch::start(
-        vec![first, second],
-        &[
-            Port::default(),
-            Port {
-                uplink: 1,
-                ..Port::default()
-            },
-        ],
-    );
-    let mut vm = boot(
+    let switch = two_networks(&mut lab);
+    let registry = serve_image(&lab, "10.0.2.2", &source);
+    let console = install_through(
+        &switch,
+        2,
         &disk,
-        vec![(switch.netdev(0), mac(0)), (switch.netdev(1), mac(1))],
+        &image,
         &format!(
             "ip=eth0:dhcp ip=eth1:dhcp oci.tag=10.0.2.2:{}/disks/vm:v1 oci.allow_no_tls",
             registry.port
         ),
-        Options::default(),
     );
-    assert_installed(&mut vm, &disk, &image);
-    let console = vm.ocidd_output();
     assert!(
         console.contains("ocidd: configuring eth0 (DHCP); eth1 (DHCP)"),
         "{console}"

@@ -33,7 +33,7 @@ pub async fn lease(interface: &str, mac: [u8; 6], budget: Duration) -> Result<Le
     let socket = client_socket(interface)?;
     let deadline = Instant::now() + budget;
     loop {
-        let xid = random_xid();
+        let xid = u32::from_ne_bytes(super::transaction_id());
         let offer = exchange(
             &socket,
             &discover(xid, mac),
@@ -58,18 +58,6 @@ pub async fn lease(interface: &str, mac: [u8; 6], budget: Duration) -> Result<Le
             _ => bail!("the DHCP server refused the request (NAK)"),
         }
     }
-}
-
-fn random_xid() -> u32 {
-    let mut bytes = [0u8; 4];
-    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        return nanos ^ std::process::id();
-    }
-    u32::from_ne_bytes(bytes)
 }
 
 /// A UDP socket on port 68 of `interface` that can broadcast before the interface has an

@@ -187,18 +187,6 @@ fn client_socket(interface: &str, index: u32) -> Result<UdpSocket> {
     Ok(UdpSocket::from_std(socket.into())?)
 }
 
-fn random_xid() -> [u8; 3] {
-    let mut bytes = [0u8; 3];
-    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        bytes.copy_from_slice(&nanos.to_be_bytes()[1..]);
-    }
-    bytes
-}
-
 fn message(kind: MessageType, xid: [u8; 3], mac: [u8; 6]) -> Message {
     let mut message = Message::new_with_id(kind, xid);
     let options = message.opts_mut();
@@ -232,7 +220,7 @@ pub async fn lease(
         index,
     );
     if !stateful {
-        let xid = random_xid();
+        let xid = super::transaction_id();
         let request = message(MessageType::InformationRequest, xid, mac);
         let reply = exchange(&socket, &request, servers, MessageType::Reply, deadline)
             .await
@@ -240,7 +228,7 @@ pub async fn lease(
         return Ok(read_reply(&reply));
     }
     loop {
-        let xid = random_xid();
+        let xid = super::transaction_id();
         let mut solicit = message(MessageType::Solicit, xid, mac);
         solicit.opts_mut().insert(DhcpOption::IANA(IANA {
             id: iaid(mac),
@@ -262,7 +250,7 @@ pub async fn lease(
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         };
-        let mut request = message(MessageType::Request, random_xid(), mac);
+        let mut request = message(MessageType::Request, super::transaction_id(), mac);
         request
             .opts_mut()
             .insert(DhcpOption::ServerId(server.clone()));

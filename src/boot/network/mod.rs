@@ -892,6 +892,23 @@ async fn up6(
     Ok(up)
 }
 
+/// A DHCP transaction id: random, or the clock's nanoseconds when the kernel has no
+/// randomness to give yet.
+fn transaction_id<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ std::process::id())
+            .unwrap_or(0)
+            .to_be_bytes();
+        for (byte, noise) in bytes.iter_mut().zip(nanos.iter().cycle()) {
+            *byte = *noise;
+        }
+    }
+    bytes
+}
+
 fn extend_unique(list: &mut Vec<IpAddr>, more: impl Iterator<Item = IpAddr>) {
     for item in more {
         if !list.contains(&item) {
