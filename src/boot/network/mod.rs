@@ -140,7 +140,9 @@ async fn set_clock(network: &Network) {
     }
     match ntp::sync(&network.ntp).await {
         Ok(ntp::Synced::Set { server, offset }) => say!(
-            "ocidd: the clock was off by {offset:.0} s; set from {server} to {}",
+            "ocidd: the clock was {} {}; set from {server} to {}",
+            ntp::shown_offset(offset.abs()),
+            if offset > 0.0 { "behind" } else { "ahead" },
             ntp::shown(std::time::SystemTime::now())
         ),
         Ok(ntp::Synced::Right { server, offset }) => {

@@ -136,6 +136,15 @@ fn set_clock(offset: f64) -> Result<()> {
     rustix::time::clock_settime(ClockId::Realtime, time).context("setting the clock")
 }
 
+/// A clock's error as the console shows it: seconds, hours or days.
+pub fn shown_offset(seconds: f64) -> String {
+    match seconds {
+        s if s >= 2.0 * 86400.0 => format!("{:.0} days", s / 86400.0),
+        s if s >= 2.0 * 3600.0 => format!("{:.0} hours", s / 3600.0),
+        s => format!("{s:.0} s"),
+    }
+}
+
 /// `time` as the console shows it (UTC).
 pub fn shown(time: SystemTime) -> String {
     httpdate::fmt_http_date(time)
@@ -160,5 +169,8 @@ mod tests {
             "[fd00::1]:123"
         );
         assert_eq!(server_address("127.0.0.1:1123").unwrap().port(), 1123);
+        assert_eq!(shown_offset(691_646_700.0), "8005 days");
+        assert_eq!(shown_offset(7300.0), "2 hours");
+        assert_eq!(shown_offset(4.4), "4 s");
     }
 }
