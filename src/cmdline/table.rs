@@ -194,11 +194,12 @@ fn text(value: Option<&str>) -> Result<&str, Refusal> {
     value.ok_or_else(|| Refusal::Invalid("it needs a value".to_string()))
 }
 
-/// Adds `value` to `list` unless it is there already.
-fn add<T: PartialEq>(list: &mut Vec<T>, value: T) {
+/// Adds `value` to `list` unless it is there already (a setter's last step).
+fn add<T: PartialEq>(list: &mut Vec<T>, value: T) -> Result<(), Refusal> {
     if !list.contains(&value) {
         list.push(value);
     }
+    Ok(())
 }
 
 /// `--chunk-size`: 0 for one stream, else a power of two, so that each chunk is a subtree of
@@ -421,10 +422,7 @@ pub static PARAMETERS: &[Parameter] = &[
         repeatable: true,
         help: "A mirror to try before the registry for what a digest names, tried in order; http:// for a plain-HTTP one (which needs oci.allow_no_tls). The prefix is repository path components; credentials come from oci.auth's entry for the mirror's host, never from the value.",
         example: "oci.mirror=cache.example.com:5000",
-        set: |g, v| {
-            add(&mut g.install.registry.mirrors, text(v)?.parse()?);
-            Ok(())
-        },
+        set: |g, v| add(&mut g.install.registry.mirrors, text(v)?.parse()?),
         ..BASE
     },
     Parameter {
@@ -468,10 +466,7 @@ pub static PARAMETERS: &[Parameter] = &[
         repeatable: true,
         help: "POST a JSON status event per phase, and progress, to this URL.",
         example: "ocidd.report=https://provisioning.example.com/ocidd",
-        set: |g, v| {
-            add(&mut g.install.report.urls, parse_http_url(text(v)?)?);
-            Ok(())
-        },
+        set: |g, v| add(&mut g.install.report.urls, parse_http_url(text(v)?)?),
         ..BASE
     },
     Parameter {
@@ -515,8 +510,7 @@ pub static PARAMETERS: &[Parameter] = &[
             if key.starts_with("b64:") {
                 crate::signature::keys::parse_inline(key)?;
             }
-            add(&mut g.install.verify.keys, key.to_string());
-            Ok(())
+            add(&mut g.install.verify.keys, key.to_string())
         },
         ..BASE
     },
@@ -589,10 +583,7 @@ pub static PARAMETERS: &[Parameter] = &[
         commands: INIT,
         help: "A tagged VLAN on an interface or a bond; its id is the name's number (eth0.100, vlan100). With no ip= that names an interface, the VLAN is configured instead of its parent.",
         example: "vlan=vlan100:bond0",
-        set: |g, v| {
-            add(&mut g.boot.network.vlans, network::parse_vlan(text(v)?)?);
-            Ok(())
-        },
+        set: |g, v| add(&mut g.boot.network.vlans, network::parse_vlan(text(v)?)?),
         ..BASE
     },
     Parameter {
@@ -602,10 +593,7 @@ pub static PARAMETERS: &[Parameter] = &[
         commands: INIT,
         help: "A bond of the comma-separated slaves (eth0,eth1 if none), with the bonding driver's options by their names (mode=802.3ad,miimon=100,lacp_rate=fast; balance-rr if no mode).",
         example: "bond=bond0:eth0,eth1:mode=802.3ad,miimon=100,lacp_rate=fast",
-        set: |g, v| {
-            add(&mut g.boot.network.bonds, network::parse_bond(text(v)?)?);
-            Ok(())
-        },
+        set: |g, v| add(&mut g.boot.network.bonds, network::parse_bond(text(v)?)?),
         ..BASE
     },
     Parameter {
@@ -619,8 +607,7 @@ pub static PARAMETERS: &[Parameter] = &[
             add(
                 &mut g.boot.network.ifnames,
                 network::parse_ifname(text(v)?)?,
-            );
-            Ok(())
+            )
         },
         ..BASE
     },
@@ -640,10 +627,7 @@ pub static PARAMETERS: &[Parameter] = &[
         commands: INIT,
         help: "A static route, added once the network is up (IPv6 in brackets).",
         example: "rd.route=10.10.0.0/16:10.0.0.1",
-        set: |g, v| {
-            add(&mut g.boot.network.routes, network::parse_route(text(v)?)?);
-            Ok(())
-        },
+        set: |g, v| add(&mut g.boot.network.routes, network::parse_route(text(v)?)?),
         ..BASE
     },
     Parameter {
@@ -657,8 +641,7 @@ pub static PARAMETERS: &[Parameter] = &[
             add(
                 &mut g.boot.network.nameservers,
                 network::parse_nameserver(text(v)?)?,
-            );
-            Ok(())
+            )
         },
         ..BASE
     },
@@ -674,8 +657,7 @@ pub static PARAMETERS: &[Parameter] = &[
             add(
                 &mut g.boot.network.ntp,
                 network::parse_ntp_server(text(v)?)?,
-            );
-            Ok(())
+            )
         },
         ..BASE
     },
