@@ -10,7 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -236,7 +236,6 @@ struct State {
 /// The switch between a guest's NICs and the lab's taps.
 pub struct Switch {
     dir: tempfile::TempDir,
-    ports: Vec<Port>,
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
     threads: Vec<thread::JoinHandle<()>>,
@@ -383,7 +382,6 @@ impl Switch {
         }
         Switch {
             dir,
-            ports: ports.to_vec(),
             state,
             stop,
             threads,
@@ -413,10 +411,6 @@ impl Switch {
     /// The LACPDUs the guest sent on port `i`.
     pub fn lacpdus(&self, i: usize) -> u64 {
         self.state.lock().unwrap().lacpdus[i]
-    }
-
-    pub fn ports(&self) -> usize {
-        self.ports.len()
     }
 }
 
@@ -473,11 +467,4 @@ impl Drop for Switch {
 /// A MAC address for NIC `i` of a test VM.
 pub fn mac(i: usize) -> String {
     format!("52:54:00:0c:1d:{:02x}", 0x10 + i)
-}
-
-/// Whether this machine can build labs (root, /dev/net/tun, `ip`, dnsmasq).
-pub fn available() -> bool {
-    Path::new("/dev/net/tun").exists()
-        && Path::new("/usr/sbin/dnsmasq").exists()
-        && Command::new("ip").arg("-V").output().is_ok()
 }

@@ -44,10 +44,10 @@ const DAD_TIME: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct Configured {
     pub interface: String,
-    pub addresses: Vec<(IpAddr, u8)>,
+    /// Each address, its prefix length, and how it came (`DHCP from 10.0.0.1`, `SLAAC`,
+    /// `DHCPv6`, `static, from ip=`).
+    pub addresses: Vec<(IpAddr, u8, String)>,
     pub gateways: Vec<IpAddr>,
-    /// How each address came (`DHCP from 10.0.0.1`, `SLAAC`, `DHCPv6`, `static`).
-    pub how: Vec<String>,
     pub dns: Vec<IpAddr>,
     pub ntp: Vec<String>,
 }
@@ -56,8 +56,6 @@ pub struct Configured {
 #[derive(Debug, Clone, Default)]
 pub struct Network {
     pub interfaces: Vec<Configured>,
-    /// The DNS servers in /etc/resolv.conf, in order.
-    pub dns: Vec<IpAddr>,
     /// The NTP servers to ask: `ocidd.ntp=`, then those DHCP named.
     pub ntp: Vec<String>,
 }
@@ -67,7 +65,7 @@ impl Network {
     pub fn addresses(&self) -> Vec<String> {
         self.interfaces
             .iter()
-            .flat_map(|i| i.addresses.iter().map(|(a, p)| format!("{a}/{p}")))
+            .flat_map(|i| i.addresses.iter().map(|(a, p, _)| format!("{a}/{p}")))
             .collect()
     }
 }
@@ -91,7 +89,7 @@ enum Family4 {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 enum Family6 {
     /// What the router advertisements say: SLAAC, or DHCPv6 with the M flag.
     Auto,
@@ -211,7 +209,6 @@ async fn configure_with(
     let every = !words.ip.is_empty() && words.ip.iter().all(|s| s.interface.is_some());
     let ups = bring_up(handle, &plans, timeout, words, every).await?;
     let first = &ups[0];
-    let mut network = Network::default();
     for route in &words.routes {
         let interface = match &route.interface {
             Some(name) => links::by_name(name)
@@ -257,10 +254,10 @@ async fn configure_with(
         fs::create_dir_all("/etc").ok();
         fs::write("/etc/resolv.conf", text).context("writing /etc/resolv.conf")?;
     }
-    network.dns = dns.iter().map(|(server, _)| *server).collect();
-    network.ntp = ntp;
-    network.interfaces = ups.into_iter().map(|up| up.setup).collect();
-    Ok(network)
+    Ok(Network {
+        interfaces: ups.into_iter().map(|up| up.setup).collect(),
+        ntp,
+    })
 }
 
 fn nic_list() -> String {
@@ -537,7 +534,7 @@ fn describe(plan: &Plan) -> String {
 
 fn setup_lines(setup: &Configured) -> Vec<String> {
     let mut lines = Vec::new();
-    for ((address, prefix), how) in setup.addresses.iter().zip(&setup.how) {
+    for (address, prefix, how) in &setup.addresses {
         lines.push(format!("{}: {address}/{prefix} ({how})", setup.interface));
     }
     if !setup.gateways.is_empty() {
@@ -604,7 +601,6 @@ async fn attempt(handle: &Handle, plan: &Plan, round_end: Instant) -> Result<Con
         interface: plan.link.name.clone(),
         addresses: Vec::new(),
         gateways: Vec::new(),
-        how: Vec::new(),
         dns: Vec::new(),
         ntp: Vec::new(),
     };
@@ -612,10 +608,7 @@ async fn attempt(handle: &Handle, plan: &Plan, round_end: Instant) -> Result<Con
     for result in [r4, r6].into_iter().flatten() {
         match result {
             Ok(up) => {
-                for (address, prefix, how) in up.addresses {
-                    setup.addresses.push((address, prefix));
-                    setup.how.push(how);
-                }
+                setup.addresses.extend(up.addresses);
                 setup.gateways.extend(up.gateway);
                 setup.dns.extend(up.dns);
                 setup.ntp.extend(up.ntp);
