@@ -23,14 +23,7 @@ const DISK_MIB: u64 = 96;
 pub fn run() -> Result<()> {
     deps::ensure_packages(deps::PACKAGES)?;
     let out = root().join("out");
-    pxe::build(&pxe::Options {
-        arch: pxe::Arch::Amd64,
-        flavour: pxe::Flavour::Generic,
-        extra_modules: Vec::new(),
-        firmware: None,
-        out: out.clone(),
-        check_reproducible: false,
-    })?;
+    pxe::build(&pxe::Options::generic(pxe::Arch::Amd64, out.clone(), false))?;
     boot_and_check(&out)
 }
 

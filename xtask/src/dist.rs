@@ -31,14 +31,7 @@ pub fn run(options: &Options) -> Result<()> {
     let _ = fs::remove_dir_all(out);
     fs::create_dir_all(out)?;
     for arch in [pxe::Arch::Amd64, pxe::Arch::Arm64] {
-        pxe::build(&pxe::Options {
-            arch,
-            flavour: pxe::Flavour::Generic,
-            extra_modules: Vec::new(),
-            firmware: None,
-            out: out.clone(),
-            check_reproducible: false,
-        })?;
+        pxe::build(&pxe::Options::generic(arch, out.clone(), false))?;
         fs::copy(
             pxe::ocidd_binary(arch),
             out.join(format!("ocidd-{}", arch.name())),

@@ -158,15 +158,7 @@ fn main() -> Result<()> {
         }),
         Task::Test { quick: true } => {
             deps::install()?;
-            util::cargo(&["fmt", "--all", "--", "--check"])?;
-            util::cargo(&[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ])?;
+            lint()?;
             let mut args = vec![
                 "test".to_string(),
                 "--workspace".into(),
@@ -185,28 +177,26 @@ fn main() -> Result<()> {
         Task::Test { quick: false } => {
             deps::install()?;
             for arch in [pxe::Arch::Amd64, pxe::Arch::Arm64] {
-                pxe::build(&pxe::Options {
-                    arch,
-                    flavour: pxe::Flavour::Generic,
-                    extra_modules: Vec::new(),
-                    firmware: None,
-                    out: util::root().join("out"),
-                    check_reproducible: true,
-                })?;
+                pxe::build(&pxe::Options::generic(arch, util::root().join("out"), true))?;
             }
             // The README's first command, after the build: it must keep working.
             demo::boot_and_check(&util::root().join("out"))?;
             dist::check()?;
-            util::cargo(&["fmt", "--all", "--", "--check"])?;
-            util::cargo(&[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ])?;
+            lint()?;
             util::cargo(&["test", "--workspace"])
         }
     }
+}
+
+/// `cargo fmt --check` and clippy with warnings as errors, as both test tiers run them.
+fn lint() -> Result<()> {
+    util::cargo(&["fmt", "--all", "--", "--check"])?;
+    util::cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])
 }

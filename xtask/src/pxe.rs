@@ -149,6 +149,21 @@ pub struct Options {
     pub check_reproducible: bool,
 }
 
+impl Options {
+    /// The boot files a release, the demo and the tests use: the generic kernel, the default
+    /// modules, no firmware.
+    pub fn generic(arch: Arch, out: PathBuf, check_reproducible: bool) -> Options {
+        Options {
+            arch,
+            flavour: Flavour::Generic,
+            extra_modules: Vec::new(),
+            firmware: None,
+            out,
+            check_reproducible,
+        }
+    }
+}
+
 /// Builds `OUT/vmlinuz-ARCH` and `OUT/initramfs-ARCH.img`.
 pub fn build(options: &Options) -> Result<()> {
     let arch = options.arch;
