@@ -31,6 +31,10 @@
 //!    image's first and last MiB held back ([`install::writer::Held`]) and written last, once
 //!    the image verified (with a GPT's backup moved to the disk's end, [`install::gpt`]).
 //!    [`install::interrupt`] stops on SIGTERM/SIGINT/SIGHUP saying what the target holds.
+//!    With `ocidd.configdrive=` or `ocidd.nocloud=`, [`seed`] fetches and checks the
+//!    machine's config drive (or builds its NoCloud seed) before anything is written, and the
+//!    commit adds its partition at the disk's end ([`install::seed_partition`]) and writes it
+//!    before the tables.
 //! 5. [`error`] tags each failure with its exit status, [`retry`] waits out transient ones,
 //!    [`progress`] shows how far it got, and [`report`] tells the provisioning system each
 //!    phase's start and end (`ocidd.report=`, `--json`).
@@ -64,4 +68,5 @@ pub mod reference;
 pub mod registry;
 pub mod report;
 pub mod retry;
+pub mod seed;
 pub mod signature;

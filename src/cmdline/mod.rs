@@ -17,6 +17,7 @@ use crate::retry::{Backoff, DEFAULT_RETRIES};
 pub mod docs;
 pub mod flags;
 pub mod network;
+pub mod seed;
 pub mod table;
 
 pub use table::{Command, Given, Parameter, PushParams, Refusal, Value};
@@ -112,6 +113,8 @@ pub struct Params {
     pub verify: VerifyOptions,
     /// Fetch and write only the chunks the target does not hold already (`dd.delta`).
     pub delta: bool,
+    /// The machine's config drive or NoCloud seed, written after the image.
+    pub seed: seed::SeedOptions,
 }
 
 /// What only `/init` reads from the command line.

@@ -17,7 +17,7 @@ use crate::retry::DEFAULT_RETRIES;
 
 use super::{
     BootParams, DEFAULT_REBOOT_DELAY, DEFAULT_REPORT_INTERVAL, DEFAULT_STALL_TIMEOUT, Params,
-    network, parse_block_size, parse_http_url, parse_retries, parse_seconds, parse_size,
+    network, parse_block_size, parse_http_url, parse_retries, parse_seconds, parse_size, seed,
 };
 
 /// What takes a parameter.
@@ -157,6 +157,7 @@ impl Given {
         }
         self.install.verify.warn_only = self.verify_warn == Some(true);
         self.boot.network.check()?;
+        self.install.seed.check()?;
         if self.install.registry.no_proxy.is_some() && self.install.registry.proxy.is_none() {
             return Err(
                 "oci.no_proxy= (--no-proxy) is given without oci.proxy= (--proxy); at a shell, set NO_PROXY instead"
@@ -528,6 +529,34 @@ pub static PARAMETERS: &[Parameter] = &[
                 other => return Err(format!("{other:?} is not warn or enforce").into()),
             };
             once(&mut g.verify_warn, warn)
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("ocidd.configdrive"),
+        flag: Some("configdrive"),
+        value: Value::Text("URL|REGISTRY/REPOSITORY@sha256:HEX"),
+        help: "A config drive for this machine, written after the image verified into a new partition at the disk's end (GPT or MBR), as Ironic's agent writes one: an ISO9660 or FAT image labelled config-2 or cidata, optionally gzip'd, at most 64 MiB. An http(s) URL may name the machine with {mac}, {uuid} (DMI) and {serial}; or a blob by digest. Fetched and checked before anything is written; its contents are never printed.",
+        example: "ocidd.configdrive=http://10.0.0.1/configdrives/{mac}.iso",
+        set: |g, v| {
+            once(
+                &mut g.install.seed.config_drive,
+                seed::SeedSource::parse(text(v)?)?,
+            )
+        },
+        ..BASE
+    },
+    Parameter {
+        word: Some("ocidd.nocloud"),
+        flag: Some("nocloud"),
+        value: Value::Text("URL"),
+        help: "A NoCloud seed for this machine from its parts: URL/user-data and URL/meta-data, and URL/network-config and URL/vendor-data where they exist, in a FAT file system labelled CIDATA, written as ocidd.configdrive writes one. The URL may name the machine with {mac}, {uuid} and {serial}.",
+        example: "ocidd.nocloud=http://10.0.0.1/nocloud/{mac}/",
+        set: |g, v| {
+            once(
+                &mut g.install.seed.nocloud,
+                seed::UrlTemplate::parse(text(v)?)?,
+            )
         },
         ..BASE
     },

@@ -33,6 +33,7 @@ use crate::progress::{DeltaCounts, Progress};
 use crate::registry::Registry;
 use crate::registry::blob::BlobReader;
 use crate::say;
+use crate::seed::Seed;
 
 /// Compressed bytes per range request.
 const GROUP_BYTES: u64 = 4 << 20;
@@ -348,6 +349,7 @@ pub fn install(
     block_size: usize,
     progress: &Arc<Progress>,
     delta: bool,
+    seed: Option<Arc<Seed>>,
     on_verified: &dyn Fn(&str),
 ) -> Result<Installed, WriteFailure> {
     let index = source.index;
@@ -401,7 +403,7 @@ pub fn install(
         corruption: Mutex::new(None),
         touched: AtomicBool::new(false),
         done: AtomicU64::new(0),
-        held: Mutex::new(Held::new(Some(index.image_size))),
+        held: Mutex::new(Held::new(Some(index.image_size)).with_seed(seed)),
         pending: groups
             .iter()
             .map(|g| {

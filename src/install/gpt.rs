@@ -39,26 +39,11 @@ pub fn move_backup_to_end(
     image_size: u64,
     disk_size: u64,
 ) -> Option<Backup> {
-    let header = start.get(sector..2 * sector)?;
-    if &header[..8] != SIGNATURE {
-        return None;
-    }
-    let header_size = u32_at(header, HEADER_SIZE) as usize;
-    if !(92..=sector).contains(&header_size)
-        || crc_of_header(header, header_size) != u32_at(header, HEADER_CRC)
-    {
-        return None;
-    }
-    let entries_lba = u64_at(header, ENTRIES_LBA);
-    let entries_len = u32_at(header, ENTRY_COUNT) as usize * u32_at(header, ENTRY_SIZE) as usize;
-    let entries_start = usize::try_from(entries_lba).ok()?.checked_mul(sector)?;
-    let entries = start.get(entries_start..entries_start.checked_add(entries_len)?)?;
-    if u64_at(header, MY_LBA) != 1
-        || entries_len == 0
-        || crc32fast::hash(entries) != u32_at(header, ENTRIES_CRC)
-    {
-        return None;
-    }
+    let found = Header::read(start, sector)?;
+    let header_size = found.size;
+    let entries_len = found.entries_len();
+    let entries = &start[found.entries_range(sector)];
+    let header = &start[sector..2 * sector];
     let sector_u64 = sector as u64;
     let disk_last = (disk_size / sector_u64).checked_sub(1)?;
     let alternate = u64_at(header, ALTERNATE_LBA);
@@ -102,6 +87,90 @@ pub fn move_backup_to_end(
         offset: backup_entries_lba * sector_u64,
         bytes,
     })
+}
+
+/// A primary GPT header that verifies (its CRC and its entries'), in a table's first
+/// sectors.
+pub struct Header {
+    /// How many bytes the header's CRC covers.
+    pub size: usize,
+    pub entries_lba: u64,
+    pub entry_count: usize,
+    pub entry_size: usize,
+}
+
+impl Header {
+    /// The primary header in `start` (the protective MBR, header and entries), for sectors of
+    /// `sector` bytes; `None` where there is no GPT that verifies.
+    pub fn read(start: &[u8], sector: usize) -> Option<Header> {
+        let header = start.get(sector..2 * sector)?;
+        if &header[..8] != SIGNATURE || u64_at(header, MY_LBA) != 1 {
+            return None;
+        }
+        let size = u32_at(header, HEADER_SIZE) as usize;
+        if !(92..=sector).contains(&size)
+            || crc_of_header(header, size) != u32_at(header, HEADER_CRC)
+        {
+            return None;
+        }
+        let found = Header {
+            size,
+            entries_lba: u64_at(header, ENTRIES_LBA),
+            entry_count: u32_at(header, ENTRY_COUNT) as usize,
+            entry_size: u32_at(header, ENTRY_SIZE) as usize,
+        };
+        let entries_start = usize::try_from(found.entries_lba)
+            .ok()?
+            .checked_mul(sector)?;
+        let entries = start.get(entries_start..entries_start.checked_add(found.entries_len())?)?;
+        if found.entries_len() == 0
+            || found.entry_size < 128
+            || crc32fast::hash(entries) != u32_at(header, ENTRIES_CRC)
+        {
+            return None;
+        }
+        Some(found)
+    }
+
+    /// How many bytes the entries take.
+    pub fn entries_len(&self) -> usize {
+        self.entry_count.saturating_mul(self.entry_size)
+    }
+
+    /// Where the entries are in the table's first sectors.
+    pub fn entries_range(&self, sector: usize) -> std::ops::Range<usize> {
+        let at = self.entries_lba as usize * sector;
+        at..at + self.entries_len()
+    }
+
+    /// After the entries in `start` changed: their CRC and the header's again, with the last
+    /// usable sector at least `last_used`.
+    pub fn reseal(start: &mut [u8], sector: usize, last_used: u64) {
+        let Some(found) = Header::read_unchecked(start, sector) else {
+            return;
+        };
+        let entries_crc = crc32fast::hash(&start[found.entries_range(sector)]);
+        let header = &mut start[sector..sector + found.size];
+        if u64_at(header, LAST_USABLE_LBA) < last_used {
+            put_u64(header, LAST_USABLE_LBA, last_used);
+        }
+        put_u32(header, ENTRIES_CRC, entries_crc);
+        let crc = crc_of_header(header, found.size);
+        put_u32(header, HEADER_CRC, crc);
+    }
+
+    /// The header's fields without checking its CRCs (which the caller is about to fix).
+    fn read_unchecked(start: &[u8], sector: usize) -> Option<Header> {
+        let header = start.get(sector..2 * sector)?;
+        let found = Header {
+            size: (u32_at(header, HEADER_SIZE) as usize).clamp(92, sector),
+            entries_lba: u64_at(header, ENTRIES_LBA),
+            entry_count: u32_at(header, ENTRY_COUNT) as usize,
+            entry_size: u32_at(header, ENTRY_SIZE) as usize,
+        };
+        let range = found.entries_range(sector);
+        (range.end <= start.len()).then_some(found)
+    }
 }
 
 /// A header's CRC-32: over its first `size` bytes, with the CRC field read as zero.

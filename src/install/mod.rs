@@ -7,6 +7,7 @@ pub mod gpt;
 pub mod interrupt;
 pub mod pipe;
 pub mod prompt;
+pub mod seed_partition;
 pub mod stream;
 pub mod target;
 pub mod writer;
@@ -31,6 +32,7 @@ use crate::registry::blob::{BlobReader, read_small_blob};
 use crate::registry::manifest::ANNOTATION_IMAGE_SIZE;
 use crate::report::Report;
 use crate::report::event::Phase;
+use crate::seed::{self, Seed};
 use crate::signature::{Outcome, Policy};
 use crate::{out, say};
 use chunked::ChunkedSource;
@@ -211,6 +213,14 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
     if let Some(size) = plan.image_size {
         target.check_fits(size, plan.index.as_ref().map(ChunkIndex::data_bytes))?;
     }
+    // The seed and its partition are checked before anything is written: a seed that cannot
+    // be fetched or has the wrong label, or an image with no room for it, stops here.
+    let seed = seed::prepare(&options.seed, &options.registry)?.map(Arc::new);
+    if let Some(seed) = &seed {
+        check_seed_fits(&registry, &plan, &target)
+            .with_context(|| format!("{}: adding the seed's partition", seed.word))?;
+        say!("ocidd: {}", seed.describe());
+    }
     report.succeed(Phase::Resolve, format!("{source} is {}", plan.digest));
     if options.wait {
         prompt::confirm(&target.describe())?;
@@ -250,7 +260,11 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
                 index,
                 compression,
             };
-            install_chunked(&source, &target, options, &progress, display, &verified)
+            let commit = Commit {
+                seed,
+                on_verified: &verified,
+            };
+            install_chunked(&source, &target, options, commit, &progress, display)
         }
         _ => {
             if options.delta {
@@ -258,8 +272,12 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
                     "ocidd: dd.delta needs an image pushed in chunks (ocidd push); installing the whole image"
                 );
             }
+            let commit = Commit {
+                seed,
+                on_verified: &verified,
+            };
             install_sequential(
-                &registry, &plan, &target, options, &progress, display, &verified,
+                &registry, &plan, &target, options, commit, &progress, display,
             )
         }
     };
@@ -297,14 +315,21 @@ fn grow_target(target: &Target, size: u64) -> Result<()> {
         .classify(Failure::Target)
 }
 
+/// What happens once the image verified: the report hears what was verified, and the held
+/// tables are written with the seed's partition, if any.
+struct Commit<'a> {
+    seed: Option<Arc<Seed>>,
+    on_verified: &'a dyn Fn(&str),
+}
+
 /// The image in chunks, in parallel.
 fn install_chunked(
     source: &ChunkedSource,
     target: &Target,
     options: &InstallOptions,
+    commit: Commit,
     progress: &Arc<Progress>,
     display: Display,
-    verified: &dyn Fn(&str),
 ) -> Result<(u64, String), WriteFailure> {
     grow_target(target, source.index.image_size)?;
     progress.set_total(Some(source.blob_size));
@@ -315,7 +340,8 @@ fn install_chunked(
         options.block_size,
         progress,
         options.delta,
-        verified,
+        commit.seed,
+        commit.on_verified,
     );
     reporter.finish();
     result.map(|installed| (installed.image_size, installed.verified))
@@ -327,9 +353,9 @@ fn install_sequential(
     plan: &Plan,
     target: &Target,
     options: &InstallOptions,
+    commit: Commit,
     progress: &Arc<Progress>,
     display: Display,
-    verified: &dyn Fn(&str),
 ) -> Result<(u64, String), WriteFailure> {
     let mut blob =
         BlobReader::whole(registry, &plan.digest, plan.blob_size).counting(Arc::clone(progress));
@@ -359,11 +385,16 @@ fn install_sequential(
         grow_target(target, size)?;
     }
     let reporter = Reporter::start(Arc::clone(progress), display);
-    let mut writer = ImageWriter::new(target, options.block_size, Arc::clone(progress));
+    let mut writer = ImageWriter::with_seed(
+        target,
+        options.block_size,
+        Arc::clone(progress),
+        commit.seed,
+    );
     let result = match stream::install(blob, head, compression, image_size, &mut writer) {
         Ok(()) => {
             let what = format!("blob {} verified", plan.digest);
-            verified(&what);
+            (commit.on_verified)(&what);
             let written = writer.written();
             writer
                 .finish()
@@ -380,6 +411,38 @@ fn install_sequential(
     };
     reporter.finish();
     result
+}
+
+/// Refuses, before anything is written, an image whose table cannot take the seed's
+/// partition or that leaves no room for it: the image's first MiB is read (and thrown away;
+/// the commit checks the verified one again).
+fn check_seed_fits(registry: &Registry, plan: &Plan, target: &Target) -> Result<()> {
+    let mut start = image_start(registry, plan).context("reading the image's partition table")?;
+    let image_size = plan.image_size.unwrap_or(0);
+    let disk_size = target
+        .capacity()
+        .unwrap_or_else(|| seed_partition::disk_size_for(image_size));
+    seed_partition::add(&mut start, target.sector_size(), image_size, disk_size)?;
+    Ok(())
+}
+
+/// The image's first [`writer::HOLDBACK`] bytes, decompressed from the blob's start.
+fn image_start(registry: &Registry, plan: &Plan) -> Result<Vec<u8>> {
+    let mut blob = BlobReader::whole(registry, &plan.digest, plan.blob_size);
+    blob.connect()?;
+    let mut input = io::BufReader::new(blob);
+    let head = io::BufRead::fill_buf(&mut input)?;
+    let compression = match plan.compression {
+        Some(compression) => compression,
+        None => Compression::detect(head)
+            .map_err(|e| anyhow!(e))
+            .classify(Failure::Verification)?,
+    };
+    let mut start = Vec::with_capacity(writer::HOLDBACK);
+    decompress::Decoder::new(compression, input)?
+        .take(writer::HOLDBACK as u64)
+        .read_to_end(&mut start)?;
+    Ok(start)
 }
 
 /// Makes the target unbootable if writing had begun, unless told to keep it, and says so in

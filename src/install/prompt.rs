@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 
+use crate::cmdline::seed::SeedOptions;
 use crate::cmdline::{Params, RegistryOptions, VerifyOptions, parse_block_size};
 use crate::disks::{self, hints::Selection};
 use crate::error::{Classify, Failure};
@@ -29,6 +30,8 @@ pub struct InstallOptions {
     pub verify: VerifyOptions,
     /// `dd.delta`: fetch and write only the chunks the target does not hold.
     pub delta: bool,
+    /// The machine's config drive or NoCloud seed.
+    pub seed: SeedOptions,
 }
 
 /// Fills in what `params` lacks by asking on the terminal; without a terminal, names what is
@@ -91,6 +94,7 @@ pub fn complete(params: Params) -> Result<InstallOptions> {
         keep_on_error: params.keep_on_error,
         verify: params.verify,
         delta: params.delta,
+        seed: params.seed,
     })
 }
 

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow};
 
 use super::target::Target;
-use super::{gpt, interrupt};
+use super::{gpt, interrupt, seed_partition};
 use crate::chunks::is_zero;
 use crate::error::{Classify, Failure, classified, io_error};
 use crate::progress::Progress;
+use crate::say;
+use crate::seed::Seed;
 
 /// How much of the image's start, and of its end, is written last (see [`Held`]).
 pub const HOLDBACK: usize = 1 << 20;
@@ -66,6 +68,8 @@ pub struct Held {
     tail: Vec<(u64, AlignedBuffer)>,
     /// Where the held end of an image of known size begins.
     tail_start: Option<u64>,
+    /// The machine's seed, written with the tables into a partition of its own.
+    seed: Option<Arc<Seed>>,
 }
 
 impl Held {
@@ -89,7 +93,14 @@ impl Held {
             start,
             tail,
             tail_start,
+            seed: None,
         }
+    }
+
+    /// Also writes `seed` at the commit, in a new partition at the disk's end.
+    pub fn with_seed(mut self, seed: Option<Arc<Seed>>) -> Self {
+        self.seed = seed;
+        self
     }
 
     /// The part of `range` of the image that is not held: what goes onto the target as it
@@ -168,7 +179,11 @@ impl Held {
             Some((offset, bytes)) => offset + bytes.len() as u64,
             None => self.start.len() as u64,
         };
-        if let Some(disk_size) = target.capacity()
+        let disk_size = match self.seed.clone() {
+            Some(seed) => Some(self.write_seed(&seed, target, image_size)?),
+            None => target.capacity(),
+        };
+        if let Some(disk_size) = disk_size
             && let Some(backup) = gpt::move_backup_to_end(
                 &mut self.start,
                 target.sector_size(),
@@ -202,6 +217,49 @@ impl Held {
         target.sync().context("flushing the image's first MiB")?;
         interrupt::committed(&target.path().display().to_string());
         Ok(())
+    }
+}
+
+impl Held {
+    /// Adds the seed's partition to the held table and writes the seed into it, before any
+    /// table is on the target. Returns the disk's size (a file that grows grows by the seed's
+    /// room).
+    fn write_seed(&mut self, seed: &Seed, target: &Target, image_size: u64) -> Result<u64> {
+        let disk_size = match target.capacity() {
+            Some(size) => size,
+            None => {
+                let size = seed_partition::disk_size_for(image_size);
+                target
+                    .set_image_length(size)
+                    .with_context(|| format!("growing {} for the seed", target.path().display()))
+                    .classify(Failure::Target)?;
+                size
+            }
+        };
+        let placement =
+            seed_partition::add(&mut self.start, target.sector_size(), image_size, disk_size)?;
+        let mut block =
+            AlignedBuffer::with_capacity(seed.bytes.len().next_multiple_of(BUFFER_ALIGNMENT));
+        block.extend_from_slice(&seed.bytes);
+        block.set_len(block.capacity());
+        block[seed.bytes.len()..].fill(0);
+        target.write_at(&block, placement.offset).map_err(|error| {
+            BlockFailure {
+                error,
+                what: "writing the seed to",
+                offset: placement.offset,
+            }
+            .into_error(target)
+        })?;
+        say!(
+            "ocidd: {} written into partition {} of {} ({}, {} MiB at the disk's end)",
+            seed.describe(),
+            placement.number,
+            target.path().display(),
+            placement.table,
+            placement.length >> 20
+        );
+        Ok(disk_size)
     }
 }
 
@@ -371,6 +429,16 @@ pub struct ImageWriter<'a> {
 
 impl<'a> ImageWriter<'a> {
     pub fn new(target: &'a Target, block_size: usize, progress: Arc<Progress>) -> Self {
+        Self::with_seed(target, block_size, progress, None)
+    }
+
+    /// Also writes `seed` at the commit (see [`Held::with_seed`]).
+    pub fn with_seed(
+        target: &'a Target,
+        block_size: usize,
+        progress: Arc<Progress>,
+        seed: Option<Arc<Seed>>,
+    ) -> Self {
         ImageWriter {
             target,
             block_size,
@@ -379,7 +447,7 @@ impl<'a> ImageWriter<'a> {
             waiting: VecDeque::new(),
             waiting_bytes: 0,
             spare: Vec::new(),
-            held: Held::new(None),
+            held: Held::new(None).with_seed(seed),
             accepted: 0,
             blocks: BlockWriter::new(target),
             progress,

@@ -34,6 +34,11 @@ pub const PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "chrony",
     "iproute2",
+    // The seed tests: config drives made as Ironic's users make them, read back as
+    // cloud-init's tools read them.
+    "genisoimage",
+    "mtools",
+    "dosfstools",
 ];
 
 /// Installs the missing ones among `packages`.
