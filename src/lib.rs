@@ -58,6 +58,7 @@ pub mod cmdline;
 pub mod compression;
 pub mod digest;
 pub mod disks;
+pub mod efi;
 pub mod error;
 pub mod install;
 pub mod output;

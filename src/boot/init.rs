@@ -23,8 +23,8 @@ use crate::boot::console::{Mirror, active_consoles};
 use crate::boot::modules::{ModuleIndex, load_for_hardware};
 use crate::boot::network::configure;
 use crate::cmdline::{
-    After, DEFAULTS_FILE, Words, parse_words, read_defaults, shown_name, split_kernel_cmdline,
-    text_words, with_defaults,
+    After, BootOrder, DEFAULTS_FILE, Words, parse_words, read_defaults, shown_name,
+    split_kernel_cmdline, text_words, with_defaults,
 };
 use crate::disks::{self, hints::Selection};
 use crate::progress::Display;
@@ -83,9 +83,11 @@ fn boot() -> Result<(After, Duration)> {
     let cmdline = fs::read("/proc/cmdline").context("reading /proc/cmdline")?;
     let words = with_site_defaults(split_kernel_cmdline(&cmdline))?;
     let Words {
-        install: params,
+        install: mut params,
         boot,
     } = parse_words(&text_words(&words)?)?;
+    // A machine that boots us boots its disk next, once: the boot entry is /init's default.
+    params.boot_order.get_or_insert(BootOrder::Next);
     let after = boot.after.unwrap_or(After::Reboot);
     let delay = boot.reboot_delay();
 
@@ -97,6 +99,7 @@ fn boot() -> Result<(After, Duration)> {
             for (needed, module) in [
                 (!network.bonds.is_empty(), "bonding"),
                 (!network.vlans.is_empty(), "8021q"),
+                (needs_efivarfs_module(), "efivarfs"),
             ] {
                 if needed {
                     loaded.extend(crate::boot::modules::load(&index, module)?);
@@ -110,6 +113,8 @@ fn boot() -> Result<(After, Duration)> {
         }
         Err(e) => say!("ocidd: not loading modules: {e:#}"),
     }
+
+    mount_efivarfs();
 
     if let Some(network) = configure(&boot.network)? {
         crate::report::event::note_addresses(network.addresses());
@@ -190,6 +195,31 @@ fn mount_kernel_filesystems() {
             Ok(()) | Err(rustix::io::Errno::BUSY) => {}
             Err(e) => say!("ocidd: mounting {target}: {e}"),
         }
+    }
+}
+
+/// Whether the machine booted by UEFI and the kernel cannot mount efivarfs yet (Debian builds
+/// it as a module).
+fn needs_efivarfs_module() -> bool {
+    Path::new("/sys/firmware/efi").exists()
+        && !fs::read_to_string("/proc/filesystems").is_ok_and(|list| list.contains("efivarfs"))
+}
+
+/// UEFI's variables, for the boot entry the install writes ([`crate::efi`]).
+fn mount_efivarfs() {
+    if !Path::new("/sys/firmware/efi").exists() {
+        return;
+    }
+    let target = crate::efi::variables::EFIVARFS;
+    match mount(
+        "efivarfs",
+        target,
+        "efivarfs",
+        MountFlags::NOSUID | MountFlags::NOEXEC | MountFlags::NODEV,
+        None,
+    ) {
+        Ok(()) | Err(rustix::io::Errno::BUSY) => {}
+        Err(e) => say!("ocidd: mounting {target}: {e}; no boot entry can be written"),
     }
 }
 

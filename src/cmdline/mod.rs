@@ -115,6 +115,9 @@ pub struct Params {
     pub delta: bool,
     /// The machine's config drive or NoCloud seed, written after the image.
     pub seed: seed::SeedOptions,
+    /// What the install does to UEFI's boot entries (`ocidd.boot_order=`); unset: /init's
+    /// default is [`BootOrder::Next`], `ocidd install`'s [`BootOrder::Keep`].
+    pub boot_order: Option<BootOrder>,
 }
 
 /// What only `/init` reads from the command line.
@@ -161,6 +164,32 @@ impl std::str::FromStr for After {
             "poweroff" => Ok(After::Poweroff),
             "shell" => Ok(After::Shell),
             _ => Err(format!("{s:?} is not one of reboot, poweroff, shell")),
+        }
+    }
+}
+
+/// What the install does to UEFI's boot entries once the image verified
+/// (`ocidd.boot_order=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootOrder {
+    /// Writes the disk's entry and boots it next, once: the network stays first, so the
+    /// provisioning system still owns the order.
+    Next,
+    /// Writes the disk's entry first in `BootOrder`.
+    Disk,
+    /// Changes no variable.
+    Keep,
+}
+
+impl std::str::FromStr for BootOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "next" => Ok(BootOrder::Next),
+            "disk" => Ok(BootOrder::Disk),
+            "keep" => Ok(BootOrder::Keep),
+            _ => Err(format!("{s:?} is not one of next, disk, keep")),
         }
     }
 }

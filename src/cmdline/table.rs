@@ -561,6 +561,16 @@ pub static PARAMETERS: &[Parameter] = &[
         ..BASE
     },
     Parameter {
+        word: Some("ocidd.boot_order"),
+        flag: Some("boot-order"),
+        value: Value::Text("next|disk|keep"),
+        default: Some(|| "next at boot; keep for ocidd install".to_string()),
+        help: "On a machine booted by UEFI, once the image verified: next writes a Boot#### entry for the installed disk's loader (its ESP's BOOTX64.CSV as shim's fallback reads it, else shimx64.efi, grubx64.efi, or the removable path), removes the entries for the disk's old partitions, and sets BootNext to it, leaving BootOrder's first entry (the network) first; disk also puts it first in BootOrder; keep changes no variable.",
+        example: "ocidd.boot_order=disk",
+        set: |g, v| once(&mut g.install.boot_order, text(v)?.parse()?),
+        ..BASE
+    },
+    Parameter {
         word: Some("ocidd.after"),
         value: Value::Text("reboot|poweroff|shell"),
         commands: INIT,

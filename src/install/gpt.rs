@@ -173,6 +173,39 @@ impl Header {
     }
 }
 
+/// A used entry of a GPT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// 1 for the table's first entry.
+    pub number: u32,
+    /// The type and unique GUIDs, as the table stores them (mixed-endian).
+    pub type_guid: [u8; 16],
+    pub guid: [u8; 16],
+    pub first_lba: u64,
+    pub last_lba: u64,
+}
+
+/// The used entries of the GPT in `start`; `None` where there is no GPT that verifies.
+pub fn entries(start: &[u8], sector: usize) -> Option<Vec<Entry>> {
+    let header = Header::read(start, sector)?;
+    let entries = &start[header.entries_range(sector)];
+    let used = entries
+        .chunks_exact(header.entry_size)
+        .enumerate()
+        .filter(|(_, entry)| entry[..16].iter().any(|&b| b != 0))
+        .filter_map(|(i, entry)| {
+            Some(Entry {
+                number: u32::try_from(i + 1).ok()?,
+                type_guid: entry[..16].try_into().ok()?,
+                guid: entry[16..32].try_into().ok()?,
+                first_lba: u64_at(entry, 32),
+                last_lba: u64_at(entry, 40),
+            })
+        })
+        .collect();
+    Some(used)
+}
+
 /// A header's CRC-32: over its first `size` bytes, with the CRC field read as zero.
 fn crc_of_header(header: &[u8], size: usize) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
@@ -182,13 +215,13 @@ fn crc_of_header(header: &[u8], size: usize) -> u32 {
     hasher.finalize()
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
+pub(super) fn u32_at(bytes: &[u8], at: usize) -> u32 {
     let mut field = [0u8; 4];
     field.copy_from_slice(&bytes[at..at + 4]);
     u32::from_le_bytes(field)
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
+pub(super) fn u64_at(bytes: &[u8], at: usize) -> u64 {
     let mut field = [0u8; 8];
     field.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(field)

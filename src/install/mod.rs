@@ -1,6 +1,7 @@
 //! The install: resolve the image, check the target, stream the blob through digest check and
 //! decompression onto the target, and commit it only once it verified.
 
+pub mod boot_entry;
 pub mod chunked;
 pub mod decompress;
 pub mod gpt;
@@ -59,6 +60,8 @@ pub struct Summary {
     pub verified: String,
     /// What `dd.delta` reused, fetched and zeroed.
     pub delta: Option<DeltaCounts>,
+    /// The UEFI boot entry written: `Boot0004 (\EFI\debian\shimx64.efi)`.
+    pub boot_entry: Option<String>,
 }
 
 /// Installs the image the parameters name, asking for what is missing. Progress is a bar on
@@ -191,6 +194,12 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
     report.start(Phase::SelectDisk, "choosing the target disk".to_string());
     let (path, disk) = prompt::choose_target(&options.selection, options.target.as_deref())?;
     let target = Target::open(&path)?;
+    // What the disk's table names before the install: the entries that name it are stale.
+    let variables = boot_entry::variables_for(&target, options.boot_order);
+    let before = match variables {
+        Some(_) => boot_entry::signatures(&target),
+        None => Default::default(),
+    };
     report.set_disk(
         &path,
         disk.as_ref().and_then(|d| d.serial()),
@@ -286,6 +295,21 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
             if let Err(e) = target.reread_partitions() {
                 say!("ocidd: note: {e:#}");
             }
+            let mut boot_entry = None;
+            if let Some(variables) = &variables {
+                match boot_entry::write(&target, &before, options.boot_order, variables)? {
+                    boot_entry::Outcome::Written(written) => {
+                        say!(
+                            "ocidd: {}",
+                            written.describe(&target.path().display().to_string())
+                        );
+                        boot_entry = Some(format!("{} ({})", written.name, written.path));
+                    }
+                    boot_entry::Outcome::Skipped(why) => {
+                        say!("ocidd: no boot entry written: {why}")
+                    }
+                }
+            }
             let summary = Summary {
                 target: target.path().display().to_string(),
                 bytes,
@@ -293,6 +317,7 @@ fn install(options: &InstallOptions, display: Display, report: &Report) -> Resul
                 digest: plan.digest,
                 verified: what_verified,
                 delta: progress.delta(),
+                boot_entry,
                 json_lines: false,
                 unverified: match plan.signature {
                     Some(Outcome::Unverified(why)) => Some(why),
@@ -496,8 +521,12 @@ fn summary_line(summary: &Summary) -> String {
         )
     });
     let verified = &summary.verified;
+    let boot_entry = summary
+        .boot_entry
+        .as_ref()
+        .map_or(String::new(), |entry| format!("; boot entry {entry}"));
     format!(
-        "installed {} ({} bytes) onto {} in {:.1} s ({}/s){delta}; {verified}{unsigned}",
+        "installed {} ({} bytes) onto {} in {:.1} s ({}/s){delta}; {verified}{boot_entry}{unsigned}",
         HumanBytes(summary.bytes),
         summary.bytes,
         summary.target,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow};
 
 use crate::cmdline::seed::SeedOptions;
-use crate::cmdline::{Params, RegistryOptions, VerifyOptions, parse_block_size};
+use crate::cmdline::{BootOrder, Params, RegistryOptions, VerifyOptions, parse_block_size};
 use crate::disks::{self, hints::Selection};
 use crate::error::{Classify, Failure};
 use crate::fail;
@@ -32,6 +32,8 @@ pub struct InstallOptions {
     pub delta: bool,
     /// The machine's config drive or NoCloud seed.
     pub seed: SeedOptions,
+    /// What to do to UEFI's boot entries.
+    pub boot_order: BootOrder,
 }
 
 /// Fills in what `params` lacks by asking on the terminal; without a terminal, names what is
@@ -95,6 +97,7 @@ pub fn complete(params: Params) -> Result<InstallOptions> {
         verify: params.verify,
         delta: params.delta,
         seed: params.seed,
+        boot_order: params.boot_order.unwrap_or(BootOrder::Keep),
     })
 }
 

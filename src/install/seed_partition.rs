@@ -104,7 +104,7 @@ fn add_to_gpt(
         if entry[..16].iter().all(|&b| b == 0) {
             free.get_or_insert(i);
         } else {
-            partitions_end = partitions_end.max(u64_at(entry, 40) + 1);
+            partitions_end = partitions_end.max(gpt::u64_at(entry, 40) + 1);
         }
     }
     let free = free.ok_or_else(|| {
@@ -152,8 +152,8 @@ fn add_to_mbr(
         if entry[4] == 0 {
             free.get_or_insert(i);
         } else {
-            let first = u64::from(u32_at(entry, 8));
-            let length = u64::from(u32_at(entry, 12));
+            let first = u64::from(gpt::u32_at(entry, 8));
+            let length = u64::from(gpt::u32_at(entry, 12));
             // An extended partition's extent covers its logical ones.
             partitions_end = partitions_end.max(first + length);
         }
@@ -199,18 +199,6 @@ fn fresh_guid() -> Result<[u8; 16]> {
     Ok(guid)
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut field = [0u8; 4];
-    field.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(field)
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut field = [0u8; 8];
-    field.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(field)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,7 +229,7 @@ mod tests {
         let entry = &start[MBR_ENTRIES + 16..MBR_ENTRIES + 32];
         assert_eq!(entry[4], MBR_LINUX);
         assert_eq!(
-            u64::from(u32_at(entry, 8)) + u64::from(u32_at(entry, 12)),
+            u64::from(gpt::u32_at(entry, 8)) + u64::from(gpt::u32_at(entry, 12)),
             1 << 32
         );
     }

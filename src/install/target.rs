@@ -175,6 +175,10 @@ impl Target {
         }
     }
 
+    pub fn is_block_device(&self) -> bool {
+        matches!(self.kind, Kind::BlockDevice)
+    }
+
     /// The size of the target's logical blocks: the sector size of a GPT on it.
     pub fn sector_size(&self) -> usize {
         match self.kind {

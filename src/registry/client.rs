@@ -910,18 +910,24 @@ impl CredentialsNote {
     }
 }
 
+/// A status as one line: "HTTP 404 Not Found" (the number alone where it has no name).
+pub fn status_line(status: StatusCode) -> String {
+    format!(
+        "HTTP {} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .trim()
+    .to_string()
+}
+
 /// A registry's answer that is not a success, as one line: "registry answered HTTP 401
 /// Unauthorized: UNAUTHORIZED: …", from its status and its body (the OCI error envelope's
 /// codes and messages, or a short first line of text), with what it says about the
 /// credentials. A proxy's demand for credentials (407) is said to be the proxy's. Pushes and
 /// pulls describe answers alike.
 pub fn describe_answer(status: StatusCode, body: &[u8], note: Option<&CredentialsNote>) -> String {
-    let status_text = format!(
-        "HTTP {} {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let status_text = status_text.trim();
+    let status_text = status_line(status);
     if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
         return format!(
             "the proxy answered {status_text} (give its credentials in the proxy's URL: http://USER:PASSWORD@HOST:PORT)"

@@ -21,7 +21,9 @@ use crate::error::{Classify, Failure, classified};
 use crate::fail;
 use crate::registry::Registry;
 use crate::registry::blob::read_small_blob;
-use crate::registry::client::{http_client, is_transient_status, transient_network_error};
+use crate::registry::client::{
+    http_client, is_transient_status, status_line, transient_network_error,
+};
 use crate::report::sender::shown_url;
 use crate::retry::{Attempt, Transient, with_retries};
 use label::FileSystem;
@@ -213,14 +215,14 @@ fn get(client: &Client, url: &str, registry: &RegistryOptions) -> Result<Option<
         }
         if is_transient_status(status) {
             return Err(Attempt::Transient(Transient {
-                reason: http_status(status),
+                reason: status_line(status),
                 retry_after: None,
             }));
         }
         if !status.is_success() {
             return Err(Attempt::Permanent(classified(
                 Failure::Registry,
-                anyhow!("{}", http_status(status)),
+                anyhow!("{}", status_line(status)),
             )));
         }
         if response.content_length().is_some_and(|n| n > MAX_SEED_SIZE) {
@@ -241,16 +243,6 @@ fn get(client: &Client, url: &str, registry: &RegistryOptions) -> Result<Option<
         }
         Ok(Some(body))
     })
-}
-
-fn http_status(status: StatusCode) -> String {
-    format!(
-        "HTTP {} {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    )
-    .trim()
-    .to_string()
 }
 
 fn too_large() -> anyhow::Error {
