@@ -39,13 +39,18 @@ impl Variables {
             Ok(bytes) if bytes.len() >= 4 => Ok(Some(bytes[4..].to_vec())),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => Err(naming(name, "reading", e)),
         }
     }
 
     /// Sets `name` to `value`. The attributes and the value go in one write, as efivarfs
     /// wants: it hands each write to the firmware as one SetVariable.
     pub fn set(&self, name: &str, value: &[u8]) -> io::Result<()> {
+        self.try_set(name, value)
+            .map_err(|e| naming(name, "writing", e))
+    }
+
+    fn try_set(&self, name: &str, value: &[u8]) -> io::Result<()> {
         let path = self.path(name);
         make_mutable(&path)?;
         let mut bytes = ATTRIBUTES.to_le_bytes().to_vec();
@@ -74,11 +79,11 @@ impl Variables {
     /// Deletes `name`; nothing when it does not exist.
     pub fn remove(&self, name: &str) -> io::Result<()> {
         let path = self.path(name);
-        make_mutable(&path)?;
-        match fs::remove_file(&path) {
+        let removed = make_mutable(&path).and_then(|()| match fs::remove_file(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
-        }
+        });
+        removed.map_err(|e| naming(name, "removing", e))
     }
 
     /// The numbers of the `Boot####` variables there are, in order.
@@ -98,6 +103,11 @@ impl Variables {
     }
 }
 
+/// `e`, saying which variable and what was being done to it.
+fn naming(name: &str, doing: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{doing} {name}: {e}"))
+}
+
 /// The name of boot entry `number`: `Boot0003`.
 pub fn boot_name(number: u16) -> String {
     format!("Boot{number:04X}")
@@ -106,6 +116,11 @@ pub fn boot_name(number: u16) -> String {
 /// Clears the immutable flag of the variable at `path`, where it exists and has one. A file
 /// system without flags (a test's directory) has nothing to clear.
 fn make_mutable(path: &Path) -> io::Result<()> {
+    clear_immutable(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("clearing its immutable flag: {e}")))
+}
+
+fn clear_immutable(path: &Path) -> io::Result<()> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -246,7 +246,7 @@ fn apply(
 }
 
 /// The loader to boot and what to call it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Loader {
     path: String,
     label: String,
@@ -297,19 +297,24 @@ fn find_loader<T: Read + Write + Seek>(slice: T) -> io::Result<Option<Loader>> {
     }))
 }
 
-/// The first line of a `BOOTX64.CSV` (UCS-2, as shim ships it): `file,label,options,comment`.
+/// The first line of a `BOOTX64.CSV`: `file,label,options,comment`. Shim reads it as UCS-2
+/// little-endian, with or without a byte-order mark (Debian's has none); one without a NUL
+/// byte is read as UTF-8, as a hand-written one may be.
 fn read_csv(bytes: &[u8], vendor: &str) -> Option<Loader> {
-    let text = match bytes {
-        [0xFF, 0xFE, rest @ ..] => {
-            let units: Vec<u16> = rest
-                .chunks_exact(2)
-                .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
-                .collect();
-            String::from_utf16_lossy(&units)
-        }
-        _ => String::from_utf8_lossy(bytes).into_owned(),
+    let bytes = bytes.strip_prefix(&[0xFF, 0xFE]).unwrap_or(bytes);
+    let text = if bytes.contains(&0) {
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+            .collect();
+        String::from_utf16_lossy(&units)
+    } else {
+        String::from_utf8_lossy(bytes).into_owned()
     };
     let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    if line.contains(char::is_control) {
+        return None;
+    }
     let mut fields = line.split(',').map(str::trim);
     let file = fields
         .next()
@@ -482,6 +487,26 @@ mod tests {
         let mut bytes = vec![0xFF, 0xFE];
         bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
         bytes
+    }
+
+    #[test]
+    fn a_csv_is_read_in_ucs2_with_or_without_its_mark_or_in_utf8() {
+        let line = "shimx64.efi,debian,,This is the boot entry for debian\n";
+        let ucs2: Vec<u8> = line.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let expected = Loader {
+            path: "\\EFI\\debian\\shimx64.efi".to_string(),
+            label: "debian".to_string(),
+            options: Vec::new(),
+        };
+        // Debian's shim-signed ships it as UCS-2 without a byte-order mark.
+        assert_eq!(read_csv(&ucs2, "debian"), Some(expected.clone()));
+        assert_eq!(
+            read_csv(&utf16_with_bom(line), "debian"),
+            Some(expected.clone())
+        );
+        assert_eq!(read_csv(line.as_bytes(), "debian"), Some(expected));
+        assert_eq!(read_csv(b"shim\x01.efi,x", "debian"), None);
+        assert_eq!(read_csv(b"..\\shim.efi,x", "debian"), None);
     }
 
     #[test]
