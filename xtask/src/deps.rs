@@ -39,6 +39,9 @@ pub const PACKAGES: &[&str] = &[
     "genisoimage",
     "mtools",
     "dosfstools",
+    // The installed system the boot tests make: Debian's signed shim and GRUB on its ESP.
+    "shim-signed",
+    "grub-efi-amd64-signed",
 ];
 
 /// Installs the missing ones among `packages`.

@@ -91,6 +91,14 @@ pub const DEFAULT_MODULES: &[&str] = &[
     // Networks as data centres wire them: bond= and vlan=.
     "bonding",
     "8021q",
+    // UEFI's variables, for the installed disk's boot entry; and the installed system's ESP
+    // and seed file systems (FAT, ISO9660), as /init and the tests read them.
+    "efivarfs",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+    "isofs",
     // Disks: NVMe, SATA/AHCI, SCSI/SAS RAID controllers, SD/eMMC, USB storage.
     "nvme",
     "ahci",
