@@ -64,9 +64,13 @@ fn serve(stream: TcpStream, root: &Path) -> std::io::Result<()> {
     stream.flush()
 }
 
-/// The file a request path names under `root`, if it stays under it.
+/// The file a request path names under `root`, if it stays under it. The path is
+/// percent-decoded, as web servers do (`52%3A54%3A…` names `52:54:…`).
 fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
-    let relative = Path::new(path.split('?').next()?.trim_start_matches('/'));
+    let decoded = percent_encoding::percent_decode_str(path.split('?').next()?)
+        .decode_utf8()
+        .ok()?;
+    let relative = Path::new(decoded.trim_start_matches('/'));
     relative
         .components()
         .all(|c| matches!(c, Component::Normal(_)))

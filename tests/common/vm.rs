@@ -21,6 +21,9 @@ pub fn boot_files(arch: &str) -> (PathBuf, PathBuf) {
     (kernel, initramfs)
 }
 
+/// OVMF's variable store as Debian ships it: no boot entries yet.
+pub const FRESH_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
 /// One VM at a time, in every test file: two TCG guests on 2 cores have starved one until
 /// its kernel stalled. Test files run one after another; the tests in one file take turns here.
 static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -51,6 +54,11 @@ pub struct Options {
     /// The initramfs for [`Boot::Kernel`] instead of the built one (the built one with a
     /// site overlay after it).
     pub initrd: Option<PathBuf>,
+    /// UEFI's variable store for [`Firmware::Uefi`], kept across boots (else a fresh copy).
+    pub vars: Option<PathBuf>,
+    /// The guest reboots in place (else a reboot ends QEMU): the firmware then boots what
+    /// the variables say, as a real machine does.
+    pub reboot: bool,
 }
 
 /// How the VM gets its kernel.
@@ -137,7 +145,7 @@ impl Vm {
             other => panic!("no VM for {other}"),
         };
         command
-            .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
+            .args(["-accel", "tcg", "-m", "1024", "-smp", "2"])
             .args(["-display", "none", "-vga", "none", "-serial", "stdio"]);
         let mut scratch = None;
         let mut monitor = None;
@@ -151,6 +159,9 @@ impl Vm {
             scratch = Some(dir);
         } else {
             command.args(["-monitor", "none"]);
+        }
+        if !options.reboot {
+            command.arg("-no-reboot");
         }
         command.args(&options.extra);
         let mut netdev = "user,id=net0".to_string();
@@ -177,9 +188,15 @@ impl Vm {
                 }
                 if let Firmware::Uefi = firmware {
                     let dir = tempfile::tempdir().unwrap();
-                    let vars = dir.path().join("OVMF_VARS.fd");
-                    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
-                        .expect("OVMF (apt-get install ovmf; cargo xtask test does)");
+                    let vars = match &options.vars {
+                        Some(kept) => kept.clone(),
+                        None => {
+                            let fresh = dir.path().join("OVMF_VARS.fd");
+                            std::fs::copy(FRESH_VARS, &fresh)
+                                .expect("OVMF (apt-get install ovmf; cargo xtask test does)");
+                            fresh
+                        }
+                    };
                     command
                         .arg("-drive")
                         .arg(
@@ -343,8 +360,18 @@ impl Vm {
 
     /// Waits for QEMU to exit (with -no-reboot, a reboot exits); returns the seconds since boot.
     pub fn wait_exit(&mut self, limit: Duration) -> f64 {
+        self.wait_exit_unless(limit, &[])
+    }
+
+    /// [`Vm::wait_exit`], but panics at once when the console shows one of `stuck` (an
+    /// emergency shell, a prompt): the guest would wait there until `limit`.
+    pub fn wait_exit_unless(&mut self, limit: Duration, stuck: &[&str]) -> f64 {
         let deadline = Instant::now() + limit;
         loop {
+            let console = self.console();
+            if let Some(text) = stuck.iter().find(|t| console.contains(**t)) {
+                panic!("the guest is stuck at {text:?}:\n{console}");
+            }
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(
                     status.success(),
