@@ -34,7 +34,9 @@
 //!    With `ocidd.configdrive=` or `ocidd.nocloud=`, [`seed`] fetches and checks the
 //!    machine's config drive (or builds its NoCloud seed) before anything is written, and the
 //!    commit adds its partition at the disk's end ([`install::seed_partition`]) and writes it
-//!    before the tables.
+//!    before the tables. On a machine booted by UEFI, [`install::boot_entry`] then finds the
+//!    loader on the installed ESP and writes its `Boot####` entry and `BootNext` or
+//!    `BootOrder` ([`efi`]: load options, and variables through efivarfs).
 //! 5. [`error`] tags each failure with its exit status, [`retry`] waits out transient ones,
 //!    [`progress`] shows how far it got, and [`report`] tells the provisioning system each
 //!    phase's start and end (`ocidd.report=`, `--json`).
