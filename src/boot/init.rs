@@ -21,7 +21,7 @@ use rustix::system::RebootCommand;
 
 use crate::boot::console::{Mirror, active_consoles};
 use crate::boot::modules::{ModuleIndex, load_for_hardware};
-use crate::boot::network::configure;
+use crate::boot::network::{configure, handoff};
 use crate::cmdline::{
     After, BootOrder, DEFAULTS_FILE, Words, parse_words, read_defaults, shown_name,
     split_kernel_cmdline, text_words, with_defaults,
@@ -116,8 +116,24 @@ fn boot() -> Result<(After, Duration)> {
 
     mount_efivarfs();
 
-    if let Some(network) = configure(&boot.network)? {
+    let network = configure(&boot.network)?;
+    if let Some(network) = &network {
         crate::report::event::note_addresses(network.addresses());
+    }
+    if params.seed.copy_network {
+        let Some(network) = &network else {
+            anyhow::bail!("ocidd.copy_network: ip=off configured no network to copy");
+        };
+        params.seed.network_config = Some(handoff::for_network(network, &boot.network)?);
+        let names: Vec<&str> = network
+            .interfaces
+            .iter()
+            .map(|i| i.interface.as_str())
+            .collect();
+        say!(
+            "ocidd: the seed's network-config (version 2) is the network of {} (ocidd.copy_network)",
+            names.join(", ")
+        );
     }
 
     wait_for_disks(params.target.as_deref(), &params.selection);

@@ -11,6 +11,10 @@ pub struct SeedOptions {
     pub config_drive: Option<SeedSource>,
     /// `ocidd.nocloud=`: where `user-data`, `meta-data` and the rest are.
     pub nocloud: Option<UrlTemplate>,
+    /// `ocidd.copy_network`: the network /init configured goes into the NoCloud seed.
+    pub copy_network: bool,
+    /// That network as NoCloud `network-config` (version 2), once /init rendered it.
+    pub network_config: Option<String>,
 }
 
 impl SeedOptions {
@@ -23,6 +27,18 @@ impl SeedOptions {
         if self.config_drive.is_some() && self.nocloud.is_some() {
             return Err(
                 "ocidd.configdrive= and ocidd.nocloud= are mutually exclusive: give one of them"
+                    .to_string(),
+            );
+        }
+        if self.copy_network && self.config_drive.is_some() {
+            return Err(
+                "ocidd.copy_network cannot edit the prebuilt config drive of ocidd.configdrive=: serve the seed as parts with ocidd.nocloud=, or put the network in the config drive"
+                    .to_string(),
+            );
+        }
+        if self.copy_network && self.nocloud.is_none() {
+            return Err(
+                "ocidd.copy_network writes into the NoCloud seed ocidd builds: give ocidd.nocloud= too"
                     .to_string(),
             );
         }
@@ -182,7 +198,30 @@ mod tests {
         let both = SeedOptions {
             config_drive: Some(SeedSource::Url(url.clone())),
             nocloud: Some(url.clone()),
+            ..SeedOptions::default()
         };
         assert!(both.check().unwrap_err().contains("mutually exclusive"));
+        let drive = SeedOptions {
+            config_drive: Some(SeedSource::Url(url.clone())),
+            copy_network: true,
+            ..SeedOptions::default()
+        };
+        assert!(drive.check().unwrap_err().contains("cannot edit"));
+        let alone = SeedOptions {
+            copy_network: true,
+            ..SeedOptions::default()
+        };
+        assert!(
+            alone
+                .check()
+                .unwrap_err()
+                .contains("give ocidd.nocloud= too")
+        );
+        let fine = SeedOptions {
+            nocloud: Some(url),
+            copy_network: true,
+            ..SeedOptions::default()
+        };
+        assert_eq!(fine.check(), Ok(()));
     }
 }

@@ -561,6 +561,17 @@ pub static PARAMETERS: &[Parameter] = &[
         ..BASE
     },
     Parameter {
+        word: Some("ocidd.copy_network"),
+        commands: INIT,
+        help: "Write the network /init configured (each interface matched by its MAC, bonds, VLANs, static addresses and routes, DHCP where it came by DHCP, the nameservers given) as NoCloud network-config version 2 into the ocidd.nocloud seed, for cloud-init on the installed system. Needs ocidd.nocloud; refused with ocidd.configdrive, whose image it cannot edit, and when the seed's source serves a network-config of its own.",
+        example: "ocidd.copy_network",
+        set: |g, v| {
+            g.install.seed.copy_network = switch(v)?;
+            Ok(())
+        },
+        ..BASE
+    },
+    Parameter {
         word: Some("ocidd.boot_order"),
         flag: Some("boot-order"),
         value: Value::Text("next|disk|keep"),

@@ -70,7 +70,7 @@ pub fn prepare(options: &SeedOptions, registry: &RegistryOptions) -> Result<Opti
     let Some(template) = &options.nocloud else {
         return Ok(None);
     };
-    nocloud_seed(template, registry).map(Some)
+    nocloud_seed(template, options.network_config.as_deref(), registry).map(Some)
 }
 
 const CONFIG_DRIVE: &str = "ocidd.configdrive";
@@ -135,7 +135,13 @@ const NOCLOUD_PARTS: [(&str, bool); 4] = [
     ("vendor-data", false),
 ];
 
-fn nocloud_seed(template: &UrlTemplate, registry: &RegistryOptions) -> Result<Seed> {
+/// The seed from the parts at `template`, with `network_config` (what `ocidd.copy_network`
+/// made) as its `network-config`.
+fn nocloud_seed(
+    template: &UrlTemplate,
+    network_config: Option<&str>,
+    registry: &RegistryOptions,
+) -> Result<Seed> {
     let base = fill(template, NOCLOUD)?;
     let client = client_for(&base, NOCLOUD, registry)?;
     let mut files = Vec::new();
@@ -153,8 +159,18 @@ fn nocloud_seed(template: &UrlTemplate, registry: &RegistryOptions) -> Result<Se
                 "{NOCLOUD}: fetching {shown}: HTTP 404 Not Found (a NoCloud seed needs meta-data and user-data)"
             ),
         };
+        if name == "network-config" && network_config.is_some() {
+            fail!(
+                Failure::Usage,
+                "{NOCLOUD}: {shown} is served, and ocidd.copy_network writes a network-config too: serve none, or drop ocidd.copy_network"
+            );
+        }
         total += part.len() as u64;
         files.push((name, part));
+    }
+    if let Some(config) = network_config {
+        total += config.len() as u64;
+        files.push(("network-config", config.as_bytes().to_vec()));
     }
     let bytes = nocloud::build(&files).classify(Failure::Usage)?;
     if bytes.len() as u64 > MAX_SEED_SIZE {

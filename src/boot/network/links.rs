@@ -71,11 +71,16 @@ pub fn nics() -> Vec<Link> {
 /// The NIC whose own (permanent) address is `mac`: a bond's slaves share one address, so
 /// their own is read from the bonding driver once they are enslaved.
 pub fn nic_with_mac(mac: &[u8; 6]) -> Option<Link> {
-    nics().into_iter().find(|nic| {
-        let permanent =
-            attribute(&nic.name, "bonding_slave/perm_hwaddr").and_then(|t| read_mac(&t));
-        permanent.unwrap_or(nic.mac) == *mac
-    })
+    nics()
+        .into_iter()
+        .find(|nic| own_mac(&nic.name) == Some(*mac))
+}
+
+/// The NIC's own MAC address: the permanent one of a bond's slave, else its address.
+pub fn own_mac(name: &str) -> Option<[u8; 6]> {
+    attribute(name, "bonding_slave/perm_hwaddr")
+        .and_then(|t| read_mac(&t))
+        .or_else(|| read_mac(&attribute(name, "address")?))
 }
 
 pub fn has_carrier(name: &str) -> bool {

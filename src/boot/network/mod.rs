@@ -24,6 +24,7 @@ use crate::cmdline::network::{IpSpec, Mac, Method, NetworkWords};
 use crate::say;
 
 mod dhcp4;
+pub mod handoff;
 mod ipv6;
 mod links;
 pub mod ntp;
@@ -39,6 +40,9 @@ const FOLLOW: Duration = Duration::from_secs(5);
 const FOLLOW_IN_PROGRESS: Duration = Duration::from_secs(20);
 /// Duplicate address detection takes a second or two; a slow TCG guest, more.
 const DAD_TIME: Duration = Duration::from_secs(10);
+
+/// How an address that `ip=` gave came, in [`Configured::addresses`].
+pub const STATIC: &str = "static, from ip=";
 
 /// One interface as it was configured.
 #[derive(Debug, Clone)]
@@ -645,7 +649,7 @@ async fn up4(
             *gateway,
             Vec::new(),
             Vec::new(),
-            "static, from ip=".to_string(),
+            STATIC.to_string(),
         ),
         Family4::Dhcp => {
             let budget = round_end.saturating_duration_since(Instant::now());
@@ -771,7 +775,7 @@ async fn up6(
                 .map_err(|e| format!("{e:#}"))?;
         }
         up.addresses
-            .push((IpAddr::V6(*address), *prefix, "static, from ip=".into()));
+            .push((IpAddr::V6(*address), *prefix, STATIC.into()));
         up.gateway = gateway.map(IpAddr::V6);
         return Ok(up);
     }
