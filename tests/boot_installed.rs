@@ -4,8 +4,8 @@
 //! nothing on the removable path, so no other way in exists. The variable store is kept across
 //! boots, as a machine's NVRAM is: `BootNext` starts the installed system once, the next
 //! power-on is the network's again, and a second install leaves one entry for the disk. The
-//! installed system prints what it found: the entry it came from, and its config drive or
-//! NoCloud seed.
+//! installed system prints what it found: the entry it came from, its config drive or
+//! NoCloud seed, and the network-config `ocidd.copy_network` made of the boot's static `ip=`.
 
 mod common;
 
@@ -52,6 +52,8 @@ for part in /dev/vda[0-9]*; do
     elif mount -o ro -t vfat $part /seed 2>/dev/null; then
         [ -f /seed/meta-data ] &&
             echo "installed-system: FAT on $part: $(cat /seed/meta-data)"
+        [ -f /seed/network-config ] &&
+            echo "installed-system: network-config $(tr -d ' \n' < /seed/network-config)"
         umount /seed
     fi
 done
@@ -338,7 +340,10 @@ fn the_installed_disk_boots_from_its_entry_once_then_the_network_comes_first_aga
 
     // The second power-on: BootNext is spent, so the network is first again; the second
     // install (NoCloud now) replaces the entry instead of adding one.
-    let console = boot(&format!("ocidd.nocloud={www}/nocloud/{{mac}}/"));
+    let console = boot(&format!(
+        "ocidd.nocloud={www}/nocloud/{{mac}}/ ocidd.copy_network \
+         ip=10.0.2.15::10.0.2.2:255.255.255.0:node-7:eth0:none nameserver=10.0.2.3"
+    ));
     let ocidd = console.find("ocidd: installed").unwrap_or_else(|| {
         panic!("the second power-on did not boot the network first:\n{console}")
     });
@@ -348,6 +353,17 @@ fn the_installed_disk_boots_from_its_entry_once_then_the_network_comes_first_aga
     let seed = said(&console, "FAT on ");
     assert!(
         seed.len() == 1 && seed[0].contains("instance-id: node-7"),
+        "{console}"
+    );
+    // The static ip= of the boot, handed on: the NIC by its MAC, the address, the gateway
+    // and the nameserver.
+    let network = said(&console, "network-config ");
+    assert_eq!(
+        network,
+        [concat!(
+            r#"{"ethernets":{"eth0":{"addresses":["10.0.2.15/24"],"match":{"macaddress":"52:54:00:12:34:56"},"#,
+            r#""nameservers":{"addresses":["10.0.2.3"]},"routes":[{"to":"0.0.0.0/0","via":"10.0.2.2"}]}},"version":2}"#
+        )],
         "{console}"
     );
     let found = variables(&console);
