@@ -49,7 +49,8 @@
 //! - [`boot`]: `/init`: mount the kernel's file systems, copy output to every console, load
 //!   modules, bring the network up as dracut's words ([`cmdline::network`]) say
 //!   ([`boot::network`]: names, bonds and VLANs, DHCPv4, IPv6 from router advertisements and
-//!   DHCPv6, static addresses), set the clock from NTP, install, then reboot.
+//!   DHCPv6, static addresses; with `ocidd.copy_network`, [`boot::network::handoff`] writes
+//!   it as the NoCloud seed's network-config), set the clock from NTP, install, then reboot.
 //! - [`overlay`]: a site's files (default words, CA, credentials) as an initramfs that boot
 //!   loaders load after the main one.
 //! - [`compression`] and [`registry::manifest::media_type`] are shared by push and install.
