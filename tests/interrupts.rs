@@ -1,7 +1,8 @@
 //! An install stopped at random points, by kill -9 (as a power cut would) and by SIGTERM,
 //! onto a file and a loop device that held a GPT disk: at every instant the target holds its
 //! old contents, no partition table at all, or the verified image; SIGTERM says which and
-//! exits 143.
+//! exits 143. With a NoCloud seed, the seed's partition comes with the image's tables or not
+//! at all.
 
 mod common;
 
@@ -158,5 +159,126 @@ fn an_install_stopped_anywhere_leaves_old_tables_none_or_the_image() {
         seen.push(state);
     }
     // The window is wide enough that writing was caught in the middle.
+    assert!(seen.contains(&State::NoTable), "{seen:?}");
+}
+
+/// Whether neither a GPT nor an MBR is left: no `EFI PART` at the first or the last LBA,
+/// no boot signature.
+fn no_table(on_disk: &[u8]) -> bool {
+    let last = &on_disk[on_disk.len() - 512..];
+    &on_disk[512..520] != b"EFI PART"
+        && &last[..8] != b"EFI PART"
+        && on_disk[510..512] != [0x55, 0xAA]
+}
+
+#[test]
+fn an_install_with_a_seed_killed_anywhere_leaves_old_tables_none_or_the_image_and_seed() {
+    const SEEDED_DISK: usize = 128 * MIB;
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let image = gpt_disk(dir.path(), "image.raw", 24 * MIB, 51);
+    let source = dir.path().join("image.raw");
+    let old = gpt_disk(dir.path(), "old.raw", SEEDED_DISK, 52);
+    push_with(
+        &source,
+        &format!("{}/disks/seeded:v1", registry.host()),
+        &["--compression", "gzip", "--chunk-size", "1M"],
+    );
+    let served = dir.path().join("served/node-1");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("meta-data"), "instance-id: node-1\n").unwrap();
+    fs::write(
+        served.join("user-data"),
+        "#cloud-config\nhostname: node-1\n",
+    )
+    .unwrap();
+    let files = common::files::FileServer::start(&dir.path().join("served"));
+    let proxy = Proxy::start(registry.port, |request| {
+        if request.is_blob() {
+            Action::Forward(Forward {
+                throttle: Some(3 * MIB as u64),
+                ..Forward::default()
+            })
+        } else {
+            Action::forward()
+        }
+    });
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("interrupts with a seed: seed {seed}");
+    let mut random = Random(seed);
+    let device = LoopDevice::new(dir.path(), SEEDED_DISK);
+    let file = dir.path().join("target.img");
+    let mut seen = Vec::new();
+    for round in 0..8 {
+        let on_loop = round % 2 == 1;
+        let target: &Path = if on_loop { &device.device } else { &file };
+        fs::write(target, &old).unwrap();
+        let mut install = ocidd()
+            .arg(format!("oci.tag={}/disks/seeded:v1", proxy.host()))
+            .args(["oci.allow_no_tls", "dd.bs=256k"])
+            .arg(format!(
+                "ocidd.nocloud=http://127.0.0.1:{}/node-1/",
+                files.port
+            ))
+            .arg(format!("dd.of={}", target.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Up to past the end (about 8 s): some rounds finish, or are killed after the tables.
+        let delay = Duration::from_millis(200 + random.below(10_000));
+        let started = Instant::now();
+        while started.elapsed() < delay && install.try_wait().unwrap().is_none() {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = install.kill();
+        let run = Run::from(install.wait_with_output().unwrap());
+        let on_disk = read_prefix(target, SEEDED_DISK);
+        // The image with its seed: the image's bytes past the partition entries (the seed's
+        // entry is new), and tables that sgdisk finds whole.
+        let image_there = on_disk[..446 + 12] == image[..446 + 12]
+            && on_disk[17408..image.len()] == image[17408..];
+        let state = if on_disk == old {
+            State::Old
+        } else if no_table(&on_disk) {
+            State::NoTable
+        } else if image_there {
+            State::Image
+        } else {
+            panic!(
+                "round {round} (seed {seed}) onto {} killed after {delay:?} left a mix of old and new tables:\n{}",
+                target.display(),
+                run.stderr
+            )
+        };
+        match run.code {
+            0 => {
+                run.assert_installed();
+                assert_eq!(state, State::Image);
+            }
+            code => assert_eq!(code, -1, "{}", run.stderr),
+        }
+        if state == State::Image {
+            // Killed once the tables were down, or finished: the seed is there too.
+            assert_gpt_consistent(target);
+            let listed = Command::new("sgdisk")
+                .arg("-p")
+                .arg(target)
+                .output()
+                .unwrap();
+            let listed = String::from_utf8_lossy(&listed.stdout);
+            assert!(listed.contains("seed"), "{listed}");
+        }
+        eprintln!(
+            "interrupts with a seed: onto {} {} after {delay:?}: {state:?}",
+            if on_loop { "loop" } else { "file" },
+            if run.code == 0 { "finished" } else { "SIGKILL" }
+        );
+        seen.push(state);
+    }
     assert!(seen.contains(&State::NoTable), "{seen:?}");
 }
