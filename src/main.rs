@@ -114,7 +114,10 @@ fn main() -> ExitCode {
             boot::init::with_site_defaults(words)
                 .and_then(|words| text_words(&words))
                 .and_then(|words| parse_words(&words))
-                .and_then(|words| install(words.install))
+                .and_then(|mut words| {
+                    boot::init::as_booted(&mut words.install);
+                    install(words.install)
+                })
         }
     };
     match result {

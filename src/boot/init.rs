@@ -23,7 +23,7 @@ use crate::boot::console::{Mirror, active_consoles};
 use crate::boot::modules::{ModuleIndex, load_for_hardware};
 use crate::boot::network::{configure, handoff};
 use crate::cmdline::{
-    After, BootOrder, DEFAULTS_FILE, Words, parse_words, read_defaults, shown_name,
+    After, BootOrder, DEFAULTS_FILE, Params, Words, parse_words, read_defaults, shown_name,
     split_kernel_cmdline, text_words, with_defaults,
 };
 use crate::disks::{self, hints::Selection};
@@ -86,8 +86,8 @@ fn boot() -> Result<(After, Duration)> {
         install: mut params,
         boot,
     } = parse_words(&text_words(&words)?)?;
-    // A machine that boots us boots its disk next, once: the boot entry is /init's default.
-    params.boot_order.get_or_insert(BootOrder::Next);
+    fs::create_dir_all(BOOT_STATE).ok();
+    apply_boot_defaults(&mut params);
     let after = boot.after.unwrap_or(After::Reboot);
     let delay = boot.reboot_delay();
 
@@ -124,7 +124,12 @@ fn boot() -> Result<(After, Duration)> {
         let Some(network) = &network else {
             anyhow::bail!("ocidd.copy_network: ip=off configured no network to copy");
         };
-        params.seed.network_config = Some(handoff::for_network(network, &boot.network)?);
+        let config = handoff::for_network(network, &boot.network)?;
+        // Kept for a retry from the emergency shell, which has no network of its own to copy.
+        if let Err(e) = fs::write(Path::new(BOOT_STATE).join(NETWORK_CONFIG), &config) {
+            say!("ocidd: note: keeping the network-config for a retry: {e}");
+        }
+        params.seed.network_config = Some(config);
         let names: Vec<&str> = network
             .interfaces
             .iter()
@@ -142,6 +147,36 @@ fn boot() -> Result<(After, Duration)> {
     let summary = crate::install::run_with(params, display)?;
     crate::install::print_summary(&summary);
     Ok((after, delay))
+}
+
+/// What /init leaves for a retry of its words from the emergency shell (`ocidd $(cat
+/// /proc/cmdline)`), so that the retry installs as /init would have.
+const BOOT_STATE: &str = "/run/ocidd";
+/// The network-config `ocidd.copy_network` made, under [`BOOT_STATE`].
+const NETWORK_CONFIG: &str = "network-config";
+
+/// How an install from the boot's words differs from `ocidd install`'s: a machine that
+/// boots us boots its disk next, once (the boot entry), and `ocidd.copy_network` hands on
+/// the network /init configured.
+fn apply_boot_defaults(params: &mut Params) {
+    params.boot_order.get_or_insert(BootOrder::Next);
+    if params.seed.copy_network && params.seed.network_config.is_none() {
+        params.seed.network_config =
+            fs::read_to_string(Path::new(BOOT_STATE).join(NETWORK_CONFIG)).ok();
+    }
+}
+
+/// For the words form run from /init's emergency shell: the boot's defaults, as
+/// [`apply_boot_defaults`] gives them. Elsewhere (a workstation), nothing changes.
+pub fn as_booted(params: &mut Params) {
+    if is_init_environment() {
+        apply_boot_defaults(params);
+    }
+}
+
+/// Whether /init of this initramfs ran on this machine (it made [`BOOT_STATE`]).
+fn is_init_environment() -> bool {
+    Path::new(BOOT_STATE).is_dir() && Path::new("/init").exists()
 }
 
 /// The site's default words (from an overlay's [`DEFAULTS_FILE`]) that the kernel's do not

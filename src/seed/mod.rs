@@ -70,6 +70,12 @@ pub fn prepare(options: &SeedOptions, registry: &RegistryOptions) -> Result<Opti
     let Some(template) = &options.nocloud else {
         return Ok(None);
     };
+    if options.copy_network && options.network_config.is_none() {
+        fail!(
+            Failure::Usage,
+            "ocidd.copy_network: no network from /init to copy (it hands on the network it configured at boot, and only there)"
+        );
+    }
     nocloud_seed(template, options.network_config.as_deref(), registry).map(Some)
 }
 
