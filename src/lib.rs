@@ -50,7 +50,8 @@
 //!   modules, bring the network up as dracut's words ([`cmdline::network`]) say
 //!   ([`boot::network`]: names, bonds and VLANs, DHCPv4, IPv6 from router advertisements and
 //!   DHCPv6, static addresses; with `ocidd.copy_network`, [`boot::network::handoff`] writes
-//!   it as the NoCloud seed's network-config), set the clock from NTP, install, then reboot.
+//!   it as the NoCloud seed's network-config), set the clock from NTP, install, then reboot
+//!   (or start the installed kernel, [`boot::kexec`]).
 //! - [`overlay`]: a site's files (default words, CA, credentials) as an initramfs that boot
 //!   loaders load after the main one.
 //! - [`compression`] and [`registry::manifest::media_type`] are shared by push and install.

@@ -20,6 +20,7 @@ use rustix::mount::{MountFlags, mount};
 use rustix::system::RebootCommand;
 
 use crate::boot::console::{Mirror, active_consoles};
+use crate::boot::kexec;
 use crate::boot::modules::{ModuleIndex, load_for_hardware};
 use crate::boot::network::{configure, handoff};
 use crate::cmdline::{
@@ -62,7 +63,7 @@ pub fn run() -> ! {
         }
     }
     match std::panic::catch_unwind(boot) {
-        Ok(Ok((after, delay))) => finish(after, delay),
+        Ok(Ok(done)) => finish(done),
         Ok(Err(e)) => {
             say!("ocidd: error: {e:#}");
             emergency_shell()
@@ -71,7 +72,15 @@ pub fn run() -> ! {
     }
 }
 
-fn boot() -> Result<(After, Duration)> {
+/// What /init does once the install succeeded: `after`, in `delay`, onto `target`.
+struct Done {
+    after: After,
+    delay: Duration,
+    target: String,
+    modules: Option<ModuleIndex>,
+}
+
+fn boot() -> Result<Done> {
     let release = rustix::system::uname()
         .release()
         .to_string_lossy()
@@ -92,9 +101,10 @@ fn boot() -> Result<(After, Duration)> {
     let delay = boot.reboot_delay();
 
     let modules = Path::new("/lib/modules").join(&release);
-    match ModuleIndex::read(&modules) {
+    let index = ModuleIndex::read(&modules);
+    match &index {
         Ok(index) => {
-            let mut loaded = load_for_hardware(&index);
+            let mut loaded = load_for_hardware(index);
             let network = &boot.network;
             for (needed, module) in [
                 (!network.bonds.is_empty(), "bonding"),
@@ -102,7 +112,7 @@ fn boot() -> Result<(After, Duration)> {
                 (needs_efivarfs_module(), "efivarfs"),
             ] {
                 if needed {
-                    loaded.extend(crate::boot::modules::load(&index, module)?);
+                    loaded.extend(crate::boot::modules::load(index, module)?);
                 }
             }
             say!(
@@ -146,7 +156,12 @@ fn boot() -> Result<(After, Duration)> {
     let display = Display::Lines(crate::install::PROGRESS_INTERVAL);
     let summary = crate::install::run_with(params, display)?;
     crate::install::print_summary(&summary);
-    Ok((after, delay))
+    Ok(Done {
+        after,
+        delay,
+        target: summary.target,
+        modules: index.ok(),
+    })
 }
 
 /// What /init leaves for a retry of its words from the emergency shell (`ocidd $(cat
@@ -317,8 +332,20 @@ fn wait_for_disks(target: Option<&Path>, selection: &Selection) {
     }
 }
 
-fn finish(after: After, delay: Duration) -> ! {
+fn finish(done: Done) -> ! {
+    let Done {
+        after,
+        delay,
+        target,
+        modules,
+    } = done;
     match after {
+        After::Kexec => {
+            if let Err(e) = kexec_into(&target, modules.as_ref()) {
+                say!("ocidd: no kexec: {e:#}; rebooting through the firmware");
+            }
+            restart(RebootCommand::Restart)
+        }
         After::Reboot | After::Poweroff => {
             let (what, command) = match after {
                 After::Poweroff => ("powering off", RebootCommand::PowerOff),
@@ -343,6 +370,25 @@ fn finish(after: After, delay: Duration) -> ! {
             restart(RebootCommand::Restart)
         }
     }
+}
+
+/// Starts the kernel installed on `target` (ocidd.after=kexec); returns only on failure.
+fn kexec_into(target: &str, modules: Option<&ModuleIndex>) -> Result<()> {
+    if let Some(index) = modules {
+        for module in ["vfat", "nls_cp437", "nls_ascii", "nls_utf8", "ext4", "xfs"] {
+            let _ = crate::boot::modules::load(index, module);
+        }
+    }
+    let found = kexec::find(Path::new(target))?;
+    say!(
+        "ocidd: starting {} from {} with kexec (ocidd.after=kexec)",
+        found.kernel.display(),
+        found.source
+    );
+    if let Some(mirror) = MIRROR.get() {
+        mirror.drain();
+    }
+    kexec::load_and_start(&found)
 }
 
 fn emergency_shell() -> ! {

@@ -153,6 +153,8 @@ pub enum After {
     Reboot,
     Poweroff,
     Shell,
+    /// Start the installed system's kernel with kexec, without the firmware.
+    Kexec,
 }
 
 impl std::str::FromStr for After {
@@ -163,7 +165,10 @@ impl std::str::FromStr for After {
             "reboot" => Ok(After::Reboot),
             "poweroff" => Ok(After::Poweroff),
             "shell" => Ok(After::Shell),
-            _ => Err(format!("{s:?} is not one of reboot, poweroff, shell")),
+            "kexec" => Ok(After::Kexec),
+            _ => Err(format!(
+                "{s:?} is not one of reboot, poweroff, shell, kexec"
+            )),
         }
     }
 }

@@ -583,10 +583,10 @@ pub static PARAMETERS: &[Parameter] = &[
     },
     Parameter {
         word: Some("ocidd.after"),
-        value: Value::Text("reboot|poweroff|shell"),
+        value: Value::Text("reboot|poweroff|shell|kexec"),
         commands: INIT,
         default: Some(|| "reboot".to_string()),
-        help: "What /init does once the install succeeded.",
+        help: "What /init does once the install succeeded. kexec starts the installed system's kernel without the firmware's POST: the default loader/entries/*.conf entry on the installed disk (vfat, ext4 or xfs), else the default entry of a plain grub.cfg; a kernel that is not found or is refused (Secure Boot's lockdown takes only signed ones) is said, and the machine reboots through its firmware.",
         example: "ocidd.after=poweroff",
         set: |g, v| once(&mut g.boot.after, text(v)?.parse()?),
         ..BASE

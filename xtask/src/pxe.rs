@@ -99,6 +99,9 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "nls_ascii",
     "nls_utf8",
     "isofs",
+    // The installed root and boot file systems ocidd.after=kexec reads its kernel from.
+    "ext4",
+    "xfs",
     // Disks: NVMe, SATA/AHCI, SCSI/SAS RAID controllers, SD/eMMC, USB storage.
     "nvme",
     "ahci",
