@@ -6,6 +6,8 @@
 //! power-on is the network's again, and a second install leaves one entry for the disk. The
 //! installed system prints what it found: the entry it came from, its config drive or
 //! NoCloud seed, and the network-config `ocidd.copy_network` made of the boot's static `ip=`.
+//! The second install starts the installed system with `ocidd.after=kexec`: no firmware runs
+//! in between.
 
 mod common;
 
@@ -339,10 +341,12 @@ fn the_installed_disk_boots_from_its_entry_once_then_the_network_comes_first_aga
     );
 
     // The second power-on: BootNext is spent, so the network is first again; the second
-    // install (NoCloud now) replaces the entry instead of adding one.
+    // install (NoCloud now) replaces the entry instead of adding one, and starts the
+    // installed system with kexec, without the firmware.
     let console = boot(&format!(
         "ocidd.nocloud={www}/nocloud/{{mac}}/ ocidd.copy_network \
-         ip=10.0.2.15::10.0.2.2:255.255.255.0:node-7:eth0:none nameserver=10.0.2.3"
+         ip=10.0.2.15::10.0.2.2:255.255.255.0:node-7:eth0:none nameserver=10.0.2.3 \
+         ocidd.after=kexec"
     ));
     let ocidd = console.find("ocidd: installed").unwrap_or_else(|| {
         panic!("the second power-on did not boot the network first:\n{console}")
@@ -366,8 +370,24 @@ fn the_installed_disk_boots_from_its_entry_once_then_the_network_comes_first_aga
         )],
         "{console}"
     );
+    // kexec: no firmware between the install and the installed system, so the entry the
+    // firmware started is still the network's, and BootNext is still the disk's.
+    let kexec = console
+        .find("ocidd: starting ")
+        .filter(|&at| {
+            console[at..].lines().next().unwrap_or("").ends_with(
+                "vmlinuz from /EFI/debian/grub.cfg on /dev/vda1 with kexec (ocidd.after=kexec)",
+            )
+        })
+        .unwrap_or_else(|| panic!("no kexec:\n{console}"));
+    assert!(!console[kexec..].contains("BdsDxe:"), "{console}");
     let found = variables(&console);
-    assert_eq!(boot_current(&found), Some(first.clone()), "{console}");
+    assert_ne!(boot_current(&found), Some(first.clone()), "{console}");
+    let next = found
+        .iter()
+        .find(|(name, _)| name == "BootNext")
+        .map(|(_, v)| format!("Boot{:04X}", u16::from_le_bytes([v[0], v[1]])));
+    assert_eq!(next, Some(first.clone()), "{console}");
     assert_eq!(
         entries_named(&found, "debian"),
         std::slice::from_ref(&first),
