@@ -171,6 +171,18 @@ fn no_table(on_disk: &[u8]) -> bool {
         && on_disk[510..512] != [0x55, 0xAA]
 }
 
+/// [`no_table`], reading only the first and the last sector of `target`.
+fn tables_gone(target: &Path, size: usize) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut ends = read_prefix(target, 1024);
+    let mut file = fs::File::open(target).unwrap();
+    file.seek(SeekFrom::Start((size - 512) as u64)).unwrap();
+    let mut last = [0u8; 512];
+    file.read_exact(&mut last).unwrap();
+    ends.extend_from_slice(&last);
+    no_table(&ends)
+}
+
 #[test]
 fn an_install_with_a_seed_killed_anywhere_leaves_old_tables_none_or_the_image_and_seed() {
     const SEEDED_DISK: usize = 128 * MIB;
@@ -229,12 +241,24 @@ fn an_install_with_a_seed_killed_anywhere_leaves_old_tables_none_or_the_image_an
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Up to past the end (about 8 s): some rounds finish, or are killed after the tables.
-        let delay = Duration::from_millis(200 + random.below(10_000));
+        // Half the rounds are killed as soon as both old tables are gone (the image is being
+        // written: the disk must have no table then); the others at a random point, up to
+        // past the end.
+        let at_first_write = round % 4 < 2;
+        let delay = Duration::from_millis(200 + random.below(8_000));
         let started = Instant::now();
-        while started.elapsed() < delay && install.try_wait().unwrap().is_none() {
-            thread::sleep(Duration::from_millis(10));
+        while install.try_wait().unwrap().is_none() {
+            let due = if at_first_write {
+                tables_gone(target, SEEDED_DISK) || started.elapsed() > Duration::from_secs(60)
+            } else {
+                started.elapsed() >= delay
+            };
+            if due {
+                break;
+            }
+            thread::sleep(Duration::from_millis(5));
         }
+        let delay = started.elapsed();
         let _ = install.kill();
         let run = Run::from(install.wait_with_output().unwrap());
         let on_disk = read_prefix(target, SEEDED_DISK);
@@ -278,6 +302,9 @@ fn an_install_with_a_seed_killed_anywhere_leaves_old_tables_none_or_the_image_an
             if on_loop { "loop" } else { "file" },
             if run.code == 0 { "finished" } else { "SIGKILL" }
         );
+        if at_first_write && run.code != 0 {
+            assert_eq!(state, State::NoTable, "{}", run.stderr);
+        }
         seen.push(state);
     }
     assert!(seen.contains(&State::NoTable), "{seen:?}");
