@@ -49,6 +49,30 @@ fn classify(on_disk: &[u8], old: &[u8], image: &[u8]) -> Option<State> {
     image_there.then_some(State::Image)
 }
 
+/// A proxy in front of the registry at `port` that sends blobs at 3 MiB/s: about 4 s to
+/// fetch the image, a window in which to stop it.
+fn throttled_proxy(port: u16) -> Proxy {
+    Proxy::start(port, |request| {
+        if request.is_blob() {
+            Action::Forward(Forward {
+                throttle: Some(3 * MIB as u64),
+                ..Forward::default()
+            })
+        } else {
+            Action::forward()
+        }
+    })
+}
+
+/// A seed for [`Random`] from the clock (the tests print it).
+fn clock_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1
+}
+
 /// A small random number generator, seeded from the clock (the seed is printed).
 struct Random(u64);
 
@@ -75,22 +99,8 @@ fn an_install_stopped_anywhere_leaves_old_tables_none_or_the_image() {
             &["--compression", "gzip", "--chunk-size", chunk_size],
         );
     }
-    // About 4 s to fetch the image: a window in which to stop it.
-    let proxy = Proxy::start(registry.port, |request| {
-        if request.is_blob() {
-            Action::Forward(Forward {
-                throttle: Some(3 * MIB as u64),
-                ..Forward::default()
-            })
-        } else {
-            Action::forward()
-        }
-    });
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let proxy = throttled_proxy(registry.port);
+    let seed = clock_seed();
     eprintln!("interrupts: seed {seed}");
     let mut random = Random(seed);
     let device = LoopDevice::new(dir.path(), DISK);
@@ -205,21 +215,8 @@ fn an_install_with_a_seed_killed_anywhere_leaves_old_tables_none_or_the_image_an
     )
     .unwrap();
     let files = common::files::FileServer::start(&dir.path().join("served"));
-    let proxy = Proxy::start(registry.port, |request| {
-        if request.is_blob() {
-            Action::Forward(Forward {
-                throttle: Some(3 * MIB as u64),
-                ..Forward::default()
-            })
-        } else {
-            Action::forward()
-        }
-    });
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let proxy = throttled_proxy(registry.port);
+    let seed = clock_seed();
     eprintln!("interrupts with a seed: seed {seed}");
     let mut random = Random(seed);
     let device = LoopDevice::new(dir.path(), SEEDED_DISK);
