@@ -14,7 +14,6 @@ mod common;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::files::FileServer;
@@ -62,18 +61,6 @@ done
 echo "installed-system: powering off"
 poweroff -f
 "#;
-
-fn run_tool(program: &str, args: &[&str]) {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// The installed system's initramfs: ocidd's own (busybox and the modules it needs), with
 /// the report-and-power-off script as /init after it.

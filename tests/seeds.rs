@@ -16,23 +16,6 @@ use common::*;
 /// A secret the seeds carry, which no output may show.
 const SECRET: &str = "s3cret-root-password";
 
-fn run_tool(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed:\n{text}"
-    );
-    text
-}
-
 /// A config drive as Ironic's users make one: ISO9660 labelled `label`, with the OpenStack
 /// layout's meta_data.json.
 fn config_drive_iso(dir: &Path, label: &str) -> PathBuf {

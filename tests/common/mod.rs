@@ -818,3 +818,22 @@ pub fn assert_gpt_consistent(disk: &Path) {
         disk.display()
     );
 }
+
+/// Runs a tool the tests check with (sgdisk, genisoimage, mtools…); panics with its
+/// output unless it succeeds, else returns what it printed.
+pub fn run_tool(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{text}"
+    );
+    text
+}
