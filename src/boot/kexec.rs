@@ -38,6 +38,9 @@ pub struct Entry {
     pub options: String,
 }
 
+/// What finds a boot loader's default entry under a file system's root, and its file.
+type Reader = fn(&Path) -> Option<(Entry, String)>;
+
 /// A kernel found on the installed disk, ready to load.
 #[derive(Debug)]
 pub struct Found {
@@ -82,24 +85,14 @@ pub fn find(disk: &Path) -> Result<Found> {
             disk.display()
         );
     }
-    for (device, root) in &mounted {
-        if let Some((entry, file)) = bls_default(root) {
-            return resolve(
-                entry,
-                &mounted,
-                root,
-                &format!("{file} on {}", device.display()),
-            );
-        }
-    }
-    for (device, root) in &mounted {
-        if let Some((entry, file)) = grub_default(root) {
-            return resolve(
-                entry,
-                &mounted,
-                root,
-                &format!("{file} on {}", device.display()),
-            );
+    // Every partition's BLS entries before any grub.cfg: BLS is what the loader reads first.
+    let readers: [Reader; 2] = [bls_default, grub_default];
+    for read in readers {
+        for (device, root) in &mounted {
+            if let Some((entry, file)) = read(root) {
+                let source = format!("{file} on {}", device.display());
+                return resolve(entry, &mounted, root, &source);
+            }
         }
     }
     bail!(
