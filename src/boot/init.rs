@@ -285,8 +285,35 @@ fn mount_efivarfs() {
         None,
     ) {
         Ok(()) | Err(rustix::io::Errno::BUSY) => {}
-        Err(e) => say!("ocidd: mounting {target}: {e}; no boot entry can be written"),
+        Err(e) => {
+            say!("ocidd: mounting {target}: {e}; no boot entry can be written");
+            return;
+        }
     }
+    if crate::efi::variables::Variables::at(Path::new(target)).secure_boot() {
+        say!(
+            "ocidd: Secure Boot is on; kernel lockdown: {} (only signed modules and kernels load)",
+            lockdown()
+        );
+    }
+}
+
+/// The kernel's lockdown mode, the bracketed word of `/sys/kernel/security/lockdown`.
+fn lockdown() -> String {
+    let _ = mount(
+        "securityfs",
+        "/sys/kernel/security",
+        "securityfs",
+        MountFlags::NOSUID | MountFlags::NOEXEC | MountFlags::NODEV,
+        None,
+    );
+    fs::read_to_string("/sys/kernel/security/lockdown")
+        .ok()
+        .and_then(|text| {
+            let (_, rest) = text.split_once('[')?;
+            Some(rest.split_once(']')?.0.to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// Disks appear a moment after their driver loaded, and SATA and SCSI disks one by one:
@@ -381,9 +408,8 @@ fn kexec_into(target: &str, modules: Option<&ModuleIndex>) -> Result<()> {
     }
     let found = kexec::find(Path::new(target))?;
     say!(
-        "ocidd: starting {} from {} with kexec (ocidd.after=kexec)",
-        found.kernel.display(),
-        found.source
+        "ocidd: starting {} with kexec (ocidd.after=kexec)",
+        found.description
     );
     if let Some(mirror) = MIRROR.get() {
         mirror.drain();

@@ -2,12 +2,14 @@
 //! the firmware's POST (minutes on many servers). The installed disk's partitions are
 //! mounted read-only (vfat, ext4, xfs); the kernel to start is the default Boot Loader
 //! Specification entry (`loader/entries/*.conf`), else the default entry of a plain
-//! `grub.cfg`. It is loaded with `kexec_file_load`, which under Secure Boot's lockdown takes
+//! `grub.cfg`, else the newest unified kernel image in `\EFI\Linux` (its kernel, initrd and
+//! command line are sections of one PE file, taken apart here). It is loaded with `kexec_file_load`, which under Secure Boot's lockdown takes
 //! only a signed kernel; when it is refused, or nothing is found, ocidd says why and the
 //! machine reboots through its firmware as it would have.
 //!
 //! The boot loaders' formats are read by hand: no crate reads BLS entries or grub.cfg, and
-//! only their plainest form is taken (no GRUB variables, scripts or `search`).
+//! only their plainest form is taken (no GRUB variables, scripts or `search`). A UKI is read
+//! with `object`.
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -47,8 +49,9 @@ pub struct Found {
     pub kernel: PathBuf,
     pub initrds: Vec<PathBuf>,
     pub options: String,
-    /// `/EFI/debian/grub.cfg on /dev/vda1`, for the console.
-    pub source: String,
+    /// What it is, for the console: `/vmlinuz from /EFI/debian/grub.cfg on /dev/vda1`, or
+    /// `the kernel in /EFI/Linux/debian.efi on /dev/vda1`.
+    pub description: String,
 }
 
 /// Mounts `disk`'s partitions and finds the kernel its boot loader would start. The mounts
@@ -95,10 +98,113 @@ pub fn find(disk: &Path) -> Result<Found> {
             }
         }
     }
+    for (device, root) in &mounted {
+        if let Some(file) = newest_uki(root) {
+            let source = format!("{file} on {}", device.display());
+            return unpack_uki(&root.join(&file[1..]), &source);
+        }
+    }
     bail!(
-        "no loader/entries/*.conf or grub.cfg with a linux line on {}'s partitions",
+        "no loader/entries/*.conf, grub.cfg with a linux line, or EFI/Linux/*.efi on {}'s partitions",
         disk.display()
     )
+}
+
+/// The unified kernel image systemd-boot would start first among `root`'s `EFI/Linux/*.efi`:
+/// the newest by version order.
+fn newest_uki(root: &Path) -> Option<String> {
+    let dir = ["EFI/Linux", "efi/linux", "EFI/LINUX"]
+        .into_iter()
+        .find(|d| root.join(d).is_dir())?;
+    let mut names: Vec<String> = fs::read_dir(root.join(dir))
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.to_ascii_lowercase().ends_with(".efi"))
+        .collect();
+    names.sort_by(|a, b| version_order(a, b));
+    Some(format!("/{dir}/{}", names.last()?))
+}
+
+/// Where a UKI's sections are copied: kexec_file_load takes files, not ranges of one.
+const UNPACKED: &str = "/run/ocidd/uki";
+
+/// Copies `uki`'s `.linux`, `.ucode` and `.initrd` sections out beside [`UNPACKED`] and takes
+/// its `.cmdline`. The microcode goes before the initrd, as systemd's stub puts it.
+fn unpack_uki(uki: &Path, source: &str) -> Result<Found> {
+    let sections = uki_sections(uki).with_context(|| format!("reading {source}"))?;
+    let mut file = File::open(uki).with_context(|| format!("opening {source}"))?;
+    fs::create_dir_all(UNPACKED).context("unpacking the UKI")?;
+    let mut take = |name: &str| -> Result<Option<PathBuf>> {
+        let Some(&(offset, size)) = sections.get(name) else {
+            return Ok(None);
+        };
+        let out = Path::new(UNPACKED).join(name.trim_start_matches('.'));
+        copy_range(&mut file, offset, size, &out)
+            .with_context(|| format!("copying {source}'s {name} section"))?;
+        Ok(Some(out))
+    };
+    let kernel = take(".linux")?.with_context(|| format!("{source} has no .linux section"))?;
+    let initrds = [take(".ucode")?, take(".initrd")?]
+        .into_iter()
+        .flatten()
+        .collect();
+    let options = match sections.get(".cmdline") {
+        Some(&(offset, size)) => {
+            let mut bytes = Vec::new();
+            read_range(&mut file, offset, size.min(64 * 1024), &mut bytes)
+                .with_context(|| format!("reading {source}'s .cmdline section"))?;
+            cmdline_text(&bytes)
+        }
+        None => String::new(),
+    };
+    Ok(Found {
+        kernel,
+        initrds,
+        options,
+        description: format!("the kernel in {source}"),
+    })
+}
+
+/// Each section's (file offset, size) by name: the first of each name, as the stub takes it.
+fn uki_sections(uki: &Path) -> Result<std::collections::HashMap<String, (u64, u64)>> {
+    use object::{Object, ObjectSection};
+    let file = File::open(uki)?;
+    let cache = object::ReadCache::new(file);
+    let pe = object::File::parse(&cache).context("not a PE file")?;
+    let mut sections = std::collections::HashMap::new();
+    for section in pe.sections() {
+        let (Ok(name), Some(range)) = (section.name(), section.file_range()) else {
+            continue;
+        };
+        sections.entry(name.to_string()).or_insert(range);
+    }
+    Ok(sections)
+}
+
+fn copy_range(file: &mut File, offset: u64, size: u64, out: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    let mut output = File::create(out)?;
+    let copied = std::io::copy(&mut file.take(size), &mut output)?;
+    if copied != size {
+        bail!("the file ends inside it");
+    }
+    Ok(())
+}
+
+fn read_range(file: &mut File, offset: u64, size: u64, into: &mut Vec<u8>) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    file.take(size).read_to_end(into)?;
+    Ok(())
+}
+
+/// A `.cmdline` section's text: it ends at its first NUL (the section is padded) and may end
+/// in a newline.
+fn cmdline_text(bytes: &[u8]) -> String {
+    let text = bytes.split(|&b| b == 0).next().unwrap_or(&[]);
+    String::from_utf8_lossy(text).trim().to_string()
 }
 
 /// The entry's files: from its own file system, else with `boot/` before them (a root file
@@ -128,8 +234,8 @@ fn resolve(
             .iter()
             .map(|i| locate(i))
             .collect::<Result<_>>()?,
+        description: format!("{} from {source}", entry.kernel),
         options: entry.options,
-        source: source.to_string(),
     })
 }
 
@@ -172,13 +278,16 @@ pub fn load_and_start(found: &Found) -> Result<()> {
         let error = std::io::Error::last_os_error();
         unmount_all();
         return Err(match error.raw_os_error() {
-            Some(libc::EKEYREJECTED) | Some(libc::EPERM) | Some(libc::EBADMSG) => {
+            // ENODATA: no signature at all; the others: one the kernel does not trust.
+            Some(
+                libc::ENODATA | libc::ENOKEY | libc::EKEYREJECTED | libc::EPERM | libc::EBADMSG,
+            ) => {
                 anyhow::anyhow!(
-                    "the kernel refused {} ({error}): under Secure Boot's lockdown only a kernel signed with a key it trusts is loaded",
-                    found.kernel.display()
+                    "{} is not signed with a key this kernel trusts ({error}), and Secure Boot's lockdown loads no other",
+                    found.description
                 )
             }
-            _ => anyhow::anyhow!("loading {}: {error}", found.kernel.display()),
+            _ => anyhow::anyhow!("loading {}: {error}", found.description),
         });
     }
     unmount_all();
@@ -393,6 +502,15 @@ fn parse_grub(text: &str) -> Option<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cmdline_section_ends_at_its_padding() {
+        assert_eq!(
+            cmdline_text(b"root=/dev/vda2 ro quiet\n\0\0\0"),
+            "root=/dev/vda2 ro quiet"
+        );
+        assert_eq!(cmdline_text(b""), "");
+    }
 
     #[test]
     fn a_bls_entry_gives_its_kernel_initrds_and_options() {

@@ -43,6 +43,11 @@ impl Variables {
         }
     }
 
+    /// Whether the firmware booted with Secure Boot on (`SecureBoot` is 1).
+    pub fn secure_boot(&self) -> bool {
+        matches!(self.get("SecureBoot"), Ok(Some(value)) if value.first() == Some(&1))
+    }
+
     /// Sets `name` to `value`. The attributes and the value go in one write, as efivarfs
     /// wants: it hands each write to the firmware as one SetVariable.
     pub fn set(&self, name: &str, value: &[u8]) -> io::Result<()> {
