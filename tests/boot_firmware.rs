@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::files::FileServer;
-use common::vm::{Boot, Bus, Firmware, Vm, boot_files};
+use common::vm::{Boot, Bus, Firmware, Vm, boot_files, copy_signed_loaders};
 use common::*;
 
 const BOOT_LIMIT: Duration = Duration::from_secs(400);
@@ -97,8 +97,8 @@ impl Setup {
         root
     }
 
-    /// Boots, waits for the install and the reboot, and checks the disk.
-    fn boot_and_check(&self, bus: Bus, boot: Boot, what: &str) {
+    /// Boots, waits for the install and the reboot, and checks the disk; the console.
+    fn boot_and_check(&self, bus: Bus, boot: Boot, what: &str) -> String {
         let disk = self.dir.path().join("disk.img");
         fs::write(&disk, vec![0xAAu8; 64 * MIB]).unwrap();
         let mut vm = Vm::start("amd64", &disk, bus, boot);
@@ -119,6 +119,7 @@ impl Setup {
         );
         assert_gpt_consistent(&disk);
         eprintln!("{what}: power-on to reboot {seconds:.1} s");
+        console
     }
 
     fn ipxe(&self, firmware: Firmware, what: &str) {
@@ -189,6 +190,67 @@ fn the_readme_grub_config_boots_under_uefi() {
             tftp: Some(&root),
         },
         "GRUB under OVMF",
+    );
+}
+
+/// The Secure Boot chain `cargo xtask pxe` lays out (Debian's signed shim, then its signed
+/// network GRUB, then Debian's kernel), in the TFTP root with the docs' grub.cfg, under OVMF's
+/// Secure Boot build with Microsoft's keys: ocidd runs locked down and installs.
+#[test]
+fn the_secure_boot_grub_config_boots_through_the_signed_shim() {
+    let setup = setup();
+    let root = setup.boot_root();
+    copy_signed_loaders(&root);
+    let config = setup.localize(
+        &doc_snippet("menuentry \"Install base:v1 with ocidd under Secure Boot\" {"),
+        None,
+    );
+    fs::create_dir_all(root.join("grub")).unwrap();
+    fs::write(root.join("grub/grub.cfg"), config).unwrap();
+    let console = setup.boot_and_check(
+        Bus::Nvme,
+        Boot::Network {
+            firmware: Firmware::SecureBoot,
+            bootfile: "shimx64.efi",
+            tftp: Some(&root),
+        },
+        "shim and GRUB under OVMF with Secure Boot",
+    );
+    assert!(
+        console.contains("EFI stub: UEFI Secure Boot is enabled."),
+        "{console}"
+    );
+    assert!(
+        console.contains(
+            "ocidd: Secure Boot is on; kernel lockdown: integrity (only signed modules and kernels load)"
+        ),
+        "{console}"
+    );
+}
+
+/// The negative control: the same firmware refuses the unsigned GRUB of `grub-mknetdir`.
+#[test]
+fn secure_boot_refuses_the_unsigned_grub() {
+    let setup = setup();
+    let root = setup.boot_root();
+    add_grub(&root);
+    let disk = setup.dir.path().join("disk.img");
+    fs::write(&disk, vec![0u8; 64 * MIB]).unwrap();
+    let mut vm = Vm::start(
+        "amd64",
+        &disk,
+        Bus::Virtio,
+        Boot::Network {
+            firmware: Firmware::SecureBoot,
+            bootfile: "boot/grub/x86_64-efi/core.efi",
+            tftp: Some(&root),
+        },
+    );
+    vm.wait_for("Access Denied", BOOT_LIMIT);
+    let console = vm.console();
+    assert!(
+        console.contains("UEFI PXEv4") && !console.contains("Welcome to GRUB"),
+        "{console}"
     );
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::files::FileServer;
-use common::vm::{Boot, FRESH_VARS, Firmware, Options, Vm, boot_files};
+use common::vm::{Boot, FRESH_VARS, Firmware, Options, Vm, boot_files, copy_signed_loaders};
 use common::*;
 
 /// Firmware, network boot, the install, the firmware again, shim, GRUB and the kernel.
@@ -33,6 +33,8 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "installed-system: up (kernel $(uname -r))"
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+echo "installed-system: lockdown $(cat /sys/kernel/security/lockdown 2>/dev/null)"
 modprobe -a virtio_pci virtio_blk efivarfs vfat nls_cp437 nls_ascii isofs 2>/dev/null
 mount -t efivarfs efivarfs /sys/firmware/efi/efivars
 vars=/sys/firmware/efi/efivars
@@ -113,7 +115,11 @@ fn installed_system_image(dir: &Path) -> PathBuf {
     let (kernel, _) = boot_files("amd64");
     fs::copy(kernel, tree.join("vmlinuz")).unwrap();
     fs::write(tree.join("initrd.img"), installed_initrd()).unwrap();
+    gpt_with_esp(dir, &tree, "installed.raw")
+}
 
+/// A GPT disk image `name` in `dir` with one partition, an ESP holding `tree`'s files.
+fn gpt_with_esp(dir: &Path, tree: &Path, name: &str) -> PathBuf {
     let esp = dir.join("esp.img");
     let _ = fs::remove_file(&esp);
     run_tool(
@@ -121,7 +127,7 @@ fn installed_system_image(dir: &Path) -> PathBuf {
         &["-C", "-n", "ESP", esp.to_str().unwrap(), "65536"],
     );
     let mut copy = vec!["-s", "-i", esp.to_str().unwrap()];
-    let entries: Vec<String> = fs::read_dir(&tree)
+    let entries: Vec<String> = fs::read_dir(tree)
         .unwrap()
         .flatten()
         .map(|e| e.path().display().to_string())
@@ -130,7 +136,7 @@ fn installed_system_image(dir: &Path) -> PathBuf {
     copy.push("::/");
     run_tool("mcopy", &copy);
 
-    let image = dir.join("installed.raw");
+    let image = dir.join(name);
     fs::write(&image, vec![0u8; 70 * MIB]).unwrap();
     run_tool(
         "sgdisk",
@@ -150,6 +156,52 @@ fn installed_system_image(dir: &Path) -> PathBuf {
     file.seek(SeekFrom::Start(MIB as u64)).unwrap();
     file.write_all(&fs::read(&esp).unwrap()).unwrap();
     image
+}
+
+/// A system booted as a unified kernel image: systemd-boot on the removable path, and in
+/// `\EFI\Linux` one UKI made with systemd's stub as `objcopy` makes one (Debian's kernel,
+/// with its signature or with it removed by `sbattach`, the installed system's initrd, and
+/// its command line). No BLS entry and no grub.cfg, so kexec has only the UKI to take.
+fn uki_system_image(dir: &Path, signed: bool) -> PathBuf {
+    let name = if signed { "signed" } else { "unsigned" };
+    let work = dir.join(format!("uki-{name}"));
+    let tree = work.join("esp");
+    fs::create_dir_all(tree.join("EFI/BOOT")).unwrap();
+    fs::create_dir_all(tree.join("EFI/Linux")).unwrap();
+    fs::copy(
+        "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+        tree.join("EFI/BOOT/BOOTX64.EFI"),
+    )
+    .expect("systemd-boot (apt-get install systemd-boot-efi)");
+    let (kernel, _) = boot_files("amd64");
+    let linux = work.join("linux");
+    fs::copy(kernel, &linux).unwrap();
+    if !signed {
+        run_tool("sbattach", &["--remove", linux.to_str().unwrap()]);
+    }
+    let initrd = work.join("initrd");
+    fs::write(&initrd, installed_initrd()).unwrap();
+    let cmdline = work.join("cmdline");
+    fs::write(&cmdline, "console=ttyS0,115200 panic=-1 loglevel=4\n").unwrap();
+    let osrel = work.join("os-release");
+    fs::write(&osrel, "ID=ocidd-test\nVERSION_ID=1\n").unwrap();
+    let mut objcopy = Vec::new();
+    for (section, file, address) in [
+        (".osrel", &osrel, "0x20000"),
+        (".cmdline", &cmdline, "0x30000"),
+        (".linux", &linux, "0x2000000"),
+        (".initrd", &initrd, "0x3000000"),
+    ] {
+        objcopy.push(format!("--add-section={section}={}", file.display()));
+        objcopy.push(format!("--change-section-vma={section}={address}"));
+    }
+    objcopy.push("/usr/lib/systemd/boot/efi/linuxx64.efi.stub".to_string());
+    objcopy.push(tree.join("EFI/Linux/test-1.efi").display().to_string());
+    run_tool(
+        "objcopy",
+        &objcopy.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    gpt_with_esp(&work, &tree, &format!("uki-{name}.raw"))
 }
 
 /// What the installed system said of `what`, as the lines after `installed-system: `.
@@ -388,4 +440,108 @@ fn the_installed_disk_boots_from_its_entry_once_then_the_network_comes_first_aga
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Under Secure Boot, through Debian's signed shim and network GRUB as `cargo xtask pxe`
+/// lays them out, ocidd runs with its kernel locked down. `ocidd.after=kexec` then starts a
+/// UKI's kernel when it carries a signature the kernel trusts (Debian's), and when the
+/// signature is removed the kernel refuses it: ocidd says so and reboots through the
+/// firmware instead.
+#[test]
+fn under_secure_boot_kexec_starts_a_signed_kernel_and_refuses_an_unsigned_one() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    for signed in [true, false] {
+        let image = uki_system_image(dir.path(), signed);
+        let tag = if signed { "signed" } else { "unsigned" };
+        push(
+            &image,
+            &format!("{}/systems/uki:{tag}", registry.host()),
+            "gzip",
+        );
+    }
+    // The TFTP root: the signed loaders, GRUB's config where its built-in prefix points, and
+    // the boot files (Debian's signed network GRUB has no HTTP).
+    let root = dir.path().join("tftp");
+    fs::create_dir_all(root.join("grub")).unwrap();
+    copy_signed_loaders(&root);
+    let (kernel, initramfs) = boot_files("amd64");
+    fs::copy(kernel, root.join("vmlinuz-amd64")).unwrap();
+    fs::copy(initramfs, root.join("initramfs-amd64.img")).unwrap();
+    let disk = dir.path().join("disk.img");
+    fs::write(&disk, vec![0u8; 200 * MIB]).unwrap();
+
+    let boot = |tag: &str| -> String {
+        fs::write(
+            root.join("grub/grub.cfg"),
+            format!(
+                "set timeout=0\n\
+                 menuentry ocidd {{\n\
+                 linux /vmlinuz-amd64 oci.allow_no_tls \
+                 oci.tag=10.0.2.2:{registry}/systems/uki:{tag} dd.of=/dev/vda dd.bs=4M \
+                 ocidd.after=kexec console=ttyS0,115200\n\
+                 initrd /initramfs-amd64.img\n}}\n",
+                registry = registry.port
+            ),
+        )
+        .unwrap();
+        let mut vm = Vm::start_with(
+            "amd64",
+            &[],
+            &[(&disk, "virtio-blk-pci")],
+            Boot::Network {
+                firmware: Firmware::SecureBoot,
+                bootfile: "shimx64.efi",
+                tftp: Some(&root),
+            },
+            Options::default(),
+        );
+        let seconds = vm.wait_exit_unless(
+            BOOT_LIMIT,
+            &["emergency shell", "(ocidd) #", "Press any key to continue"],
+        );
+        eprintln!("Secure Boot power-on to the end ({tag}): {seconds:.1} s");
+        vm.console().replace("\r\n", "\n")
+    };
+
+    let console = boot("signed");
+    assert!(
+        console.contains(
+            "ocidd: Secure Boot is on; kernel lockdown: integrity (only signed modules and kernels load)"
+        ),
+        "{console}"
+    );
+    assert!(console.contains("ocidd: installed"), "{console}");
+    let kexec = console
+        .find("ocidd: starting the kernel in /EFI/Linux/test-1.efi on /dev/vda1 with kexec (ocidd.after=kexec)")
+        .unwrap_or_else(|| panic!("no kexec:\n{console}"));
+    assert!(
+        console[kexec..].contains("installed-system: up"),
+        "{console}"
+    );
+    // The kernel started by kexec is locked down too: lockdown holds across kexec.
+    assert_eq!(
+        said(&console, "lockdown "),
+        ["none [integrity] confidentiality"],
+        "{console}"
+    );
+    assert!(!console[kexec..].contains("BdsDxe:"), "{console}");
+    eprintln!(
+        "the installed system's lines:\n{}",
+        console
+            .lines()
+            .filter(|l| l.contains("installed-system:") || l.contains("kexec"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    let console = boot("unsigned");
+    assert!(console.contains("ocidd: installed"), "{console}");
+    assert!(
+        console.contains(
+            "ocidd: no kexec: the kernel in /EFI/Linux/test-1.efi on /dev/vda1 is not signed with a key this kernel trusts"
+        ) && console.contains("rebooting through the firmware"),
+        "{console}"
+    );
+    assert!(!console.contains("installed-system:"), "{console}");
 }

@@ -42,6 +42,9 @@ pub const PACKAGES: &[&str] = &[
     // The installed system the boot tests make: Debian's signed shim and GRUB on its ESP.
     "shim-signed",
     "grub-efi-amd64-signed",
+    // Its unified kernel images: systemd's stub, and sbattach to remove a kernel's signature.
+    "systemd-boot-efi",
+    "sbsigntool",
 ];
 
 /// Installs the missing ones among `packages`.

@@ -91,6 +91,8 @@ fn readme() -> Result<String> {
          registry onto its disk.\n\n\
          vmlinuz-amd64, initramfs-amd64.img   boot files for x86_64 machines (BIOS or UEFI)\n\
          vmlinuz-arm64, initramfs-arm64.img   boot files for arm64 machines (UEFI)\n\
+         shimx64.efi, grubx64.efi             Debian's signed shim and network GRUB, for Secure Boot (x86_64)\n\
+         shimaa64.efi, grubaa64.efi           the same for arm64\n\
          ocidd-amd64, ocidd-arm64             the static ocidd: `ocidd push` images, `ocidd install` at a shell\n\
          SHA256SUMS                           check with `sha256sum -c SHA256SUMS`\n\n\
          Serve the boot files over HTTP and boot them with iPXE:\n\n{ipxe}\n\n\

@@ -1,6 +1,7 @@
 //! `cargo xtask pxe`: the PXE boot files. A Debian kernel (downloaded as a package), and an
 //! initramfs whose /init is a static ocidd, with the kernel modules for disks and NICs,
-//! busybox for the emergency shell, and the CA bundle.
+//! busybox for the emergency shell, and the CA bundle. Beside them, Debian's signed shim and
+//! network GRUB, for booting them under Secure Boot.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -215,6 +216,7 @@ pub fn build(options: &Options) -> Result<()> {
     }
     let vmlinuz = options.out.join(format!("vmlinuz-{}", arch.name()));
     fs::copy(&kernel.vmlinuz, &vmlinuz)?;
+    let signed = signed_loaders(arch, &work.join("download"), &options.out)?;
     eprintln!(
         "pxe: {} ({} KiB, kernel {}) and {} ({} KiB, mtime {mtime})",
         vmlinuz.display(),
@@ -223,7 +225,40 @@ pub fn build(options: &Options) -> Result<()> {
         image.display(),
         size >> 10
     );
+    eprintln!(
+        "pxe: {} and the GRUB it loads (Debian's signed ones, for Secure Boot)",
+        signed.display()
+    );
     Ok(())
+}
+
+/// `OUT/shimx64.efi` (`shimaa64.efi`): Debian's signed shim, the file DHCP names under Secure
+/// Boot; and `OUT/grubx64.efi`, Debian's signed network GRUB, under the name shim loads from
+/// beside itself. That GRUB reads `grub/grub.cfg` from the server it was loaded from: its
+/// built-in prefix is `/grub`. Returns the shim's path.
+fn signed_loaders(arch: Arch, download: &Path, out: &Path) -> Result<PathBuf> {
+    let (efi, grub_package) = match arch {
+        Arch::Amd64 => ("x64", "grub-efi-amd64-signed"),
+        Arch::Arm64 => ("aa64", "grub-efi-arm64-signed"),
+    };
+    let grub_dir = match arch {
+        Arch::Amd64 => "x86_64-efi-signed",
+        Arch::Arm64 => "arm64-efi-signed",
+    };
+    let shim = fetch_package(&format!("shim-signed:{}", arch.name()), download)?;
+    let grub = fetch_package(&format!("{grub_package}:{}", arch.name()), download)?;
+    let loader = out.join(format!("shim{efi}.efi"));
+    fs::copy(
+        shim.join(format!("usr/lib/shim/shim{efi}.efi.signed")),
+        &loader,
+    )
+    .context("the shim-signed package has no signed shim")?;
+    fs::copy(
+        grub.join(format!("usr/lib/grub/{grub_dir}/grubnet{efi}.efi.signed")),
+        out.join(format!("grub{efi}.efi")),
+    )
+    .with_context(|| format!("{grub_package} has no signed network GRUB"))?;
+    Ok(loader)
 }
 
 /// Builds the archive of `stage` into `image`; returns its size.
