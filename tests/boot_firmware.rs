@@ -1,6 +1,7 @@
 //! The boot-loader snippets of the README and docs/, booted as written through the firmware's own network
 //! boot, as every real machine boots: QEMU's iPXE ROM under SeaBIOS and under OVMF (UEFI)
-//! running the iPXE script over HTTP, PXELINUX over TFTP, and GRUB under UEFI. Only
+//! running the iPXE script over HTTP, PXELINUX over TFTP, GRUB under UEFI, Debian's signed
+//! chain under Secure Boot on OVMF and on arm64's AAVMF. Only
 //! the example host names are replaced (and the test registry, plain HTTP, allowed).
 
 mod common;
@@ -87,21 +88,32 @@ impl Setup {
         text
     }
 
-    /// A directory with the boot files, for HTTP or TFTP.
+    /// A directory with the amd64 boot files, for HTTP or TFTP.
     fn boot_root(&self) -> std::path::PathBuf {
+        self.boot_root_for("amd64")
+    }
+
+    /// A directory with the boot files for `arch`.
+    fn boot_root_for(&self, arch: &str) -> std::path::PathBuf {
         let root = self.dir.path().join("boot");
         fs::create_dir_all(&root).unwrap();
-        let (kernel, initramfs) = boot_files("amd64");
-        fs::copy(kernel, root.join("vmlinuz-amd64")).unwrap();
-        fs::copy(initramfs, root.join("initramfs-amd64.img")).unwrap();
+        let (kernel, initramfs) = boot_files(arch);
+        fs::copy(kernel, root.join(format!("vmlinuz-{arch}"))).unwrap();
+        fs::copy(initramfs, root.join(format!("initramfs-{arch}.img"))).unwrap();
         root
     }
 
-    /// Boots, waits for the install and the reboot, and checks the disk; the console.
+    /// Boots an amd64 machine, waits for the install and the reboot, and checks the disk;
+    /// the console.
     fn boot_and_check(&self, bus: Bus, boot: Boot, what: &str) -> String {
+        self.boot_and_check_on("amd64", bus, boot, what)
+    }
+
+    /// The same on a machine of `arch`.
+    fn boot_and_check_on(&self, arch: &str, bus: Bus, boot: Boot, what: &str) -> String {
         let disk = self.dir.path().join("disk.img");
         fs::write(&disk, vec![0xAAu8; 64 * MIB]).unwrap();
-        let mut vm = Vm::start("amd64", &disk, bus, boot);
+        let mut vm = Vm::start(arch, &disk, bus, boot);
         let seconds = vm.wait_exit(BOOT_LIMIT);
         let console = vm.console();
         assert!(
@@ -200,7 +212,7 @@ fn the_readme_grub_config_boots_under_uefi() {
 fn the_secure_boot_grub_config_boots_through_the_signed_shim() {
     let setup = setup();
     let root = setup.boot_root();
-    copy_signed_loaders(&root);
+    copy_signed_loaders("amd64", &root);
     let config = setup.localize(
         &doc_snippet("menuentry \"Install base:v1 with ocidd under Secure Boot\" {"),
         None,
@@ -218,6 +230,47 @@ fn the_secure_boot_grub_config_boots_through_the_signed_shim() {
     );
     assert!(
         console.contains("EFI stub: UEFI Secure Boot is enabled."),
+        "{console}"
+    );
+    assert!(
+        console.contains(
+            "ocidd: Secure Boot is on; kernel lockdown: integrity (only signed modules and kernels load)"
+        ),
+        "{console}"
+    );
+}
+
+/// arm64 through its firmware: AAVMF with Microsoft's keys enrolled boots Debian's signed
+/// arm64 shim and network GRUB from TFTP with the docs' grub.cfg, then Debian's arm64 kernel,
+/// locked down, and installs. One boot: TCG emulates arm64 slowly.
+#[test]
+fn the_arm64_grub_config_boots_under_aavmf_with_secure_boot() {
+    let setup = setup();
+    let root = setup.boot_root_for("arm64");
+    copy_signed_loaders("arm64", &root);
+    let config = setup.localize(
+        &doc_snippet("menuentry \"Install base:v1 with ocidd on arm64\" {"),
+        None,
+    );
+    fs::create_dir_all(root.join("grub")).unwrap();
+    fs::write(root.join("grub/grub.cfg"), config).unwrap();
+    let console = setup.boot_and_check_on(
+        "arm64",
+        Bus::Nvme,
+        Boot::Network {
+            firmware: Firmware::SecureBoot,
+            bootfile: "shimaa64.efi",
+            tftp: Some(&root),
+        },
+        "shim and GRUB under AAVMF with Secure Boot",
+    );
+    assert!(
+        console.contains("NBP filename is shimaa64.efi")
+            && console.contains("Fetching Netboot Image grubaa64.efi"),
+        "{console}"
+    );
+    assert!(
+        console.contains("EFI stub: UEFI Secure Boot is enabled.") && console.contains("-arm64"),
         "{console}"
     );
     assert!(

@@ -464,7 +464,7 @@ fn under_secure_boot_kexec_starts_a_signed_kernel_and_refuses_an_unsigned_one() 
     // the boot files (Debian's signed network GRUB has no HTTP).
     let root = dir.path().join("tftp");
     fs::create_dir_all(root.join("grub")).unwrap();
-    copy_signed_loaders(&root);
+    copy_signed_loaders("amd64", &root);
     let (kernel, initramfs) = boot_files("amd64");
     fs::copy(kernel, root.join("vmlinuz-amd64")).unwrap();
     fs::copy(initramfs, root.join("initramfs-amd64.img")).unwrap();

@@ -21,14 +21,15 @@ pub fn boot_files(arch: &str) -> (PathBuf, PathBuf) {
     (kernel, initramfs)
 }
 
-/// Copies the Secure Boot loaders `cargo xtask pxe --arch amd64` writes beside the boot files
+/// Copies the Secure Boot loaders `cargo xtask pxe --arch ARCH` writes beside the boot files
 /// (Debian's signed shim, and the signed network GRUB it loads) into a TFTP root.
-pub fn copy_signed_loaders(root: &Path) {
-    let (kernel, _) = boot_files("amd64");
+pub fn copy_signed_loaders(arch: &str, root: &Path) {
+    let (kernel, _) = boot_files(arch);
     let out = kernel.parent().unwrap();
-    for name in ["shimx64.efi", "grubx64.efi"] {
-        std::fs::copy(out.join(name), root.join(name))
-            .unwrap_or_else(|e| panic!("{name} (cargo xtask pxe --arch amd64 makes it): {e}"));
+    let efi = if arch == "arm64" { "aa64" } else { "x64" };
+    for name in [format!("shim{efi}.efi"), format!("grub{efi}.efi")] {
+        std::fs::copy(out.join(&name), root.join(&name))
+            .unwrap_or_else(|e| panic!("{name} (cargo xtask pxe --arch {arch} makes it): {e}"));
     }
 }
 
@@ -36,6 +37,25 @@ pub fn copy_signed_loaders(root: &Path) {
 pub const FRESH_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// The same with Secure Boot on and Microsoft's keys enrolled.
 pub const SECURE_BOOT_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+
+/// The UEFI firmware for `arch` (OVMF, or AAVMF on arm64), its Secure Boot build with
+/// Microsoft's keys when `secure`: the code and the variable store a fresh machine starts with.
+fn uefi_files(arch: &str, secure: bool) -> (&'static str, &'static str) {
+    match (arch, secure) {
+        ("amd64", false) => ("/usr/share/OVMF/OVMF_CODE_4M.fd", FRESH_VARS),
+        ("amd64", true) => ("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", SECURE_BOOT_VARS),
+        // AAVMF has one build: its Secure Boot is on when the keys are enrolled.
+        ("arm64", false) => (
+            "/usr/share/AAVMF/AAVMF_CODE.fd",
+            "/usr/share/AAVMF/AAVMF_VARS.fd",
+        ),
+        ("arm64", true) => (
+            "/usr/share/AAVMF/AAVMF_CODE.ms.fd",
+            "/usr/share/AAVMF/AAVMF_VARS.ms.fd",
+        ),
+        (other, _) => panic!("no UEFI firmware for {other}"),
+    }
+}
 
 /// One VM at a time, in every test file: two TCG guests on 2 cores have starved one until
 /// its kernel stalled. Test files run one after another; the tests in one file take turns here.
@@ -91,10 +111,11 @@ pub enum Boot<'a> {
 pub enum Firmware {
     /// SeaBIOS.
     Bios,
-    /// OVMF (Debian's `ovmf`).
+    /// OVMF (Debian's `ovmf`); on arm64 AAVMF (`qemu-efi-aarch64`) and its own PXE.
     Uefi,
-    /// OVMF's Secure Boot build with Microsoft's keys enrolled, as servers ship, and
-    /// OVMF's own PXE: iPXE's ROM hands shim a wrong file size for what shim fetches next.
+    /// OVMF's or AAVMF's Secure Boot build with Microsoft's keys enrolled, as servers ship,
+    /// and the firmware's own PXE: iPXE's ROM hands shim a wrong file size for what shim
+    /// fetches next.
     SecureBoot,
 }
 
@@ -205,35 +226,38 @@ impl Vm {
                 }
                 if let Firmware::Uefi | Firmware::SecureBoot = firmware {
                     let secure = matches!(firmware, Firmware::SecureBoot);
-                    let (code, fresh_vars) = if secure {
+                    if secure && arch == "amd64" {
                         command
                             .args(["-machine", "smm=on"])
                             .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                    }
+                    if secure || arch == "arm64" {
                         nic += ",romfile=";
-                        ("OVMF_CODE_4M.secboot.fd", SECURE_BOOT_VARS)
-                    } else {
-                        ("OVMF_CODE_4M.fd", FRESH_VARS)
-                    };
+                    }
+                    let (code, fresh_vars) = uefi_files(arch, secure);
                     let dir = tempfile::tempdir().unwrap();
                     let vars = match &options.vars {
                         Some(kept) => kept.clone(),
                         None => {
-                            let fresh = dir.path().join("OVMF_VARS.fd");
-                            std::fs::copy(fresh_vars, &fresh)
-                                .expect("OVMF (apt-get install ovmf; cargo xtask test does)");
+                            let fresh = dir.path().join("VARS.fd");
+                            std::fs::copy(fresh_vars, &fresh).expect(
+                                "UEFI firmware (apt-get install ovmf qemu-efi-aarch64; cargo xtask test does)",
+                            );
                             fresh
                         }
                     };
                     command
                         .arg("-drive")
-                        .arg(format!(
-                            "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/{code}"
-                        ))
+                        .arg(format!("if=pflash,format=raw,readonly=on,file={code}"))
                         .arg("-drive")
                         .arg(format!("if=pflash,format=raw,file={}", vars.display()));
                     scratch = Some(dir);
+                } else {
+                    assert_eq!(arch, "amd64", "SeaBIOS boots only amd64");
                 }
-                command.args(["-boot", "n"]);
+                if arch == "amd64" {
+                    command.args(["-boot", "n"]);
+                }
             }
         }
         for controller in controllers {

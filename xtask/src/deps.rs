@@ -25,6 +25,7 @@ pub const PACKAGES: &[&str] = &[
     "gdisk",
     "ipxe-qemu",
     "ovmf",
+    "qemu-efi-aarch64",
     "grub-efi-amd64-bin",
     "pxelinux",
     "syslinux-common",
