@@ -54,6 +54,8 @@
 //!   (or start the installed kernel, [`boot::kexec`]).
 //! - [`overlay`]: a site's files (default words, CA, credentials) as an initramfs that boot
 //!   loaders load after the main one.
+//! - [`efi::uki`]: a unified kernel image (systemd's stub with the kernel, the initrds and the
+//!   words) for UEFI HTTP Boot, which starts one file with no arguments.
 //! - [`compression`] and [`registry::manifest::media_type`] are shared by push and install.
 
 pub mod boot;

@@ -12,7 +12,7 @@ use ocidd::cmdline::{Command, Given, Params, docs, flags, parse_words, text_word
 use ocidd::error::{Failure, failure_of};
 use ocidd::fail;
 use ocidd::reference::{ImageSource, parse_tag};
-use ocidd::{boot, disks, install, overlay, push};
+use ocidd::{boot, disks, efi, install, overlay, push};
 use ocidd::{out, say};
 
 fn cli() -> clap::Command {
@@ -80,6 +80,21 @@ fn cli() -> clap::Command {
                         .value_parser(value_parser!(overlay::OverlayFile)),
                 ),
         )
+        .subcommand(
+            clap::Command::new("uki")
+                .about(
+                    "Write a unified kernel image: systemd's EFI stub with the kernel, the \
+                     initrds and the words as its command line, one EFI binary for UEFI HTTP Boot",
+                )
+                .args(flags::args(Command::Uki))
+                .arg(
+                    Arg::new("words")
+                        .value_name("WORD")
+                        .help("The kernel's command line, word by word (oci.tag=…, console=…)")
+                        .num_args(0..)
+                        .last(false),
+                ),
+        )
 }
 
 fn main() -> ExitCode {
@@ -96,6 +111,7 @@ fn main() -> ExitCode {
         }
         Some(("push", args)) => push(args),
         Some(("overlay", args)) => write_overlay(args),
+        Some(("uki", args)) => write_uki(args),
         Some(("disks", _)) => {
             for line in disks::table(&disks::list()) {
                 out!("{line}");
@@ -137,7 +153,7 @@ fn install(params: Params) -> anyhow::Result<()> {
 
 fn write_overlay(args: &ArgMatches) -> anyhow::Result<()> {
     let given: Given = flags::given(args, Command::Overlay)?;
-    let Some(output) = given.overlay_output else {
+    let Some(output) = given.output else {
         fail!(Failure::Usage, "ocidd overlay needs --output PATH");
     };
     let files: Vec<overlay::OverlayFile> = args
@@ -158,6 +174,33 @@ fn write_overlay(args: &ArgMatches) -> anyhow::Result<()> {
         written.files,
         if written.files == 1 { "" } else { "s" },
         written.bytes
+    );
+    Ok(())
+}
+
+fn write_uki(args: &ArgMatches) -> anyhow::Result<()> {
+    let given: Given = flags::given(args, Command::Uki)?;
+    let Some(output) = given.output else {
+        fail!(Failure::Usage, "ocidd uki needs --output PATH");
+    };
+    let words: Vec<String> = args
+        .get_many::<String>("words")
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let written = efi::uki::write(&given.uki, &words, &output)?;
+    // The words are not shown: they may hold a proxy's password.
+    out!(
+        "ocidd: wrote {} ({} bytes: kernel {} bytes, {} initrd{} {} bytes, {} word{})",
+        output.display(),
+        written.bytes,
+        written.kernel_bytes,
+        written.initrds,
+        if written.initrds == 1 { "" } else { "s" },
+        written.initrd_bytes,
+        written.words,
+        if written.words == 1 { "" } else { "s" }
     );
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
 
 use common::proxy::{Action, Forward, Proxy};
 use common::*;
@@ -566,4 +567,74 @@ fn push_bad_inputs_exit_2_and_push_nothing() {
     // Nothing reached the tag.
     let target = write_file(dir.path(), "out.img", b"");
     install_tag(&reference, &target, &[]).assert_failed(3, "MANIFEST_UNKNOWN");
+}
+
+#[test]
+fn uki_bad_inputs_exit_2_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Any EFI binary stands in for the kernel: systemd's stub itself.
+    let kernel = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub".to_string();
+    let initrd = write_file(dir.path(), "initrd.img", b"070701")
+        .display()
+        .to_string();
+    let not_efi = write_file(dir.path(), "Image.gz", b"\x1f\x8b not a PE")
+        .display()
+        .to_string();
+    let output = dir.path().join("node.efi");
+    let out = output.display().to_string();
+    let made = Run::from(
+        ocidd()
+            .args(["uki", "--linux", &kernel, "--initrd", &initrd, "-o", &out])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let uki = output.display().to_string();
+    let missing = dir.path().join("missing").display().to_string();
+    let other = dir.path().join("other.efi").display().to_string();
+    let cases: [(Vec<&str>, String); 7] = [
+        (
+            vec!["--initrd", &initrd, "-o", &other],
+            "ocidd uki needs --linux KERNEL".into(),
+        ),
+        (
+            vec!["--linux", &kernel, "-o", &other],
+            "ocidd uki needs --initrd FILE".into(),
+        ),
+        (
+            vec!["--linux", &kernel, "--initrd", &initrd],
+            "ocidd uki needs --output PATH".into(),
+        ),
+        (
+            vec!["--linux", &not_efi, "--initrd", &initrd, "-o", &other],
+            format!("--linux {not_efi} is not an EFI binary"),
+        ),
+        (
+            vec!["--linux", &missing, "--initrd", &initrd, "-o", &other],
+            format!("reading --linux {missing}"),
+        ),
+        (
+            vec![
+                "--linux", &kernel, "--initrd", &initrd, "--stub", &uki, "-o", &other,
+            ],
+            format!("--stub {uki}: it has a .osrel section already: it is a UKI, not a stub"),
+        ),
+        (
+            vec![
+                "--linux",
+                &kernel,
+                "--initrd",
+                &initrd,
+                "-o",
+                &other,
+                "dd.bs=4M",
+                "oci.tga=x",
+            ],
+            "unknown parameter oci.tga".into(),
+        ),
+    ];
+    for (args, message) in cases {
+        Run::from(ocidd().arg("uki").args(&args).output().unwrap()).assert_failed(2, &message);
+        assert!(!Path::new(&other).exists(), "{args:?} wrote {other}");
+    }
 }

@@ -1,7 +1,7 @@
 //! The boot-loader snippets of the README and docs/, booted as written through the firmware's own network
 //! boot, as every real machine boots: QEMU's iPXE ROM under SeaBIOS and under OVMF (UEFI)
 //! running the iPXE script over HTTP, PXELINUX over TFTP, GRUB under UEFI, Debian's signed
-//! chain under Secure Boot on OVMF and on arm64's AAVMF. Only
+//! chain under Secure Boot on OVMF and on arm64's AAVMF, and a UKI by UEFI HTTP Boot. Only
 //! the example host names are replaced (and the test registry, plain HTTP, allowed).
 
 mod common;
@@ -11,7 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::files::FileServer;
-use common::vm::{Boot, Bus, Firmware, Vm, boot_files, copy_signed_loaders};
+use common::lab::{Lab, Port, Switch, mac};
+use common::vm::{Boot, Bus, Firmware, Options, Vm, boot_files, copy_signed_loaders};
 use common::*;
 
 const BOOT_LIMIT: Duration = Duration::from_secs(400);
@@ -279,6 +280,111 @@ fn the_arm64_grub_config_boots_under_aavmf_with_secure_boot() {
         ),
         "{console}"
     );
+}
+
+/// UEFI HTTP Boot as the docs set it up: the docs' `ocidd uki` command makes the UKI, dnsmasq
+/// with the docs' settings offers its URL to HTTP Boot clients, and OVMF's own HTTP Boot
+/// fetches and starts it. It installs with only the words inside it: nothing else gives any.
+#[test]
+fn the_http_boot_settings_start_the_uki_ocidd_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("base.raw");
+    fs::write(&source, image_bytes(16 * MIB, 71)).unwrap();
+    gpt_label(&source);
+    let image = fs::read(&source).unwrap();
+    let mut lab = Lab::new();
+    let uplink = lab.tap("up0", &["10.0.2.2/24", "fd00:2::1/64"]);
+    let registry = lab.run(|| {
+        let registry = Registry::start_at("10.0.2.2", None);
+        push(
+            &source,
+            &format!("{}/disks/base:v1", registry.host()),
+            "gzip",
+        );
+        registry
+    });
+    let root = dir.path().join("http");
+    fs::create_dir_all(&root).unwrap();
+    let files = lab.run(|| FileServer::start_on(&root, "10.0.2.2:0"));
+
+    let (kernel, _) = boot_files("amd64");
+    let snippet = doc_snippet("ocidd uki --linux");
+    let command = snippet
+        .strip_prefix("sh\n")
+        .unwrap_or(&snippet)
+        .replace("\\\n", " ")
+        .replace(
+            " out/",
+            &format!(" {}/", kernel.parent().unwrap().display()),
+        )
+        .replace("/srv/http/", &format!("{}/", root.display()))
+        .replace(
+            "oci.tag=registry.example.com/",
+            &format!("oci.allow_no_tls oci.tag=10.0.2.2:{}/", registry.port),
+        );
+    assert!(!command.contains("example.com"), "{command}");
+    let args: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(args[..2], ["ocidd", "uki"], "{command}");
+    let made = Run::from(ocidd().args(&args[1..]).output().unwrap());
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    assert!(
+        made.stdout.starts_with("ocidd: wrote ") && !made.stdout.contains("disks/base"),
+        "{}",
+        made.stdout
+    );
+
+    let settings = doc_snippet("dhcp-vendorclass=set:httpboot,HTTPClient")
+        .replace("boot.example.com", &format!("10.0.2.2:{}", files.port));
+    let mut settings: Vec<&str> = settings.lines().filter(|l| !l.is_empty()).collect();
+    // Not the docs': DHCPv6 and router advertisements, so that OVMF's PXE over IPv6, which it
+    // tries before HTTP Boot, gives up at once instead of after its timeout; and no DNS.
+    settings.extend(["dhcp-range=fd00:2::10,fd00:2::ff,64", "enable-ra", "port=0"]);
+    lab.dnsmasq("up0", &settings);
+    let switch = Switch::start(vec![uplink], &[Port::default()]);
+    let disk = dir.path().join("disk.img");
+    fs::write(&disk, vec![0xAAu8; 64 * MIB]).unwrap();
+    let mut vm = Vm::start_with(
+        "amd64",
+        &[],
+        &[(&disk, "ide-hd,bus=ide.0")],
+        Boot::Network {
+            firmware: Firmware::HttpBoot,
+            bootfile: "",
+            tftp: None,
+        },
+        Options {
+            nics: vec![(switch.netdev(0), mac(0))],
+            ..Options::default()
+        },
+    );
+    let seconds = vm.wait_exit(BOOT_LIMIT);
+    let console = vm.console();
+    assert!(
+        console.contains(">>Start HTTP Boot over IPv4")
+            && console.contains(&format!(
+                "URI: http://10.0.2.2:{}/ocidd-amd64.efi",
+                files.port
+            )),
+        "{console}"
+    );
+    assert!(
+        console.contains("EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID device path"),
+        "{console}"
+    );
+    assert!(console.contains("ocidd: installed 16.00 MiB"), "{console}");
+    assert!(console.contains("reboot: Restarting system"), "{console}");
+    assert!(
+        lab.dnsmasq_log("up0").contains("tags: httpboot"),
+        "{}",
+        lab.dnsmasq_log("up0")
+    );
+    let on_disk = read_prefix(&disk, image.len());
+    assert!(
+        on_disk[1024..] == image[1024..],
+        "the disk does not hold the image"
+    );
+    assert_gpt_consistent(&disk);
+    eprintln!("UEFI HTTP Boot of the UKI: power-on to reboot {seconds:.1} s");
 }
 
 /// The negative control: the same firmware refuses the unsigned GRUB of `grub-mknetdir`.

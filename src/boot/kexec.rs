@@ -16,6 +16,7 @@ use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use crate::efi::uki;
 use anyhow::{Context, Result, bail};
 use rustix::mount::{MountFlags, UnmountFlags, mount, unmount};
 
@@ -144,12 +145,12 @@ fn unpack_uki(uki: &Path, source: &str) -> Result<Found> {
             .with_context(|| format!("copying {source}'s {name} section"))?;
         Ok(Some(out))
     };
-    let kernel = take(".linux")?.with_context(|| format!("{source} has no .linux section"))?;
-    let initrds = [take(".ucode")?, take(".initrd")?]
+    let kernel = take(uki::LINUX)?.with_context(|| format!("{source} has no .linux section"))?;
+    let initrds = [take(uki::UCODE)?, take(uki::INITRD)?]
         .into_iter()
         .flatten()
         .collect();
-    let options = match sections.get(".cmdline") {
+    let options = match sections.get(uki::CMDLINE) {
         Some(&(offset, size)) => {
             let mut bytes = Vec::new();
             read_range(&mut file, offset, size.min(64 * 1024), &mut bytes)

@@ -40,6 +40,11 @@ pub fn markdown() -> String {
             "`ocidd overlay --output PATH SRC=DEST…`",
             "Writes a site overlay: an initramfs of a site's files, loaded after the main one.",
         ),
+        (
+            Command::Uki,
+            "`ocidd uki --linux KERNEL --initrd FILE… --output PATH [WORD…]`",
+            "Writes a unified kernel image: systemd's stub with the kernel, the initrds and the words as its command line, one EFI binary that UEFI HTTP Boot fetches and starts.",
+        ),
     ];
     for (command, title, about) in sections {
         page += &format!("\n## {title}\n\n{about}\n\n");

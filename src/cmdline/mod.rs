@@ -20,7 +20,7 @@ pub mod network;
 pub mod seed;
 pub mod table;
 
-pub use table::{Command, Given, Parameter, PushParams, Refusal, Value};
+pub use table::{Command, DEFAULT_STUB, Given, Parameter, PushParams, Refusal, UkiParams, Value};
 
 /// The largest `dd.bs` accepted: one block is held in memory per stage.
 pub const MAX_BLOCK_SIZE: u64 = 16 << 20;

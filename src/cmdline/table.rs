@@ -31,6 +31,8 @@ pub enum Command {
     Push,
     /// `ocidd overlay`.
     Overlay,
+    /// `ocidd uki`.
+    Uki,
 }
 
 /// A parameter's value.
@@ -122,14 +124,28 @@ impl Default for PushParams {
     }
 }
 
+/// What `ocidd uki` is told besides its words.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UkiParams {
+    pub linux: Option<PathBuf>,
+    /// In the order given: the kernel unpacks them one after the other.
+    pub initrds: Vec<PathBuf>,
+    /// `None`: [`DEFAULT_STUB`].
+    pub stub: Option<PathBuf>,
+}
+
+/// Where Debian's `systemd-boot-efi` puts systemd's stub for amd64.
+pub const DEFAULT_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+
 /// Everything that was given, as the setters record it.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Given {
     pub install: Params,
     pub boot: BootParams,
     pub push: PushParams,
-    /// `ocidd overlay --output`.
-    pub overlay_output: Option<PathBuf>,
+    pub uki: UkiParams,
+    /// `ocidd overlay --output`, `ocidd uki --output`.
+    pub output: Option<PathBuf>,
     tag: Option<ImageSource>,
     blob: Option<ImageSource>,
     /// `oci.verify=`: warn (true) or enforce.
@@ -221,6 +237,7 @@ const INSTALL: &[Command] = &[Command::Install];
 const INSTALL_AND_PUSH: &[Command] = &[Command::Install, Command::Push];
 const INIT: &[Command] = &[Command::Init];
 const PUSH: &[Command] = &[Command::Push];
+const UKI: &[Command] = &[Command::Uki];
 
 /// A parameter with what most have: no aliases, no short flag, one value, no default.
 const BASE: Parameter = Parameter {
@@ -804,10 +821,39 @@ pub static PARAMETERS: &[Parameter] = &[
         flag: Some("output"),
         short: Some('o'),
         value: Value::Text("PATH"),
-        commands: &[Command::Overlay],
-        help: "The overlay to write (a gzip'd newc cpio, mode 0600).",
+        commands: &[Command::Overlay, Command::Uki],
+        help: "The file to write: the overlay (a gzip'd newc cpio, mode 0600), or the UKI.",
         example: "--output site.img",
-        set: |g, v| once(&mut g.overlay_output, PathBuf::from(text(v)?)),
+        set: |g, v| once(&mut g.output, PathBuf::from(text(v)?)),
+        ..BASE
+    },
+    Parameter {
+        flag: Some("linux"),
+        value: Value::Text("KERNEL"),
+        commands: UKI,
+        help: "The kernel (an EFI binary: Debian's amd64 vmlinuz).",
+        example: "--linux out/vmlinuz-amd64",
+        set: |g, v| once(&mut g.uki.linux, PathBuf::from(text(v)?)),
+        ..BASE
+    },
+    Parameter {
+        flag: Some("initrd"),
+        value: Value::Text("FILE"),
+        repeatable: true,
+        commands: UKI,
+        help: "An initramfs, in the order given (the boot files' initramfs, then a site overlay).",
+        example: "--initrd out/initramfs-amd64.img --initrd site.img",
+        set: |g, v| add(&mut g.uki.initrds, PathBuf::from(text(v)?)),
+        ..BASE
+    },
+    Parameter {
+        flag: Some("stub"),
+        value: Value::Text("FILE"),
+        commands: UKI,
+        default: Some(|| DEFAULT_STUB.to_string()),
+        help: "systemd's EFI stub (Debian's systemd-boot-efi), which starts the kernel with the initrds and the words.",
+        example: "--stub /usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        set: |g, v| once(&mut g.uki.stub, PathBuf::from(text(v)?)),
         ..BASE
     },
 ];
@@ -828,6 +874,7 @@ mod tests {
             Command::Init,
             Command::Push,
             Command::Overlay,
+            Command::Uki,
         ] {
             let mut names: Vec<String> = Vec::new();
             for p in PARAMETERS.iter().filter(|p| p.takes(command)) {

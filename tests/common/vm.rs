@@ -117,6 +117,9 @@ pub enum Firmware {
     /// and the firmware's own PXE: iPXE's ROM hands shim a wrong file size for what shim
     /// fetches next.
     SecureBoot,
+    /// OVMF with its own network stack instead of QEMU's iPXE ROM: PXE over IPv4 and IPv6,
+    /// then UEFI HTTP Boot, which DHCP answers with a URL when asked as an `HTTPClient`.
+    HttpBoot,
 }
 
 /// What the disk is attached to, so that it shows as /dev/vda, /dev/sda or /dev/nvme0n1.
@@ -202,7 +205,9 @@ impl Vm {
         }
         command.args(&options.extra);
         let mut netdev = "user,id=net0".to_string();
-        let mut nic = "virtio-net-pci,netdev=net0".to_string();
+        let nic = "virtio-net-pci,netdev=net0";
+        // The NICs' option ROM: QEMU's iPXE, or none for the firmware's own network stack.
+        let mut rom = "";
         match boot {
             Boot::Kernel { append } => {
                 let (kernel, built) = boot_files(arch);
@@ -224,15 +229,15 @@ impl Vm {
                 if let Some(tftp) = tftp {
                     netdev += &format!(",tftp={}", tftp.display());
                 }
-                if let Firmware::Uefi | Firmware::SecureBoot = firmware {
+                if let Firmware::Uefi | Firmware::SecureBoot | Firmware::HttpBoot = firmware {
                     let secure = matches!(firmware, Firmware::SecureBoot);
                     if secure && arch == "amd64" {
                         command
                             .args(["-machine", "smm=on"])
                             .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
                     }
-                    if secure || arch == "arm64" {
-                        nic += ",romfile=";
+                    if secure || arch == "arm64" || matches!(firmware, Firmware::HttpBoot) {
+                        rom = ",romfile=";
                     }
                     let (code, fresh_vars) = uefi_files(arch, secure);
                     let dir = tempfile::tempdir().unwrap();
@@ -274,7 +279,7 @@ impl Vm {
                 .arg(format!("{device},drive=disk{i}"));
         }
         if options.nics.is_empty() {
-            command.args(["-netdev", &netdev, "-device", &nic]);
+            command.args(["-netdev", &netdev, "-device", &format!("{nic}{rom}")]);
         }
         for (i, (netdev, mac)) in options.nics.iter().enumerate() {
             command
@@ -283,7 +288,7 @@ impl Vm {
                 .arg("-device")
                 // A speed, as real NICs report one: an 802.3ad bond takes no slave without.
                 .arg(format!(
-                    "virtio-net-pci,netdev=net{i},mac={mac},speed=10000,duplex=full"
+                    "virtio-net-pci,netdev=net{i},mac={mac},speed=10000,duplex=full{rom}"
                 ));
         }
         command
