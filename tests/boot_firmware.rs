@@ -52,6 +52,42 @@ fn doc_snippet(marker: &str) -> String {
     first.clone()
 }
 
+/// The install finished and rebooted, and `disk` holds `image` (its first 1 KiB, the
+/// protective MBR and the GPT header, is rewritten for the disk's size).
+fn assert_installed(console: &str, disk: &Path, image: &[u8], what: &str) {
+    assert!(
+        console.contains(&format!(
+            "ocidd: installed {:.2} MiB",
+            image.len() as f64 / MIB as f64
+        )),
+        "{what}:\n{console}"
+    );
+    assert!(
+        console.contains("reboot: Restarting system"),
+        "{what}:\n{console}"
+    );
+    let on_disk = read_prefix(disk, image.len());
+    assert!(
+        on_disk[1024..] == image[1024..],
+        "{what}: the disk does not hold the image"
+    );
+    assert_gpt_consistent(disk);
+}
+
+/// ocidd ran under Secure Boot, locked down.
+fn assert_locked_down(console: &str) {
+    assert!(
+        console.contains("EFI stub: UEFI Secure Boot is enabled."),
+        "{console}"
+    );
+    assert!(
+        console.contains(
+            "ocidd: Secure Boot is on; kernel lockdown: integrity (only signed modules and kernels load)"
+        ),
+        "{console}"
+    );
+}
+
 /// A GPT disk image pushed as `disks/base:v1`, the docs' example image.
 struct Setup {
     registry: Registry,
@@ -117,22 +153,20 @@ impl Setup {
         let mut vm = Vm::start(arch, &disk, bus, boot);
         let seconds = vm.wait_exit(BOOT_LIMIT);
         let console = vm.console();
-        assert!(
-            console.contains("ocidd: installed 16.00 MiB"),
-            "{what}:\n{console}"
-        );
-        assert!(
-            console.contains("reboot: Restarting system"),
-            "{what}:\n{console}"
-        );
-        let on_disk = read_prefix(&disk, self.image.len());
-        assert!(
-            on_disk[1024..] == self.image[1024..],
-            "{what}: the disk does not hold the image"
-        );
-        assert_gpt_consistent(&disk);
+        assert_installed(&console, &disk, &self.image, what);
         eprintln!("{what}: power-on to reboot {seconds:.1} s");
         console
+    }
+
+    /// A TFTP root for Debian's signed chain on `arch`: the boot files, shim and GRUB, and
+    /// the docs' snippet with `marker` as GRUB's `grub/grub.cfg`.
+    fn signed_chain_root(&self, arch: &str, marker: &str) -> std::path::PathBuf {
+        let root = self.boot_root_for(arch);
+        copy_signed_loaders(arch, &root);
+        let config = self.localize(&doc_snippet(marker), None);
+        fs::create_dir_all(root.join("grub")).unwrap();
+        fs::write(root.join("grub/grub.cfg"), config).unwrap();
+        root
     }
 
     fn ipxe(&self, firmware: Firmware, what: &str) {
@@ -212,14 +246,10 @@ fn the_readme_grub_config_boots_under_uefi() {
 #[test]
 fn the_secure_boot_grub_config_boots_through_the_signed_shim() {
     let setup = setup();
-    let root = setup.boot_root();
-    copy_signed_loaders("amd64", &root);
-    let config = setup.localize(
-        &doc_snippet("menuentry \"Install base:v1 with ocidd under Secure Boot\" {"),
-        None,
+    let root = setup.signed_chain_root(
+        "amd64",
+        "menuentry \"Install base:v1 with ocidd under Secure Boot\" {",
     );
-    fs::create_dir_all(root.join("grub")).unwrap();
-    fs::write(root.join("grub/grub.cfg"), config).unwrap();
     let console = setup.boot_and_check(
         Bus::Nvme,
         Boot::Network {
@@ -229,16 +259,7 @@ fn the_secure_boot_grub_config_boots_through_the_signed_shim() {
         },
         "shim and GRUB under OVMF with Secure Boot",
     );
-    assert!(
-        console.contains("EFI stub: UEFI Secure Boot is enabled."),
-        "{console}"
-    );
-    assert!(
-        console.contains(
-            "ocidd: Secure Boot is on; kernel lockdown: integrity (only signed modules and kernels load)"
-        ),
-        "{console}"
-    );
+    assert_locked_down(&console);
 }
 
 /// arm64 through its firmware: AAVMF with Microsoft's keys enrolled boots Debian's signed
@@ -247,14 +268,10 @@ fn the_secure_boot_grub_config_boots_through_the_signed_shim() {
 #[test]
 fn the_arm64_grub_config_boots_under_aavmf_with_secure_boot() {
     let setup = setup();
-    let root = setup.boot_root_for("arm64");
-    copy_signed_loaders("arm64", &root);
-    let config = setup.localize(
-        &doc_snippet("menuentry \"Install base:v1 with ocidd on arm64\" {"),
-        None,
+    let root = setup.signed_chain_root(
+        "arm64",
+        "menuentry \"Install base:v1 with ocidd on arm64\" {",
     );
-    fs::create_dir_all(root.join("grub")).unwrap();
-    fs::write(root.join("grub/grub.cfg"), config).unwrap();
     let console = setup.boot_and_check_on(
         "arm64",
         Bus::Nvme,
@@ -270,16 +287,8 @@ fn the_arm64_grub_config_boots_under_aavmf_with_secure_boot() {
             && console.contains("Fetching Netboot Image grubaa64.efi"),
         "{console}"
     );
-    assert!(
-        console.contains("EFI stub: UEFI Secure Boot is enabled.") && console.contains("-arm64"),
-        "{console}"
-    );
-    assert!(
-        console.contains(
-            "ocidd: Secure Boot is on; kernel lockdown: integrity (only signed modules and kernels load)"
-        ),
-        "{console}"
-    );
+    assert!(console.contains("-arm64"), "{console}");
+    assert_locked_down(&console);
 }
 
 /// UEFI HTTP Boot as the docs set it up: the docs' `ocidd uki` command makes the UKI, dnsmasq
@@ -371,19 +380,12 @@ fn the_http_boot_settings_start_the_uki_ocidd_made() {
         console.contains("EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID device path"),
         "{console}"
     );
-    assert!(console.contains("ocidd: installed 16.00 MiB"), "{console}");
-    assert!(console.contains("reboot: Restarting system"), "{console}");
+    assert_installed(&console, &disk, &image, "UEFI HTTP Boot");
     assert!(
         lab.dnsmasq_log("up0").contains("tags: httpboot"),
         "{}",
         lab.dnsmasq_log("up0")
     );
-    let on_disk = read_prefix(&disk, image.len());
-    assert!(
-        on_disk[1024..] == image[1024..],
-        "the disk does not hold the image"
-    );
-    assert_gpt_consistent(&disk);
     eprintln!("UEFI HTTP Boot of the UKI: power-on to reboot {seconds:.1} s");
 }
 
