@@ -6,6 +6,7 @@ mod deps;
 mod dist;
 mod image;
 mod initramfs;
+mod iso;
 mod pxe;
 mod util;
 
@@ -65,6 +66,13 @@ enum Task {
         #[arg(long)]
         check_reproducible: bool,
     },
+    /// Build the amd64 boot files, then out/ocidd-amd64.iso: one hybrid ISO that boots as a CD
+    /// and as a USB stick, under BIOS and UEFI (Debian's signed shim and GRUB for Secure Boot)
+    Iso {
+        /// Output directory
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+    },
     /// Install what the tests need, build the amd64 and arm64 boot files, boot the demo, then
     /// run formatting, lint and all tests (what CI runs)
     Test {
@@ -121,6 +129,14 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Demo => demo::run(),
+        Task::Iso { out } => {
+            let out = if out.is_absolute() {
+                out
+            } else {
+                util::root().join(out)
+            };
+            iso::build(&out).map(|_| ())
+        }
         Task::Pxe {
             arch,
             flavour,

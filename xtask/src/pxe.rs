@@ -325,7 +325,7 @@ struct Kernel {
 
 /// Downloads a Debian package (resolving a metapackage to the package it depends on) into
 /// `dir` and unpacks it; returns the unpack directory.
-fn fetch_package(package: &str, dir: &Path) -> Result<PathBuf> {
+pub fn fetch_package(package: &str, dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let unpacked = dir.join(package.replace(':', "_"));
     if unpacked.join(".done").exists() {

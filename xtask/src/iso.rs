@@ -1,0 +1,163 @@
+//! `cargo xtask iso`: one hybrid ISO that boots the amd64 boot files as a CD and as a USB
+//! stick, under BIOS (GRUB's El Torito image, GRUB's hybrid MBR) and UEFI (Debian's signed
+//! shim and CD GRUB in an EFI System partition, so also with Secure Boot on). BIOS and UEFI
+//! read the same `boot/grub/grub.cfg`; its kernel line ends in a fixed-size area of `#` (a
+//! GRUB comment) for per-node words, and `ocidd/site.img` is a zero-filled area for a site
+//! overlay (the kernel skips zero padding between initramfs archives).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::deps;
+use crate::pxe::{self, Arch};
+use crate::util::{exec, root};
+
+/// Bytes reserved on the kernel line for a node's words.
+pub const WORDS_AREA: usize = 1024;
+/// Bytes reserved for a site overlay.
+pub const OVERLAY_AREA: usize = 1 << 20;
+
+/// Builds the amd64 boot files, then `OUT/ocidd-amd64.iso`; returns its path.
+pub fn build(out: &Path) -> Result<PathBuf> {
+    deps::ensure_packages(&["xorriso", "grub-pc-bin", "mtools", "dosfstools"])?;
+    pxe::build(&pxe::Options::generic(
+        Arch::Amd64,
+        out.to_path_buf(),
+        false,
+    ))?;
+    let download = root().join("target/pxe/amd64/download");
+    let shim =
+        pxe::fetch_package("shim-signed:amd64", &download)?.join("usr/lib/shim/shimx64.efi.signed");
+    let grub = pxe::fetch_package("grub-efi-amd64-signed:amd64", &download)?
+        .join("usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed");
+    let stage = root().join("target/iso/stage");
+    let _ = fs::remove_dir_all(&stage);
+    for dir in [".disk", "boot/grub/i386-pc", "ocidd"] {
+        fs::create_dir_all(stage.join(dir))?;
+    }
+    // The signed CD GRUB finds its root by this file, and so does the BIOS one.
+    fs::write(stage.join(".disk/info"), "ocidd boot media\n")?;
+    fs::copy(out.join("vmlinuz-amd64"), stage.join("ocidd/vmlinuz"))?;
+    fs::copy(
+        out.join("initramfs-amd64.img"),
+        stage.join("ocidd/initrd.img"),
+    )?;
+    fs::write(stage.join("ocidd/site.img"), vec![0u8; OVERLAY_AREA])?;
+    fs::write(stage.join("boot/grub/grub.cfg"), grub_config())?;
+
+    let early = root().join("target/iso/early.cfg");
+    fs::write(
+        &early,
+        "search --file --set=root /.disk/info\nset prefix=($root)/boot/grub\n",
+    )?;
+    exec(
+        Command::new("grub-mkimage")
+            .args(["-O", "i386-pc-eltorito", "-p", "/boot/grub", "-c"])
+            .arg(&early)
+            .arg("-o")
+            .arg(stage.join("boot/grub/i386-pc/eltorito.img"))
+            .args([
+                "biosdisk",
+                "iso9660",
+                "part_msdos",
+                "part_gpt",
+                "search",
+                "search_fs_file",
+                "normal",
+                "linux",
+                "configfile",
+                "echo",
+                "test",
+                "serial",
+                "terminal",
+            ]),
+    )?;
+
+    // shim (1 MB) and the CD GRUB (3.8 MB) need more than 4 MiB of FAT.
+    let efi = stage.join("boot/grub/efi.img");
+    exec(
+        Command::new("mkfs.vfat")
+            .args(["-C", "-n", "OCIDD_EFI", "-i", "0c1dd000"])
+            .arg(&efi)
+            .arg("8192"),
+    )?;
+    exec(
+        Command::new("mmd")
+            .arg("-i")
+            .arg(&efi)
+            .args(["::/EFI", "::/EFI/BOOT"]),
+    )?;
+    for (from, to) in [
+        (&shim, "::/EFI/BOOT/BOOTX64.EFI"),
+        (&grub, "::/EFI/BOOT/grubx64.efi"),
+    ] {
+        exec(
+            Command::new("mcopy")
+                .arg("-m")
+                .arg("-i")
+                .arg(&efi)
+                .arg(from)
+                .arg(to),
+        )
+        .with_context(|| format!("copying {} into the EFI image", from.display()))?;
+    }
+
+    let iso = out.join("ocidd-amd64.iso");
+    let _ = fs::remove_file(&iso);
+    // grub-mkrescue's own layout, with Debian's signed loaders as the EFI image: a GPT with
+    // an EFI System partition, which firmware needs to boot the file as a USB stick.
+    exec(
+        Command::new("xorriso")
+            .args(["-as", "mkisofs", "-o"])
+            .arg(&iso)
+            .args(["-R", "-J", "-V", "OCIDD"])
+            .args(["--grub2-mbr", "/usr/lib/grub/i386-pc/boot_hybrid.img"])
+            .args(["-b", "boot/grub/i386-pc/eltorito.img", "-no-emul-boot"])
+            .args([
+                "-boot-load-size",
+                "4",
+                "-boot-info-table",
+                "--grub2-boot-info",
+            ])
+            .args(["--efi-boot", "boot/grub/efi.img", "-efi-boot-part"])
+            .args(["--efi-boot-image", "--protective-msdos-label"])
+            .arg(&stage),
+    )?;
+    eprintln!(
+        "iso: {} ({} MiB): BIOS and UEFI (Secure Boot), CD and USB",
+        iso.display(),
+        fs::metadata(&iso)?.len() >> 20
+    );
+    Ok(iso)
+}
+
+/// The menu BIOS and UEFI GRUB both read. GRUB's own console goes to the serial port under
+/// BIOS; under UEFI the firmware's console already does.
+fn grub_config() -> String {
+    format!(
+        "if [ \"$grub_platform\" = \"pc\" ]; then\n  serial --unit=0 --speed=115200\n  \
+         terminal_input --append serial\n  terminal_output --append serial\nfi\n\
+         set timeout=1\nmenuentry \"Install with ocidd\" {{\n  \
+         linux /ocidd/vmlinuz console=tty0 console=ttyS0,115200 {}\n  \
+         initrd /ocidd/initrd.img /ocidd/site.img\n}}\n",
+        "#".repeat(WORDS_AREA)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_words_area_is_one_comment_on_the_kernel_line() {
+        let config = grub_config();
+        let line = config
+            .lines()
+            .find(|l| l.trim_start().starts_with("linux "))
+            .unwrap();
+        assert!(line.ends_with(&format!(" {}", "#".repeat(WORDS_AREA))));
+    }
+}
