@@ -6,7 +6,7 @@
 //! overlay (the kernel skips zero padding between initramfs archives).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
@@ -20,8 +20,8 @@ pub const WORDS_AREA: usize = 1024;
 /// Bytes reserved for a site overlay.
 pub const OVERLAY_AREA: usize = 1 << 20;
 
-/// Builds the amd64 boot files, then `OUT/ocidd-amd64.iso`; returns its path.
-pub fn build(out: &Path) -> Result<PathBuf> {
+/// Builds the amd64 boot files, then `OUT/ocidd-amd64.iso`.
+pub fn build(out: &Path) -> Result<()> {
     deps::ensure_packages(&["xorriso", "grub-pc-bin", "mtools", "dosfstools"])?;
     pxe::build(&pxe::Options::generic(
         Arch::Amd64,
@@ -131,7 +131,7 @@ pub fn build(out: &Path) -> Result<PathBuf> {
         iso.display(),
         fs::metadata(&iso)?.len() >> 20
     );
-    Ok(iso)
+    Ok(())
 }
 
 /// The menu BIOS and UEFI GRUB both read. GRUB's own console goes to the serial port under

@@ -111,11 +111,7 @@ fn main() -> Result<()> {
             push,
             plain_http,
         } => dist::run(&dist::Options {
-            out: if out.is_absolute() {
-                out
-            } else {
-                util::root().join(out)
-            },
+            out: util::in_root(out),
             push,
             plain_http,
         }),
@@ -129,14 +125,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Demo => demo::run(),
-        Task::Iso { out } => {
-            let out = if out.is_absolute() {
-                out
-            } else {
-                util::root().join(out)
-            };
-            iso::build(&out).map(|_| ())
-        }
+        Task::Iso { out } => iso::build(&util::in_root(out)),
         Task::Pxe {
             arch,
             flavour,
@@ -145,11 +134,7 @@ fn main() -> Result<()> {
             out,
             check_reproducible,
         } => {
-            let out = if out.is_absolute() {
-                out
-            } else {
-                util::root().join(out)
-            };
+            let out = util::in_root(out);
             pxe::build(&pxe::Options {
                 arch,
                 flavour,

@@ -187,8 +187,8 @@ pub fn build(options: &Options) -> Result<()> {
 
     let ocidd = build_ocidd(arch)?;
     let work = root().join("target/pxe").join(arch.name());
-    let kernel = fetch_kernel(arch, options.flavour, &work.join("download"))?;
-    let busybox = fetch_busybox(arch, &work.join("download"))?;
+    let kernel = fetch_kernel(arch, options.flavour, &download_dir(arch))?;
+    let busybox = fetch_busybox(arch, &download_dir(arch))?;
 
     let stage = work.join("initramfs");
     stage_tree(&stage, &ocidd, &busybox, &kernel, options)?;
@@ -216,7 +216,7 @@ pub fn build(options: &Options) -> Result<()> {
     }
     let vmlinuz = options.out.join(format!("vmlinuz-{}", arch.name()));
     fs::copy(&kernel.vmlinuz, &vmlinuz)?;
-    let signed = signed_loaders(arch, &work.join("download"), &options.out)?;
+    let signed = signed_loaders(arch, &download_dir(arch), &options.out)?;
     eprintln!(
         "pxe: {} ({} KiB, kernel {}) and {} ({} KiB, mtime {mtime})",
         vmlinuz.display(),
@@ -259,6 +259,11 @@ fn signed_loaders(arch: Arch, download: &Path, out: &Path) -> Result<PathBuf> {
     )
     .with_context(|| format!("{grub_package} has no signed network GRUB"))?;
     Ok(loader)
+}
+
+/// Where the Debian packages for `arch`'s boot files are downloaded and unpacked.
+pub fn download_dir(arch: Arch) -> PathBuf {
+    root().join("target/pxe").join(arch.name()).join("download")
 }
 
 /// Builds the archive of `stage` into `image`; returns its size.

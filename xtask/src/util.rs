@@ -15,6 +15,15 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `path` as given when absolute, else under the workspace root (where `--out` points).
+pub fn in_root(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        root().join(path)
+    }
+}
+
 /// Runs a command to completion; an error names the command if it fails.
 pub fn exec(command: &mut Command) -> Result<()> {
     let shown = format!("{command:?}");
