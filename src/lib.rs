@@ -56,6 +56,8 @@
 //!   loaders load after the main one.
 //! - [`efi::uki`]: a unified kernel image (systemd's stub with the kernel, the initrds and the
 //!   words) for UEFI HTTP Boot, which starts one file with no arguments.
+//! - [`iso`]: the embed areas of ocidd's boot ISO (a node's words on GRUB's kernel line, a
+//!   site overlay), patched in a copy by `ocidd iso customize`.
 //! - [`compression`] and [`registry::manifest::media_type`] are shared by push and install.
 
 pub mod boot;
@@ -67,6 +69,7 @@ pub mod disks;
 pub mod efi;
 pub mod error;
 pub mod install;
+pub mod iso;
 pub mod output;
 pub mod overlay;
 pub mod progress;

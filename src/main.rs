@@ -12,7 +12,7 @@ use ocidd::cmdline::{Command, Given, Params, docs, flags, parse_words, text_word
 use ocidd::error::{Failure, failure_of};
 use ocidd::fail;
 use ocidd::reference::{ImageSource, parse_tag};
-use ocidd::{boot, disks, efi, install, overlay, push};
+use ocidd::{boot, disks, efi, install, iso, overlay, push};
 use ocidd::{out, say};
 
 fn cli() -> clap::Command {
@@ -95,6 +95,43 @@ fn cli() -> clap::Command {
                         .last(false),
                 ),
         )
+        .subcommand(
+            clap::Command::new("iso")
+                .about("Give a node its own copy of ocidd's boot ISO, or show what an ISO carries")
+                .subcommand_required(true)
+                .subcommand(
+                    clap::Command::new("customize")
+                        .about(
+                            "Write a copy of the boot ISO (cargo xtask iso) with kernel words \
+                             and a site overlay in its embed areas, for virtual media or a USB \
+                             stick; the same inputs give the same bytes",
+                        )
+                        .args(flags::args(Command::Iso))
+                        .arg(
+                            Arg::new("base")
+                                .value_name("BASE.iso")
+                                .help("The boot ISO to copy (not changed)")
+                                .required(true)
+                                .value_parser(value_parser!(PathBuf)),
+                        )
+                        .arg(
+                            Arg::new("words")
+                                .value_name("WORD")
+                                .help("Kernel words for this node (oci.tag=…, ip=…), each as GRUB passes it: no spaces, quotes or backslashes")
+                                .num_args(0..),
+                        ),
+                )
+                .subcommand(
+                    clap::Command::new("show")
+                        .about("Print the words and the overlay an ISO carries")
+                        .arg(
+                            Arg::new("iso")
+                                .value_name("ISO")
+                                .required(true)
+                                .value_parser(value_parser!(PathBuf)),
+                        ),
+                ),
+        )
 }
 
 fn main() -> ExitCode {
@@ -112,6 +149,11 @@ fn main() -> ExitCode {
         Some(("push", args)) => push(args),
         Some(("overlay", args)) => write_overlay(args),
         Some(("uki", args)) => write_uki(args),
+        Some(("iso", args)) => match args.subcommand() {
+            Some(("customize", args)) => customize_iso(args),
+            Some(("show", args)) => show_iso(args),
+            _ => Ok(()),
+        },
         Some(("disks", _)) => {
             for line in disks::table(&disks::list()) {
                 out!("{line}");
@@ -202,6 +244,63 @@ fn write_uki(args: &ArgMatches) -> anyhow::Result<()> {
         written.words,
         if written.words == 1 { "" } else { "s" }
     );
+    Ok(())
+}
+
+fn customize_iso(args: &ArgMatches) -> anyhow::Result<()> {
+    let given: Given = flags::given(args, Command::Iso)?;
+    let Some(output) = given.output else {
+        fail!(Failure::Usage, "ocidd iso customize needs --output PATH");
+    };
+    let Some(base) = args.get_one::<PathBuf>("base") else {
+        fail!(Failure::Usage, "ocidd iso customize needs BASE.iso");
+    };
+    let words: Vec<String> = args
+        .get_many::<String>("words")
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let written = iso::customize(base, &output, &words, given.iso_overlay.as_deref())?;
+    // The words are not shown: they may hold a proxy's password (`ocidd iso show` does).
+    out!(
+        "ocidd: wrote {} ({} word{}, {} of {} bytes; overlay {} of {} bytes, {} file{})",
+        output.display(),
+        words.len(),
+        if words.len() == 1 { "" } else { "s" },
+        written.words_bytes,
+        iso::WORDS_AREA,
+        written.overlay_bytes,
+        iso::OVERLAY_AREA,
+        written.overlay_files,
+        if written.overlay_files == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+fn show_iso(args: &ArgMatches) -> anyhow::Result<()> {
+    let Some(path) = args.get_one::<PathBuf>("iso") else {
+        fail!(Failure::Usage, "ocidd iso show needs ISO");
+    };
+    let carried = iso::show(path)?;
+    out!(
+        "words ({} of {} bytes):{}",
+        carried.words_bytes,
+        iso::WORDS_AREA,
+        carried
+            .words
+            .iter()
+            .map(|w| format!(" {w}"))
+            .collect::<String>()
+    );
+    match &carried.overlay {
+        None => out!("overlay: none"),
+        Some((bytes, files)) => out!(
+            "overlay ({bytes} of {} bytes):{}",
+            iso::OVERLAY_AREA,
+            files.iter().map(|f| format!(" {f}")).collect::<String>()
+        ),
+    }
     Ok(())
 }
 

@@ -45,6 +45,11 @@ pub fn markdown() -> String {
             "`ocidd uki --linux KERNEL --initrd FILE… --output PATH [WORD…]`",
             "Writes a unified kernel image: systemd's stub with the kernel, the initrds and the words as its command line, one EFI binary that UEFI HTTP Boot fetches and starts.",
         ),
+        (
+            Command::Iso,
+            "`ocidd iso customize --output PATH BASE.iso [WORD…] [--overlay FILE]`",
+            "Writes a copy of ocidd's boot ISO (`cargo xtask iso`) with a node's words on GRUB's kernel line and a site overlay, in the areas the ISO reserves for them (1024 bytes of words, 1 MiB of overlay): no rebuild, the same inputs give the same bytes. `ocidd iso show ISO` prints what an ISO carries.",
+        ),
     ];
     for (command, title, about) in sections {
         page += &format!("\n## {title}\n\n{about}\n\n");

@@ -273,7 +273,7 @@ pub fn shown_name(word: &[u8]) -> Option<String> {
 }
 
 /// `name` for an error line: as it is when short, else cut (a junk word can be megabytes).
-fn bounded_name(name: &str) -> String {
+pub fn bounded_name(name: &str) -> String {
     match name.char_indices().nth(MAX_SHOWN_NAME) {
         Some((cut, _)) => format!("{}… ({} bytes)", &name[..cut], name.len()),
         None => name.to_string(),

@@ -33,6 +33,8 @@ pub enum Command {
     Overlay,
     /// `ocidd uki`.
     Uki,
+    /// `ocidd iso customize`.
+    Iso,
 }
 
 /// A parameter's value.
@@ -144,8 +146,10 @@ pub struct Given {
     pub boot: BootParams,
     pub push: PushParams,
     pub uki: UkiParams,
-    /// `ocidd overlay --output`, `ocidd uki --output`.
+    /// `ocidd overlay --output`, `ocidd uki --output`, `ocidd iso customize --output`.
     pub output: Option<PathBuf>,
+    /// `ocidd iso customize --overlay`.
+    pub iso_overlay: Option<PathBuf>,
     tag: Option<ImageSource>,
     blob: Option<ImageSource>,
     /// `oci.verify=`: warn (true) or enforce.
@@ -821,8 +825,8 @@ pub static PARAMETERS: &[Parameter] = &[
         flag: Some("output"),
         short: Some('o'),
         value: Value::Text("PATH"),
-        commands: &[Command::Overlay, Command::Uki],
-        help: "The file to write: the overlay (a gzip'd newc cpio, mode 0600), or the UKI.",
+        commands: &[Command::Overlay, Command::Uki, Command::Iso],
+        help: "The file to write: the overlay (a gzip'd newc cpio, mode 0600), the UKI, or the node's ISO.",
         example: "--output site.img",
         set: |g, v| once(&mut g.output, PathBuf::from(text(v)?)),
         ..BASE
@@ -856,6 +860,15 @@ pub static PARAMETERS: &[Parameter] = &[
         set: |g, v| once(&mut g.uki.stub, PathBuf::from(text(v)?)),
         ..BASE
     },
+    Parameter {
+        flag: Some("overlay"),
+        value: Value::Text("FILE"),
+        commands: &[Command::Iso],
+        help: "A site overlay (`ocidd overlay` writes one, at most 1 MiB) for the ISO's overlay area; GRUB loads it after the initramfs.",
+        example: "--overlay site.img",
+        set: |g, v| once(&mut g.iso_overlay, PathBuf::from(text(v)?)),
+        ..BASE
+    },
 ];
 
 /// The parameter whose kernel word is `name` ('-' read as '_').
@@ -875,6 +888,7 @@ mod tests {
             Command::Push,
             Command::Overlay,
             Command::Uki,
+            Command::Iso,
         ] {
             let mut names: Vec<String> = Vec::new();
             for p in PARAMETERS.iter().filter(|p| p.takes(command)) {

@@ -3,7 +3,8 @@
 //! shim and CD GRUB in an EFI System partition, so also with Secure Boot on). BIOS and UEFI
 //! read the same `boot/grub/grub.cfg`; its kernel line ends in a fixed-size area of `#` (a
 //! GRUB comment) for per-node words, and `ocidd/site.img` is a zero-filled area for a site
-//! overlay (the kernel skips zero padding between initramfs archives).
+//! overlay (the kernel skips zero padding between initramfs archives). Where both are is
+//! stamped into the ISO ([`ocidd::iso::stamp`]) for `ocidd iso customize`.
 
 use std::fs;
 use std::path::Path;
@@ -11,14 +12,17 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
+use ocidd::iso::{Area, Areas, OVERLAY_AREA, OVERLAY_PATH, WORDS_AREA, WORDS_FILL};
+
 use crate::deps;
 use crate::pxe::{self, Arch};
-use crate::util::{exec, root};
+use crate::util::{exec, output, root};
 
-/// Bytes reserved on the kernel line for a node's words.
-pub const WORDS_AREA: usize = 1024;
-/// Bytes reserved for a site overlay.
-pub const OVERLAY_AREA: usize = 1 << 20;
+/// The time stamped on the ISO's files and the EFI image's, so that builds are the same.
+const BUILD_TIME: &str = "1700000000";
+
+/// Where the menu is on the medium.
+const GRUB_CONFIG: &str = "/boot/grub/grub.cfg";
 
 /// Builds the amd64 boot files, then `OUT/ocidd-amd64.iso`.
 pub fn build(out: &Path) -> Result<()> {
@@ -45,8 +49,12 @@ pub fn build(out: &Path) -> Result<()> {
         out.join("initramfs-amd64.img"),
         stage.join("ocidd/initrd.img"),
     )?;
-    fs::write(stage.join("ocidd/site.img"), vec![0u8; OVERLAY_AREA])?;
-    fs::write(stage.join("boot/grub/grub.cfg"), grub_config())?;
+    fs::write(
+        stage.join(OVERLAY_PATH.trim_start_matches('/')),
+        vec![0u8; OVERLAY_AREA],
+    )?;
+    let config = grub_config();
+    fs::write(stage.join(GRUB_CONFIG.trim_start_matches('/')), &config)?;
 
     let early = root().join("target/iso/early.cfg");
     fs::write(
@@ -80,12 +88,14 @@ pub fn build(out: &Path) -> Result<()> {
     let efi = stage.join("boot/grub/efi.img");
     exec(
         Command::new("mkfs.vfat")
+            .env("SOURCE_DATE_EPOCH", BUILD_TIME)
             .args(["-C", "-n", "OCIDD_EFI", "-i", "0c1dd000"])
             .arg(&efi)
             .arg("8192"),
     )?;
     exec(
         Command::new("mmd")
+            .env("SOURCE_DATE_EPOCH", BUILD_TIME)
             .arg("-i")
             .arg(&efi)
             .args(["::/EFI", "::/EFI/BOOT"]),
@@ -96,6 +106,7 @@ pub fn build(out: &Path) -> Result<()> {
     ] {
         exec(
             Command::new("mcopy")
+                .env("SOURCE_DATE_EPOCH", BUILD_TIME)
                 .arg("-m")
                 .arg("-i")
                 .arg(&efi)
@@ -111,6 +122,7 @@ pub fn build(out: &Path) -> Result<()> {
     // an EFI System partition, which firmware needs to boot the file as a USB stick.
     exec(
         Command::new("xorriso")
+            .env("SOURCE_DATE_EPOCH", BUILD_TIME)
             .args(["-as", "mkisofs", "-o"])
             .arg(&iso)
             .args(["-R", "-J", "-V", "OCIDD"])
@@ -126,12 +138,48 @@ pub fn build(out: &Path) -> Result<()> {
             .args(["--efi-boot-image", "--protective-msdos-label"])
             .arg(&stage),
     )?;
+    let words_at = config
+        .find(&String::from_utf8(vec![WORDS_FILL; WORDS_AREA])?)
+        .context("the menu has no words area")?;
+    let areas = Areas {
+        words: Area {
+            offset: file_offset(&iso, GRUB_CONFIG)? + words_at as u64,
+            length: WORDS_AREA as u64,
+        },
+        overlay: Area {
+            offset: file_offset(&iso, OVERLAY_PATH)?,
+            length: OVERLAY_AREA as u64,
+        },
+    };
+    ocidd::iso::stamp(&iso, &areas)?;
     eprintln!(
         "iso: {} ({} MiB): BIOS and UEFI (Secure Boot), CD and USB",
         iso.display(),
         fs::metadata(&iso)?.len() >> 20
     );
     Ok(())
+}
+
+/// Where the file at `path` on the medium starts in the ISO file, as xorriso reports it.
+fn file_offset(iso: &Path, path: &str) -> Result<u64> {
+    let report = output(Command::new("xorriso").arg("-indev").arg(iso).args([
+        "-find",
+        path,
+        "-exec",
+        "report_lba",
+        "--",
+    ]))?;
+    // File data lba:  0 ,     4209 ,        1 ,     1314 , '/boot/grub/grub.cfg'
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("File data lba:") && l.ends_with(&format!("'{path}'")))
+        .with_context(|| format!("xorriso reports no {path}"))?;
+    let lba: u64 = line
+        .split(',')
+        .nth(1)
+        .and_then(|f| f.trim().parse().ok())
+        .with_context(|| format!("xorriso's line for {path}: {line}"))?;
+    Ok(lba * 2048)
 }
 
 /// The menu BIOS and UEFI GRUB both read. GRUB's own console goes to the serial port under
