@@ -1,8 +1,9 @@
 //! The boot-loader snippets of the README and docs/, booted as written through the firmware's own network
 //! boot, as every real machine boots: QEMU's iPXE ROM under SeaBIOS and under OVMF (UEFI)
 //! running the iPXE script over HTTP, PXELINUX over TFTP, GRUB under UEFI, Debian's signed
-//! chain under Secure Boot on OVMF and on arm64's AAVMF, and a UKI by UEFI HTTP Boot. Only
-//! the example host names are replaced (and the test registry, plain HTTP, allowed).
+//! chain under Secure Boot on OVMF and on arm64's AAVMF, and a UKI by UEFI HTTP Boot; and the
+//! boot ISO, customized per node, from virtual media and a USB stick. Only the example host
+//! names are replaced (and the test registry, plain HTTP, allowed).
 
 mod common;
 
@@ -12,7 +13,9 @@ use std::time::Duration;
 
 use common::files::FileServer;
 use common::lab::{Lab, Port, Switch, mac};
-use common::vm::{Boot, Bus, Firmware, Options, Vm, boot_files, copy_signed_loaders};
+use common::vm::{
+    Boot, Bus, Firmware, Medium, Options, Vm, boot_files, boot_iso, copy_signed_loaders,
+};
 use common::*;
 
 const BOOT_LIMIT: Duration = Duration::from_secs(400);
@@ -621,5 +624,265 @@ fn the_readme_fleet_grub_config_boots_with_a_site_overlay() {
             tftp: Some(&site.root),
         },
         "GRUB under OVMF",
+    );
+}
+
+/// A copy of the boot ISO customized with `words` for the docs' image at `setup`'s registry.
+fn customized_iso(setup: &Setup, words: &[&str]) -> std::path::PathBuf {
+    let iso = setup.dir.path().join("node.iso");
+    let made = Run::from(
+        ocidd()
+            .args(["iso", "customize", "--output"])
+            .arg(&iso)
+            .arg(boot_iso())
+            .arg("oci.allow_no_tls")
+            .arg(format!(
+                "oci.tag=10.0.2.2:{}/disks/base:v1",
+                setup.registry.port
+            ))
+            .args(words)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    iso
+}
+
+/// Boots `iso` as `medium` under `firmware` with a virtio disk, waits for the install and
+/// the reboot, and checks the disk; the console.
+fn boot_media(setup: &Setup, iso: &Path, firmware: Firmware, medium: Medium, what: &str) -> String {
+    setup.boot_and_check(
+        Bus::Virtio,
+        Boot::Media {
+            firmware,
+            iso,
+            medium,
+        },
+        what,
+    )
+}
+
+/// The ISO as virtual media on a BIOS machine: GRUB's El Torito image, the words embedded.
+#[test]
+fn a_customized_iso_installs_as_a_cd_under_bios() {
+    let setup = setup();
+    let iso = customized_iso(&setup, &["dd.of=/dev/vda", "dd.bs=4M"]);
+    let console = boot_media(
+        &setup,
+        &iso,
+        Firmware::Bios,
+        Medium::Cd,
+        "ISO as a CD under SeaBIOS",
+    );
+    assert!(console.contains("GRUB"), "{console}");
+}
+
+/// The same ISO under UEFI with Secure Boot on: shim, the signed CD GRUB, locked down.
+#[test]
+fn a_customized_iso_installs_as_a_cd_under_secure_boot() {
+    let setup = setup();
+    let iso = customized_iso(&setup, &["dd.of=/dev/vda", "dd.bs=4M"]);
+    let console = boot_media(
+        &setup,
+        &iso,
+        Firmware::SecureBoot,
+        Medium::Cd,
+        "ISO as a CD under OVMF with Secure Boot",
+    );
+    assert_locked_down(&console);
+}
+
+/// Bad words and overlays are refused before anything is written, naming the limit.
+#[test]
+fn iso_customize_refuses_what_the_areas_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("node.iso");
+    let customize = |args: &[&str]| {
+        Run::from(
+            ocidd()
+                .args(["iso", "customize", "--output"])
+                .arg(&output)
+                .arg(boot_iso())
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let long = format!("vendor.opt={}", "b".repeat(1100));
+    customize(&[&long]).assert_failed(2, "the ISO's words area holds 1024");
+    customize(&["oci.proxy=http://a b@p"]).assert_failed(2, "cannot be embedded");
+    customize(&["oci.tga=r.example/a:b"]).assert_failed(2, "unknown parameter oci.tga");
+    let big = write_file(dir.path(), "big.img", &vec![7u8; (1 << 20) + 1]);
+    customize(&["--overlay", big.to_str().unwrap()])
+        .assert_failed(2, "the ISO's overlay area holds 1048576 (1 MiB)");
+    customize(&["--overlay", "/etc/hostname"]).assert_failed(2, "not a site overlay");
+    assert!(!output.exists());
+    let not_iso = Run::from(
+        ocidd()
+            .args(["iso", "customize", "--output"])
+            .arg(&output)
+            .arg("/etc/hostname")
+            .output()
+            .unwrap(),
+    );
+    not_iso.assert_failed(2, "is not an ocidd boot ISO");
+    let base = boot_iso();
+    let onto_base = Run::from(
+        ocidd()
+            .args(["iso", "customize", "--output"])
+            .arg(&base)
+            .arg(&base)
+            .output()
+            .unwrap(),
+    );
+    onto_base.assert_failed(2, "is the base ISO");
+    let shown = Run::from(ocidd().args(["iso", "show"]).arg(&base).output().unwrap());
+    assert_eq!(
+        shown.stdout, "words (0 of 1024 bytes):\noverlay: none\n",
+        "{}",
+        shown.stderr
+    );
+}
+
+/// The docs' customize flow, as a provisioning system runs it: the docs' `ocidd iso
+/// customize` gives a node a static address and the site's overlay (the CA and credentials of
+/// a registry that serves HTTPS and demands a password). Run twice, it writes the same bytes.
+/// The copy boots as a USB stick under OVMF, on a network with no DHCP server, and installs.
+#[test]
+fn the_docs_iso_installs_from_a_usb_stick_with_no_dhcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, certificate, key) = certificates(dir.path());
+    let htpasswd = htpasswd(dir.path(), "site", "fleet pass");
+    let source = dir.path().join("base.raw");
+    fs::write(&source, image_bytes(16 * MIB, 72)).unwrap();
+    gpt_label(&source);
+    let image = fs::read(&source).unwrap();
+    let lab = Lab::new();
+    let uplink = lab.tap("up0", &["10.0.2.2/24"]);
+    let registry =
+        lab.run(|| Registry::start_with_htpasswd_at("10.0.2.2", &certificate, &key, &htpasswd));
+    let auth = write_file(
+        dir.path(),
+        "auth.json",
+        docker_config(&registry.host(), "site:fleet pass").as_bytes(),
+    );
+    lab.run(|| {
+        let pushed = Run::from(
+            ocidd()
+                .args(["push", "--ca"])
+                .arg(&ca)
+                .arg("--auth")
+                .arg(&auth)
+                .arg(&source)
+                .arg(format!("{}/disks/base:v1", registry.host()))
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(pushed.code, 0, "push: {}", pushed.stderr);
+    });
+    let words = write_file(
+        dir.path(),
+        "cmdline",
+        b"oci.ca=/etc/ocidd/ca.pem oci.auth=/etc/ocidd/auth.json\n",
+    );
+    let overlay = Run::from(
+        ocidd()
+            .args(["overlay", "--output"])
+            .arg(dir.path().join("site.img"))
+            .arg(format!("{}=/etc/ocidd/cmdline", words.display()))
+            .arg(format!("{}=/etc/ocidd/ca.pem", ca.display()))
+            .arg(format!("{}=/etc/ocidd/auth.json", auth.display()))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(overlay.code, 0, "overlay: {}", overlay.stderr);
+
+    let out = boot_iso().parent().unwrap().display().to_string();
+    let snippet = doc_snippet("ocidd iso customize --output");
+    let commands = snippet
+        .strip_prefix("sh\n")
+        .unwrap_or(&snippet)
+        .replace("\\\n", " ")
+        .replace(" out/", &format!(" {out}/"))
+        .replace(
+            "oci.tag=registry.example.com/",
+            &format!("oci.tag={}/", registry.host()),
+        );
+    assert!(!commands.contains("example.com"), "{commands}");
+    let run = |line: &str| {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(args[0], "ocidd", "{line}");
+        let ran = Run::from(
+            ocidd()
+                .args(&args[1..])
+                .current_dir(dir.path())
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(ran.code, 0, "{line}: {}", ran.stderr);
+        ran
+    };
+    let lines: Vec<&str> = commands.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{commands}");
+    let iso = dir.path().join("node-7.iso");
+    let made = run(lines[0]);
+    assert!(!made.stdout.contains("disks/base"), "{}", made.stdout);
+    let first = fs::read(&iso).unwrap();
+    run(lines[0]);
+    assert!(
+        fs::read(&iso).unwrap() == first,
+        "customize gave other bytes the second time"
+    );
+    drop(first);
+    let shown = run(lines[1]);
+    let expected =
+        doc_snippet("of 1048576 bytes):").replace("registry.example.com", &registry.host());
+    // The sizes differ with the registry's address and the site's keys.
+    let sizes_hidden = |text: &str| {
+        text.split(" of ")
+            .map(|part| match part.rsplit_once('(') {
+                Some((before, number)) if number.parse::<u32>().is_ok() => format!("{before}(N"),
+                _ => part.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" of ")
+    };
+    assert_eq!(
+        sizes_hidden(&shown.stdout),
+        sizes_hidden(expected.trim_start_matches('\n')),
+        "{}",
+        shown.stdout
+    );
+
+    let switch = Switch::start(vec![uplink], &[Port::default()]);
+    let disk = dir.path().join("disk.img");
+    fs::write(&disk, vec![0xAAu8; 64 * MIB]).unwrap();
+    let mut vm = Vm::start_with(
+        "amd64",
+        &[],
+        &[(&disk, "nvme,serial=ocidd-test")],
+        Boot::Media {
+            firmware: Firmware::Uefi,
+            iso: &iso,
+            medium: Medium::Usb,
+        },
+        Options {
+            nics: vec![(switch.netdev(0), mac(0))],
+            ..Options::default()
+        },
+    );
+    let seconds = vm.wait_exit(BOOT_LIMIT);
+    let console = vm.console();
+    assert!(
+        console.contains("ocidd: site defaults from /etc/ocidd/cmdline: oci.ca oci.auth"),
+        "{console}"
+    );
+    assert!(
+        !console.contains("fleet pass") && !console.contains("DHCP"),
+        "{console}"
+    );
+    assert_installed(&console, &disk, &image, "ISO as a USB stick under OVMF");
+    eprintln!(
+        "ISO as a USB stick under OVMF, static ip=, TLS and a password: power-on to reboot {seconds:.1} s"
     );
 }

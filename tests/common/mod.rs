@@ -128,6 +128,22 @@ impl Registry {
     }
 
     /// A plain-HTTP registry on the IPv6 loopback, `[::1]`.
+    /// A registry on `host` (an address in a [`lab::Lab`]) that serves HTTPS and demands a
+    /// password.
+    pub fn start_with_htpasswd_at(
+        host: &str,
+        certificate: &Path,
+        key: &Path,
+        htpasswd: &Path,
+    ) -> Registry {
+        Registry::start_full(
+            host,
+            Some((certificate.to_path_buf(), key.to_path_buf())),
+            Some(htpasswd.to_path_buf()),
+            None,
+        )
+    }
+
     pub fn start_ipv6() -> Registry {
         Registry::start_on("[::1]", None, None)
     }

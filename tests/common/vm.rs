@@ -21,6 +21,17 @@ pub fn boot_files(arch: &str) -> (PathBuf, PathBuf) {
     (kernel, initramfs)
 }
 
+/// The hybrid ISO `cargo xtask iso` writes.
+pub fn boot_iso() -> PathBuf {
+    let iso = Path::new(env!("CARGO_MANIFEST_DIR")).join("out/ocidd-amd64.iso");
+    assert!(
+        iso.exists(),
+        "no {}: run `cargo xtask iso` (cargo xtask test does)",
+        iso.display()
+    );
+    iso
+}
+
 /// Copies the Secure Boot loaders `cargo xtask pxe --arch ARCH` writes beside the boot files
 /// (Debian's signed shim, and the signed network GRUB it loads) into a TFTP root.
 pub fn copy_signed_loaders(arch: &str, root: &Path) {
@@ -55,6 +66,35 @@ fn uefi_files(arch: &str, secure: bool) -> (&'static str, &'static str) {
         ),
         (other, _) => panic!("no UEFI firmware for {other}"),
     }
+}
+
+/// Adds UEFI firmware for `arch` to `command` (its Secure Boot build when `secure`, with SMM
+/// so that its variables are protected), with `options`' kept variable store or a fresh copy;
+/// the directory that holds the copy.
+fn uefi(command: &mut Command, arch: &str, secure: bool, options: &Options) -> tempfile::TempDir {
+    if secure && arch == "amd64" {
+        command
+            .args(["-machine", "smm=on"])
+            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+    }
+    let (code, fresh_vars) = uefi_files(arch, secure);
+    let dir = tempfile::tempdir().unwrap();
+    let vars = match &options.vars {
+        Some(kept) => kept.clone(),
+        None => {
+            let fresh = dir.path().join("VARS.fd");
+            std::fs::copy(fresh_vars, &fresh).expect(
+                "UEFI firmware (apt-get install ovmf qemu-efi-aarch64; cargo xtask test does)",
+            );
+            fresh
+        }
+    };
+    command
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,readonly=on,file={code}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+    dir
 }
 
 /// One VM at a time, in every test file: two TCG guests on 2 cores have starved one until
@@ -105,6 +145,22 @@ pub enum Boot<'a> {
         bootfile: &'a str,
         tftp: Option<&'a Path>,
     },
+    /// The firmware boots `iso` from removable media, as a BMC's virtual media attaches it
+    /// or as a USB stick.
+    Media {
+        firmware: Firmware,
+        iso: &'a Path,
+        medium: Medium,
+    },
+}
+
+/// What an ISO is attached as.
+#[derive(Clone, Copy)]
+pub enum Medium {
+    /// A SATA CD-ROM drive, as virtual media shows.
+    Cd,
+    /// A USB stick on an xHCI controller.
+    Usb,
 }
 
 #[derive(Clone, Copy)]
@@ -231,38 +287,38 @@ impl Vm {
                 }
                 if let Firmware::Uefi | Firmware::SecureBoot | Firmware::HttpBoot = firmware {
                     let secure = matches!(firmware, Firmware::SecureBoot);
-                    if secure && arch == "amd64" {
-                        command
-                            .args(["-machine", "smm=on"])
-                            .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-                    }
                     if secure || arch == "arm64" || matches!(firmware, Firmware::HttpBoot) {
                         rom = ",romfile=";
                     }
-                    let (code, fresh_vars) = uefi_files(arch, secure);
-                    let dir = tempfile::tempdir().unwrap();
-                    let vars = match &options.vars {
-                        Some(kept) => kept.clone(),
-                        None => {
-                            let fresh = dir.path().join("VARS.fd");
-                            std::fs::copy(fresh_vars, &fresh).expect(
-                                "UEFI firmware (apt-get install ovmf qemu-efi-aarch64; cargo xtask test does)",
-                            );
-                            fresh
-                        }
-                    };
-                    command
-                        .arg("-drive")
-                        .arg(format!("if=pflash,format=raw,readonly=on,file={code}"))
-                        .arg("-drive")
-                        .arg(format!("if=pflash,format=raw,file={}", vars.display()));
-                    scratch = Some(dir);
+                    scratch = Some(uefi(&mut command, arch, secure, &options));
                 } else {
                     assert_eq!(arch, "amd64", "SeaBIOS boots only amd64");
                 }
                 if arch == "amd64" {
                     command.args(["-boot", "n"]);
                 }
+            }
+            Boot::Media {
+                firmware,
+                iso,
+                medium,
+            } => {
+                if let Firmware::Uefi | Firmware::SecureBoot = firmware {
+                    let secure = matches!(firmware, Firmware::SecureBoot);
+                    scratch = Some(uefi(&mut command, arch, secure, &options));
+                }
+                let drive = format!(
+                    "file={},format=raw,if=none,id=medium,readonly=on",
+                    iso.display()
+                );
+                let device = match medium {
+                    Medium::Cd => "ide-cd,drive=medium,bus=ide.1,bootindex=0",
+                    Medium::Usb => "usb-storage,drive=medium,bootindex=0",
+                };
+                if matches!(medium, Medium::Usb) {
+                    command.args(["-device", "qemu-xhci"]);
+                }
+                command.args(["-drive", &drive, "-device", device]);
             }
         }
         for controller in controllers {

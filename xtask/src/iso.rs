@@ -7,6 +7,7 @@
 //! stamped into the ISO ([`ocidd::iso::stamp`]) for `ocidd iso customize`.
 
 use std::fs;
+use std::io::{Cursor, Write};
 use std::path::Path;
 use std::process::Command;
 
@@ -18,20 +19,24 @@ use crate::deps;
 use crate::pxe::{self, Arch};
 use crate::util::{exec, output, root};
 
-/// The time stamped on the ISO's files and the EFI image's, so that builds are the same.
-const BUILD_TIME: &str = "1700000000";
-
 /// Where the menu is on the medium.
 const GRUB_CONFIG: &str = "/boot/grub/grub.cfg";
 
 /// Builds the amd64 boot files, then `OUT/ocidd-amd64.iso`.
 pub fn build(out: &Path) -> Result<()> {
-    deps::ensure_packages(&["xorriso", "grub-pc-bin", "mtools", "dosfstools"])?;
     pxe::build(&pxe::Options::generic(
         Arch::Amd64,
         out.to_path_buf(),
         false,
     ))?;
+    pack(out)
+}
+
+/// Packs the amd64 boot files `cargo xtask pxe` wrote to `out` as `OUT/ocidd-amd64.iso`.
+pub fn pack(out: &Path) -> Result<()> {
+    deps::ensure_packages(&["xorriso", "grub-pc-bin"])?;
+    // The files' and the volume's times, so that builds of one commit are the same.
+    let build_time = pxe::source_date_epoch()?;
     let download = root().join("target/pxe/amd64/download");
     let shim =
         pxe::fetch_package("shim-signed:amd64", &download)?.join("usr/lib/shim/shimx64.efi.signed");
@@ -84,45 +89,23 @@ pub fn build(out: &Path) -> Result<()> {
             ]),
     )?;
 
-    // shim (1 MB) and the CD GRUB (3.8 MB) need more than 4 MiB of FAT.
-    let efi = stage.join("boot/grub/efi.img");
-    exec(
-        Command::new("mkfs.vfat")
-            .env("SOURCE_DATE_EPOCH", BUILD_TIME)
-            .args(["-C", "-n", "OCIDD_EFI", "-i", "0c1dd000"])
-            .arg(&efi)
-            .arg("8192"),
+    fs::write(
+        stage.join("boot/grub/efi.img"),
+        efi_image(&[
+            ("EFI/BOOT/BOOTX64.EFI", &shim),
+            ("EFI/BOOT/grubx64.efi", &grub),
+        ])?,
     )?;
-    exec(
-        Command::new("mmd")
-            .env("SOURCE_DATE_EPOCH", BUILD_TIME)
-            .arg("-i")
-            .arg(&efi)
-            .args(["::/EFI", "::/EFI/BOOT"]),
-    )?;
-    for (from, to) in [
-        (&shim, "::/EFI/BOOT/BOOTX64.EFI"),
-        (&grub, "::/EFI/BOOT/grubx64.efi"),
-    ] {
-        exec(
-            Command::new("mcopy")
-                .env("SOURCE_DATE_EPOCH", BUILD_TIME)
-                .arg("-m")
-                .arg("-i")
-                .arg(&efi)
-                .arg(from)
-                .arg(to),
-        )
-        .with_context(|| format!("copying {} into the EFI image", from.display()))?;
-    }
 
+    // xorriso stamps each file with its time on disk.
+    set_times(&stage, build_time)?;
     let iso = out.join("ocidd-amd64.iso");
     let _ = fs::remove_file(&iso);
     // grub-mkrescue's own layout, with Debian's signed loaders as the EFI image: a GPT with
     // an EFI System partition, which firmware needs to boot the file as a USB stick.
     exec(
         Command::new("xorriso")
-            .env("SOURCE_DATE_EPOCH", BUILD_TIME)
+            .env("SOURCE_DATE_EPOCH", build_time.to_string())
             .args(["-as", "mkisofs", "-o"])
             .arg(&iso)
             .args(["-R", "-J", "-V", "OCIDD"])
@@ -157,6 +140,55 @@ pub fn build(out: &Path) -> Result<()> {
         iso.display(),
         fs::metadata(&iso)?.len() >> 20
     );
+    Ok(())
+}
+
+/// The EFI System partition's FAT image: `files` (path in it, file on disk). Built with
+/// `fatfs`, which stamps every entry with one fixed time, so that builds are the same (mtools
+/// stamps directories and creation times with the current time).
+fn efi_image(files: &[(&str, &Path)]) -> Result<Vec<u8>> {
+    // shim (1 MB) and the CD GRUB (3.8 MB) need more than 4 MiB.
+    let mut image = Cursor::new(vec![0u8; 8 << 20]);
+    fatfs::format_volume(
+        &mut image,
+        fatfs::FormatVolumeOptions::new()
+            .volume_label(*b"OCIDD_EFI  ")
+            .volume_id(0x0c1d_d000),
+    )
+    .context("formatting the EFI image")?;
+    {
+        let fat = fatfs::FileSystem::new(&mut image, fatfs::FsOptions::new())?;
+        for (name, source) in files {
+            let (dirs, _) = name.rsplit_once('/').unwrap_or(("", name));
+            let mut dir = fat.root_dir();
+            for part in dirs.split('/').filter(|p| !p.is_empty()) {
+                dir = dir.create_dir(part)?;
+            }
+            let mut file = fat.root_dir().create_file(name)?;
+            file.truncate()?;
+            file.write_all(&fs::read(source).with_context(|| source.display().to_string())?)
+                .with_context(|| format!("copying {} into the EFI image", source.display()))?;
+        }
+        fat.unmount()?;
+    }
+    Ok(image.into_inner())
+}
+
+/// Sets the modification time of `dir` and everything under it to `epoch`.
+fn set_times(dir: &Path, epoch: u32) -> Result<()> {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch.into());
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            set_times(&path, epoch)?;
+        } else {
+            fs::File::options()
+                .write(true)
+                .open(&path)?
+                .set_modified(time)?;
+        }
+    }
+    fs::File::open(dir)?.set_modified(time)?;
     Ok(())
 }
 

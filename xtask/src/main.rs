@@ -180,6 +180,7 @@ fn main() -> Result<()> {
             for arch in [pxe::Arch::Amd64, pxe::Arch::Arm64] {
                 pxe::build(&pxe::Options::generic(arch, util::root().join("out"), true))?;
             }
+            iso::pack(&util::root().join("out"))?;
             // The README's first command, after the build: it must keep working.
             demo::boot_and_check(&util::root().join("out"))?;
             dist::check()?;

@@ -277,7 +277,7 @@ fn write_archive(stage: &Path, image: &Path, mtime: u32) -> Result<u64> {
 }
 
 /// `SOURCE_DATE_EPOCH`, or the time of the last commit.
-fn source_date_epoch() -> Result<u32> {
+pub fn source_date_epoch() -> Result<u32> {
     if let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") {
         return value
             .trim()
