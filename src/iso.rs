@@ -6,7 +6,10 @@
 //!
 //! Where the areas are is written once, when the ISO is built ([`stamp`]), as one line of
 //! text in the primary volume descriptor's application-use field, which ISO 9660 leaves to
-//! the application: `ocidd-embed 1 words=OFFSET:LENGTH overlay=OFFSET:LENGTH`.
+//! the application: `ocidd-embed 1 words=OFFSET:LENGTH overlay=OFFSET:LENGTH`. A copy that
+//! carries an image (`customize --layout`) has the tar of an OCI image layout appended after
+//! the ISO's own bytes, and ` layout=OFFSET:LENGTH` on that line; `oci.layout=medium` finds
+//! it on the machine's disks and CDs ([`find_layout`]) and reads it in place.
 //!
 //! GRUB reads the words area as the kernel line's last arguments: each word single-quoted
 //! (so GRUB takes `$`, `;` and `#` in it literally), then `#`, a comment to the line's end.
@@ -47,14 +50,26 @@ pub struct Area {
 pub struct Areas {
     pub words: Area,
     pub overlay: Area,
+    /// The appended image layout's tar, in a customized copy that carries one.
+    pub layout: Option<Area>,
 }
 
 impl Areas {
     fn descriptor(&self) -> String {
-        format!(
+        let mut line = format!(
             "{MAGIC}words={}:{} overlay={}:{}",
             self.words.offset, self.words.length, self.overlay.offset, self.overlay.length
-        )
+        );
+        if let Some(layout) = self.layout {
+            line += &format!(" layout={}:{}", layout.offset, layout.length);
+        }
+        line
+    }
+
+    fn field(&self) -> Vec<u8> {
+        let mut field = self.descriptor().into_bytes();
+        field.resize(DESCRIPTOR_LENGTH, b' ');
+        field
     }
 
     fn parse(field: &[u8]) -> Option<Areas> {
@@ -64,6 +79,7 @@ impl Areas {
         let rest = text.strip_prefix(MAGIC)?;
         let mut words = None;
         let mut overlay = None;
+        let mut layout = None;
         for part in rest.split(' ') {
             let (name, value) = part.split_once('=')?;
             let (offset, length) = value.split_once(':')?;
@@ -74,12 +90,14 @@ impl Areas {
             match name {
                 "words" => words = Some(area),
                 "overlay" => overlay = Some(area),
+                "layout" => layout = Some(area),
                 _ => return None,
             }
         }
         Some(Areas {
             words: words?,
             overlay: overlay?,
+            layout,
         })
     }
 }
@@ -105,11 +123,28 @@ pub fn stamp(path: &Path, areas: &Areas) -> Result<()> {
             path.display()
         );
     }
-    let mut field = areas.descriptor().into_bytes();
-    field.resize(DESCRIPTOR_LENGTH, b' ');
     file.seek(SeekFrom::Start(DESCRIPTOR_FIELD))?;
-    file.write_all(&field)?;
+    file.write_all(&areas.field())?;
     Ok(())
+}
+
+/// The first disk or CD of this machine (`/sys/block`) whose bytes are a customized boot ISO
+/// carrying an image layout: its device and the layout's area.
+pub fn find_layout() -> Option<(PathBuf, Area)> {
+    let mut names: Vec<String> = fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("ram") && !n.starts_with("zram"))
+        .collect();
+    names.sort();
+    names.into_iter().find_map(|name| {
+        let device = PathBuf::from("/dev").join(&name);
+        let mut file = File::open(&device).ok()?;
+        let field = read_at(&mut file, DESCRIPTOR_FIELD, DESCRIPTOR_LENGTH).ok()?;
+        let layout = Areas::parse(&field)?.layout?;
+        Some((device, layout))
+    })
 }
 
 /// What an ISO carries: its words and its overlay.
@@ -119,6 +154,8 @@ pub struct Carried {
     pub overlay: Option<(u64, Vec<String>)>,
     /// Bytes of each area used.
     pub words_bytes: usize,
+    /// The appended layout's size in bytes, if the copy carries one.
+    pub layout_bytes: Option<u64>,
 }
 
 /// Reads what the ISO at `path` carries.
@@ -144,11 +181,16 @@ pub fn show(path: &Path) -> Result<Carried> {
         words,
         overlay,
         words_bytes,
+        layout_bytes: areas.layout.map(|a| a.length),
     })
 }
 
 /// What `customize` wrote.
 pub struct Customized {
+    /// Words embedded, with the `oci.layout=medium` a layout adds.
+    pub words: usize,
+    /// The appended layout's bytes, if any.
+    pub layout_bytes: Option<u64>,
     pub words_bytes: usize,
     pub overlay_bytes: usize,
     pub overlay_files: usize,
@@ -162,8 +204,16 @@ pub fn customize(
     output: &Path,
     words: &[String],
     overlay: Option<&Path>,
+    layout: Option<&Path>,
 ) -> Result<Customized> {
-    let words_area = words_area(words)?;
+    let mut words = words.to_vec();
+    if layout.is_some() && !words.iter().any(|w| w.starts_with("oci.layout=")) {
+        words.push("oci.layout=medium".to_string());
+    }
+    if let Some(dir) = layout {
+        check_layout(dir)?;
+    }
+    let words_area = words_area(&words)?;
     let words_bytes = WORDS_AREA
         - words_area
             .iter()
@@ -207,14 +257,40 @@ pub fn customize(
         );
     }
     let partial = partial_path(output);
+    // The ISO's own bytes: a layout a base carried is not copied.
+    let iso_end = match areas.layout {
+        Some(old) => old.offset,
+        None => file.metadata()?.len(),
+    };
+    let mut layout_bytes = None;
     let written = (|| -> Result<()> {
         let mut copy = File::create(&partial)?;
         file.seek(SeekFrom::Start(0))?;
-        std::io::copy(&mut file, &mut copy)?;
+        std::io::copy(&mut (&mut file).take(iso_end), &mut copy)?;
+        let mut new_areas = Areas {
+            layout: None,
+            ..areas
+        };
+        if let Some(dir) = layout {
+            let offset = iso_end.next_multiple_of(2048);
+            copy.set_len(offset)?;
+            copy.seek(SeekFrom::Start(offset))?;
+            write_layout_tar(dir, &mut copy)?;
+            let end = copy.stream_position()?;
+            // Whole sectors, so that a CD reads the last one.
+            copy.set_len(end.next_multiple_of(2048))?;
+            new_areas.layout = Some(Area {
+                offset,
+                length: end - offset,
+            });
+            layout_bytes = Some(end - offset);
+        }
         for (area, bytes) in [(areas.words, &words_area), (areas.overlay, &overlay_area)] {
             copy.seek(SeekFrom::Start(area.offset))?;
             copy.write_all(bytes)?;
         }
+        copy.seek(SeekFrom::Start(DESCRIPTOR_FIELD))?;
+        copy.write_all(&new_areas.field())?;
         copy.sync_all()?;
         fs::rename(&partial, output)?;
         Ok(())
@@ -226,10 +302,65 @@ pub fn customize(
             .classify(Failure::Target);
     }
     Ok(Customized {
+        words: words.len(),
         words_bytes,
         overlay_bytes,
         overlay_files,
+        layout_bytes,
     })
+}
+
+/// Refuses a `--layout` that is not an OCI image layout directory.
+fn check_layout(dir: &Path) -> Result<()> {
+    let marker = fs::read_to_string(dir.join("oci-layout")).unwrap_or_default();
+    if !marker.contains("imageLayoutVersion") || !dir.join("index.json").is_file() {
+        fail!(
+            Failure::Usage,
+            "--layout {} is not an OCI image layout (no oci-layout and index.json; skopeo copy docker://REF oci:DIR:TAG writes one)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the layout at `dir` as a tar to `out`: its files in name order, with fixed owners,
+/// modes and times, so that the same layout gives the same bytes.
+fn write_layout_tar(dir: &Path, out: &mut File) -> Result<()> {
+    let mut names = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        for entry in fs::read_dir(dir.join(&relative))
+            .with_context(|| format!("reading --layout {}", dir.display()))
+            .classify(Failure::Usage)?
+        {
+            let entry = entry?;
+            let name = relative.join(entry.file_name());
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(name);
+            } else if kind.is_file() {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    let mut builder = tar::Builder::new(out);
+    for name in &names {
+        let path = dir.join(name);
+        let mut source = File::open(&path)
+            .with_context(|| format!("reading {}", path.display()))
+            .classify(Failure::Usage)?;
+        let mut header = tar::Header::new_ustar();
+        header.set_size(source.metadata()?.len());
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, name, &mut source)?;
+    }
+    builder.into_inner()?;
+    Ok(())
 }
 
 /// `output`'s name while it is written: beside it, so that the rename is atomic.
@@ -253,6 +384,16 @@ fn areas_of(file: &mut File, path: &Path) -> Result<Areas> {
     let field = read_at(file, DESCRIPTOR_FIELD, DESCRIPTOR_LENGTH).map_err(|_| not_ours())?;
     let areas = Areas::parse(&field).ok_or_else(not_ours)?;
     let size = file.metadata()?.len();
+    if areas
+        .layout
+        .is_some_and(|a| a.offset.saturating_add(a.length) > size)
+    {
+        fail!(
+            Failure::Usage,
+            "{}: its image layout is cut short (the file is {size} bytes)",
+            path.display()
+        );
+    }
     for (area, length) in [(areas.words, WORDS_AREA), (areas.overlay, OVERLAY_AREA)] {
         if area.length != length as u64 || area.offset.saturating_add(area.length) > size {
             fail!(
@@ -380,10 +521,19 @@ mod tests {
                 offset: 3 << 20,
                 length: OVERLAY_AREA as u64,
             },
+            layout: None,
         };
         let mut field = areas.descriptor().into_bytes();
         field.resize(DESCRIPTOR_LENGTH, b' ');
         assert_eq!(Areas::parse(&field), Some(areas));
+        let carrying = Areas {
+            layout: Some(Area {
+                offset: 30 << 20,
+                length: 5 << 20,
+            }),
+            ..areas
+        };
+        assert_eq!(Areas::parse(&carrying.field()), Some(carrying));
         assert_eq!(Areas::parse(&[b' '; DESCRIPTOR_LENGTH]), None);
     }
 

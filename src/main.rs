@@ -261,13 +261,23 @@ fn customize_iso(args: &ArgMatches) -> anyhow::Result<()> {
         .flatten()
         .cloned()
         .collect();
-    let written = iso::customize(base, &output, &words, given.iso_overlay.as_deref())?;
+    let written = iso::customize(
+        base,
+        &output,
+        &words,
+        given.iso_overlay.as_deref(),
+        given.iso_layout.as_deref(),
+    )?;
+    let layout = written
+        .layout_bytes
+        .map(|bytes| format!("; image layout {bytes} bytes"))
+        .unwrap_or_default();
     // The words are not shown: they may hold a proxy's password (`ocidd iso show` does).
     out!(
-        "ocidd: wrote {} ({} word{}, {} of {} bytes; overlay {} of {} bytes, {} file{})",
+        "ocidd: wrote {} ({} word{}, {} of {} bytes; overlay {} of {} bytes, {} file{}{layout})",
         output.display(),
-        words.len(),
-        if words.len() == 1 { "" } else { "s" },
+        written.words,
+        if written.words == 1 { "" } else { "s" },
         written.words_bytes,
         iso::WORDS_AREA,
         written.overlay_bytes,
@@ -300,6 +310,9 @@ fn show_iso(args: &ArgMatches) -> anyhow::Result<()> {
             iso::OVERLAY_AREA,
             files.iter().map(|f| format!(" {f}")).collect::<String>()
         ),
+    }
+    if let Some(bytes) = carried.layout_bytes {
+        out!("image layout: {bytes} bytes (oci.layout=medium)");
     }
     Ok(())
 }

@@ -692,6 +692,82 @@ fn a_customized_iso_installs_as_a_cd_under_secure_boot() {
     assert_locked_down(&console);
 }
 
+/// A copy customized with an image layout (skopeo's copy of the docs' image) carries it:
+/// attached as a read-only disk, `oci.layout=medium` finds it there and installs from it with
+/// the registry gone, through the chunked path.
+#[test]
+fn an_iso_with_a_layout_installs_from_the_medium_with_the_registry_gone() {
+    let mut setup = setup();
+    let reference = format!("{}/disks/base:v1", setup.registry.host());
+    let layout = setup.dir.path().join("layout");
+    let copied = std::process::Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--preserve-digests"])
+        .arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:v1", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    setup.registry.stop();
+    let iso = setup.dir.path().join("offline.iso");
+    let made = Run::from(
+        ocidd()
+            .args(["iso", "customize", "--output"])
+            .arg(&iso)
+            .arg("--layout")
+            .arg(&layout)
+            .arg(boot_iso())
+            .arg(format!("oci.tag={reference}"))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    assert!(made.stdout.contains("image layout"), "{}", made.stdout);
+    let shown = Run::from(ocidd().args(["iso", "show"]).arg(&iso).output().unwrap());
+    assert!(
+        shown.stdout.contains("oci.layout=medium") && shown.stdout.contains("image layout: "),
+        "{}",
+        shown.stdout
+    );
+    let again = setup.dir.path().join("again.iso");
+    let remade = Run::from(
+        ocidd()
+            .args(["iso", "customize", "--output"])
+            .arg(&again)
+            .arg("--layout")
+            .arg(&layout)
+            .arg(&iso)
+            .arg(format!("oci.tag={reference}"))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(remade.code, 0, "{}", remade.stderr);
+    assert!(
+        fs::read(&again).unwrap() == fs::read(&iso).unwrap(),
+        "a customized copy customized again differs"
+    );
+
+    let medium = LoopDevice::read_only(&iso);
+    let target = target_file(setup.dir.path(), "disk.img", 32 * MIB);
+    let run = install_tag(&reference, &target, &["oci.layout=medium", "oci.retries=0"]);
+    run.assert_installed();
+    assert!(
+        run.stderr.contains(&format!(
+            "ocidd: the image layout is on {}",
+            medium.device.display()
+        )) && run
+            .stderr
+            .contains("manifest v1 from the boot medium's layout"),
+        "{}",
+        run.stderr
+    );
+    // The first 1 KiB, the protective MBR and the GPT header, is rewritten for the disk.
+    assert!(read_prefix(&target, setup.image.len())[1024..] == setup.image[1024..]);
+}
+
 /// Bad words and overlays are refused before anything is written, naming the limit.
 #[test]
 fn iso_customize_refuses_what_the_areas_cannot_hold() {

@@ -47,8 +47,8 @@ pub fn markdown() -> String {
         ),
         (
             Command::Iso,
-            "`ocidd iso customize --output PATH BASE.iso [WORD…] [--overlay FILE]`",
-            "Writes a copy of ocidd's boot ISO (`cargo xtask iso`) with a node's words on GRUB's kernel line and a site overlay, in the areas the ISO reserves for them (1024 bytes of words, 1 MiB of overlay): no rebuild, the same inputs give the same bytes. `ocidd iso show ISO` prints what an ISO carries.",
+            "`ocidd iso customize --output PATH BASE.iso [WORD…] [--overlay FILE] [--layout DIR]`",
+            "Writes a copy of ocidd's boot ISO (`cargo xtask iso`) with a node's words on GRUB's kernel line and a site overlay, in the areas the ISO reserves for them (1024 bytes of words, 1 MiB of overlay), and with `--layout` an OCI image layout appended for installs with no network: no rebuild, the same inputs give the same bytes. `ocidd iso show ISO` prints what an ISO carries.",
         ),
     ];
     for (command, title, about) in sections {

@@ -44,6 +44,8 @@ pub struct RegistryOptions {
     pub mirrors: Vec<Mirror>,
     /// Whether mirrors may resolve tags too (`oci.mirror_resolve`); else only the registry does.
     pub mirror_resolve: bool,
+    /// An OCI image layout asked first, tags too (`oci.layout=`).
+    pub layout: Option<crate::registry::layout::LayoutSource>,
     /// The HTTP proxy for everything (`oci.proxy=`); else the environment's, if any.
     pub proxy: Option<String>,
     /// Hosts reached without the proxy (`oci.no_proxy=`, as `NO_PROXY` lists them).

@@ -150,6 +150,8 @@ pub struct Given {
     pub output: Option<PathBuf>,
     /// `ocidd iso customize --overlay`.
     pub iso_overlay: Option<PathBuf>,
+    /// `ocidd iso customize --layout`.
+    pub iso_layout: Option<PathBuf>,
     tag: Option<ImageSource>,
     blob: Option<ImageSource>,
     /// `oci.verify=`: warn (true) or enforce.
@@ -445,6 +447,15 @@ pub static PARAMETERS: &[Parameter] = &[
         help: "A mirror to try before the registry for what a digest names, tried in order; http:// for a plain-HTTP one (which needs oci.allow_no_tls). The prefix is repository path components; credentials come from oci.auth's entry for the mirror's host, never from the value.",
         example: "oci.mirror=cache.example.com:5000",
         set: |g, v| add(&mut g.install.registry.mirrors, text(v)?.parse()?),
+        ..BASE
+    },
+    Parameter {
+        word: Some("oci.layout"),
+        flag: Some("layout"),
+        value: Value::Text("DIR|medium"),
+        help: "An OCI image layout (a directory as skopeo copy … oci:DIR:TAG writes one; medium: the one ocidd iso customize --layout put on the boot ISO, found on whichever disk or CD carries it) to take the image from before the mirrors and the registry, its tags too; what it lacks is asked of them. Everything is checked as from a registry.",
+        example: "oci.layout=medium",
+        set: |g, v| once(&mut g.install.registry.layout, text(v)?.parse()?),
         ..BASE
     },
     Parameter {
@@ -867,6 +878,15 @@ pub static PARAMETERS: &[Parameter] = &[
         help: "A site overlay (`ocidd overlay` writes one, at most 1 MiB) for the ISO's overlay area; GRUB loads it after the initramfs.",
         example: "--overlay site.img",
         set: |g, v| once(&mut g.iso_overlay, PathBuf::from(text(v)?)),
+        ..BASE
+    },
+    Parameter {
+        flag: Some("layout"),
+        value: Value::Text("DIR"),
+        commands: &[Command::Iso],
+        help: "An OCI image layout (skopeo copy docker://REF oci:DIR:TAG writes one) to append to the copy, so that it installs with no network: oci.layout=medium is added to the words unless an oci.layout word is given.",
+        example: "--layout image/",
+        set: |g, v| once(&mut g.iso_layout, PathBuf::from(text(v)?)),
         ..BASE
     },
 ];

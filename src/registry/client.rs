@@ -23,6 +23,7 @@ use reqwest::header::{
 use serde::Deserialize;
 
 use super::auth::{Auth, lookup_credentials};
+use super::layout::{LayoutServer, LayoutSource};
 use super::manifest::media_type::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use super::manifest::{ImageLayer, MAX_MANIFEST_SIZE, Resolved, interpret_manifest};
 use super::mirror::Scheme;
@@ -56,6 +57,8 @@ pub struct Registry {
     backoff: Backoff,
     /// What the console was told about which source served what, so it is told once.
     told: Mutex<HashSet<String>>,
+    /// `oci.layout`'s server, the first source, kept while the sources may ask it.
+    _layout: Option<LayoutServer>,
 }
 
 /// What a tag or digest resolved to.
@@ -98,6 +101,9 @@ struct Source {
     /// What names the proxy requests to it go through (`oci.proxy`, `HTTPS_PROXY`), if any:
     /// a refused connection may be the proxy's.
     through: Option<&'static str>,
+    /// It resolves tags even without `oci.mirror_resolve`: `oci.layout`, the operator's own
+    /// copy of the image.
+    resolves_tags: bool,
 }
 
 /// How long a mirror that could not be connected to is skipped: each try costs the connect
@@ -228,7 +234,46 @@ impl Registry {
         let registry_host = reference.resolve_registry();
         let proxies = Proxies::from_options(options)?;
         let through = |base: &str| proxies.as_ref().and_then(|p| p.name_for(base));
-        let mut sources = Vec::with_capacity(options.mirrors.len() + 1);
+        let mut sources = Vec::with_capacity(options.mirrors.len() + 2);
+        let layout = match &options.layout {
+            Some(layout) => {
+                let server = LayoutServer::start(layout)?;
+                let base = format!("http://{}/v2/{repository}", server.host());
+                sources.push(Source {
+                    name: match layout {
+                        LayoutSource::Directory(dir) => format!("layout {}", dir.display()),
+                        LayoutSource::Medium => "the boot medium's layout".to_string(),
+                    },
+                    base,
+                    query: String::new(),
+                    // No proxy: the layout is on loopback.
+                    http: client_builder(
+                        &RegistryOptions {
+                            allow_no_tls: true,
+                            proxy: None,
+                            no_proxy: None,
+                            ..options.clone()
+                        },
+                        MIRROR_CONNECT_TIMEOUT,
+                    )?
+                    .no_proxy()
+                    .build()
+                    .context("setting up HTTP client")
+                    .classify(Failure::Usage)?,
+                    auth: Auth::new(
+                        repository,
+                        CredentialsNote::new("the layout", false, None, PULL_CREDENTIALS),
+                        None,
+                        true,
+                    ),
+                    down_until: Mutex::new(None),
+                    through: None,
+                    resolves_tags: true,
+                });
+                Some(server)
+            }
+            None => None,
+        };
         if !options.mirrors.is_empty() {
             let http = client_builder(options, MIRROR_CONNECT_TIMEOUT)?
                 .timeout(options.stall_timeout().min(MIRROR_ANSWER_TIMEOUT))
@@ -267,6 +312,7 @@ impl Registry {
                         options.allow_no_tls,
                     ),
                     down_until: Mutex::new(None),
+                    resolves_tags: false,
                 });
             }
         }
@@ -293,12 +339,14 @@ impl Registry {
                 options.allow_no_tls,
             ),
             down_until: Mutex::new(None),
+            resolves_tags: false,
         });
         Ok(Registry {
             sources,
             mirror_resolve: options.mirror_resolve,
             backoff: options.backoff(),
             told: Mutex::new(HashSet::new()),
+            _layout: layout,
         })
     }
 
@@ -538,25 +586,26 @@ impl Registry {
             .split_last()
             .ok_or_else(|| anyhow!("no registry to ask"))?;
         with_retries(&self.backoff, what, || {
-            if at_mirrors {
-                for mirror in mirrors.iter().filter(|m| !m.is_down()) {
-                    match self.send(mirror, path, headers, &Backoff::with_retries(0)) {
-                        Ok(response) if response.status().is_success() => {
-                            return Ok((response, mirror));
+            for mirror in mirrors
+                .iter()
+                .filter(|m| (at_mirrors || m.resolves_tags) && !m.is_down())
+            {
+                match self.send(mirror, path, headers, &Backoff::with_retries(0)) {
+                    Ok(response) if response.status().is_success() => {
+                        return Ok((response, mirror));
+                    }
+                    Ok(response) => {
+                        let reason =
+                            format!("{:#}", registry_error(response, Some(mirror.auth.note())));
+                        self.passed_on(mirror, path, &reason);
+                    }
+                    Err(error) => {
+                        if let SendFailure::Network(error) = &error
+                            && (error.is_connect() || error.is_timeout())
+                        {
+                            mirror.set_down();
                         }
-                        Ok(response) => {
-                            let reason =
-                                format!("{:#}", registry_error(response, Some(mirror.auth.note())));
-                            self.passed_on(mirror, path, &reason);
-                        }
-                        Err(error) => {
-                            if let SendFailure::Network(error) = &error
-                                && (error.is_connect() || error.is_timeout())
-                            {
-                                mirror.set_down();
-                            }
-                            self.passed_on(mirror, path, &error.reason());
-                        }
+                        self.passed_on(mirror, path, &error.reason());
                     }
                 }
             }

@@ -686,7 +686,16 @@ impl LoopDevice {
     }
 
     fn with_flags(dir: &Path, size: usize, flags: &[&str]) -> LoopDevice {
-        let backing = target_file(dir, "loop-backing.img", size);
+        LoopDevice::attach(&target_file(dir, "loop-backing.img", size), flags)
+    }
+
+    /// `file` as a read-only disk, as a CD or a write-protected stick shows.
+    pub fn read_only(file: &Path) -> LoopDevice {
+        LoopDevice::attach(file, &["--read-only"])
+    }
+
+    fn attach(backing: &Path, flags: &[&str]) -> LoopDevice {
+        let backing = backing.to_path_buf();
         let output = Command::new("losetup")
             .args(["--find", "--show"])
             .args(flags)

@@ -133,6 +133,7 @@ pub fn pack(out: &Path) -> Result<()> {
             offset: file_offset(&iso, OVERLAY_PATH)?,
             length: OVERLAY_AREA as u64,
         },
+        layout: None,
     };
     ocidd::iso::stamp(&iso, &areas)?;
     eprintln!(

@@ -118,6 +118,8 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "sdhci_acpi",
     "usb_storage",
     "uas",
+    // CD drives, as virtual media shows: the boot ISO can carry the image.
+    "sr_mod",
     "xhci_pci",
     "ehci_pci",
     // NICs: Intel, Broadcom, Mellanox, Realtek, QLogic, Emulex, Aquantia, Solarflare, Chelsio,
