@@ -11,7 +11,9 @@
 //!    them against `dd.match=`/`dd.hints=` or resolves a /dev/disk/by-id name as udev would.
 //! 2. [`install`] plans: [`registry::client`] fetches the manifest (what a digest names
 //!    from the [`registry::mirror`]s first, then the registry), [`registry::manifest`] reads
-//!    it (an image index entry is chosen by [`reference::Platform::selects`]), and
+//!    it (an image index entry is chosen by [`reference::Platform::selects`]; with
+//!    `oci.layout=`, [`registry::layout`] serves an OCI image layout on loopback as the first
+//!    source, [`iso::find_layout`] finding the boot medium's), and
 //!    [`registry::auth`] answers the challenges. With `oci.verify.key=`, [`signature`] then
 //!    requires a cosign signature over what the tag named. A chunked image's index
 //!    ([`chunks`]) comes through [`registry::blob::read_small_blob`], and is read only if its
@@ -57,7 +59,8 @@
 //! - [`efi::uki`]: a unified kernel image (systemd's stub with the kernel, the initrds and the
 //!   words) for UEFI HTTP Boot, which starts one file with no arguments.
 //! - [`iso`]: the embed areas of ocidd's boot ISO (a node's words on GRUB's kernel line, a
-//!   site overlay), patched in a copy by `ocidd iso customize`.
+//!   site overlay), patched in a copy by `ocidd iso customize`, which can also append an
+//!   image layout for offline installs.
 //! - [`compression`] and [`registry::manifest::media_type`] are shared by push and install.
 
 pub mod boot;

@@ -700,17 +700,7 @@ fn an_iso_with_a_layout_installs_from_the_medium_with_the_registry_gone() {
     let mut setup = setup();
     let reference = format!("{}/disks/base:v1", setup.registry.host());
     let layout = setup.dir.path().join("layout");
-    let copied = std::process::Command::new("skopeo")
-        .args(["copy", "--src-tls-verify=false", "--preserve-digests"])
-        .arg(format!("docker://{reference}"))
-        .arg(format!("oci:{}:v1", layout.display()))
-        .output()
-        .unwrap();
-    assert!(
-        copied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
+    copy_to_layout(&reference, &layout, "v1");
     setup.registry.stop();
     let iso = setup.dir.path().join("offline.iso");
     let made = Run::from(
@@ -766,6 +756,77 @@ fn an_iso_with_a_layout_installs_from_the_medium_with_the_registry_gone() {
     );
     // The first 1 KiB, the protective MBR and the GPT header, is rewritten for the disk.
     assert!(read_prefix(&target, setup.image.len())[1024..] == setup.image[1024..]);
+}
+
+/// The docs' offline flow: skopeo copies the image into a layout, `ocidd iso customize
+/// --layout` appends it to a copy, and the copy installs as a CD in a machine with no NIC,
+/// with the registry gone.
+#[test]
+fn the_docs_offline_iso_installs_with_no_network() {
+    let mut setup = setup();
+    let out = boot_iso().parent().unwrap().display().to_string();
+    let snippet = doc_snippet("ocidd iso customize --output node-7.iso --layout");
+    let snippet = snippet.replace(
+        "docker://registry.example.com/",
+        &format!(
+            "--src-tls-verify=false docker://127.0.0.1:{}/",
+            setup.registry.port
+        ),
+    );
+    let commands = setup
+        .localize(snippet.strip_prefix("sh\n").unwrap_or(&snippet), None)
+        .replace("\\\n", " ")
+        .replace(" out/", &format!(" {out}/"));
+    assert!(!commands.contains("example.com"), "{commands}");
+    let lines: Vec<&str> = commands.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{commands}");
+    for line in &lines {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let mut command = match args[0] {
+            "ocidd" => ocidd(),
+            program => std::process::Command::new(program),
+        };
+        let ran = command
+            .args(&args[1..])
+            .current_dir(setup.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            ran.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+    }
+    setup.registry.stop();
+    let iso = setup.dir.path().join("node-7.iso");
+    let disk = setup.dir.path().join("disk.img");
+    fs::write(&disk, vec![0xAAu8; 64 * MIB]).unwrap();
+    let mut vm = Vm::start_with(
+        "amd64",
+        &[],
+        &[(&disk, "virtio-blk-pci")],
+        Boot::Media {
+            firmware: Firmware::Bios,
+            iso: &iso,
+            medium: Medium::Cd,
+        },
+        Options {
+            no_nic: true,
+            ..Options::default()
+        },
+    );
+    let seconds = vm.wait_exit(BOOT_LIMIT);
+    let console = vm.console();
+    assert!(
+        console.contains("ocidd: the image layout is on /dev/sr0"),
+        "{console}"
+    );
+    assert!(
+        console.contains("manifest v1 from the boot medium's layout"),
+        "{console}"
+    );
+    assert_installed(&console, &disk, &setup.image, "offline ISO");
+    eprintln!("offline ISO as a CD under SeaBIOS, no NIC: power-on to reboot {seconds:.1} s");
 }
 
 /// Bad words and overlays are refused before anything is written, naming the limit.
@@ -874,7 +935,7 @@ fn the_docs_iso_installs_from_a_usb_stick_with_no_dhcp() {
     assert_eq!(overlay.code, 0, "overlay: {}", overlay.stderr);
 
     let out = boot_iso().parent().unwrap().display().to_string();
-    let snippet = doc_snippet("ocidd iso customize --output");
+    let snippet = doc_snippet("--overlay site.img out/ocidd-amd64.iso");
     let commands = snippet
         .strip_prefix("sh\n")
         .unwrap_or(&snippet)

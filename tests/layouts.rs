@@ -5,25 +5,8 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
-use std::process::Command;
 
 use common::*;
-
-/// `skopeo copy` of `reference` (at a plain-HTTP registry) into the layout `dir` as `tag`.
-fn copy_to_layout(reference: &str, dir: &Path, tag: &str) {
-    let copied = Command::new("skopeo")
-        .args(["copy", "--src-tls-verify=false", "--preserve-digests"])
-        .arg(format!("docker://{reference}"))
-        .arg(format!("oci:{}:{tag}", dir.display()))
-        .output()
-        .expect("skopeo (apt-get install skopeo; cargo xtask test does)");
-    assert!(
-        copied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
-}
 
 #[test]
 fn an_install_takes_the_image_from_a_layout_with_the_registry_gone() {

@@ -862,3 +862,18 @@ pub fn run_tool(program: &str, args: &[&str]) -> String {
     );
     text
 }
+
+/// `skopeo copy` of `reference` (at a plain-HTTP registry) into the layout `dir` as `tag`.
+pub fn copy_to_layout(reference: &str, dir: &Path, tag: &str) {
+    let copied = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--preserve-digests"])
+        .arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:{tag}", dir.display()))
+        .output()
+        .expect("skopeo (apt-get install skopeo; cargo xtask test does)");
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+}

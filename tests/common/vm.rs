@@ -120,6 +120,8 @@ pub struct Options {
     /// The NICs, as QEMU netdevs (`dgram,…` from a [`super::lab::Switch`]), each with its
     /// MAC; none: one NIC on QEMU's user network.
     pub nics: Vec<(String, String)>,
+    /// No NIC at all (`-nic none`), as a machine with no network.
+    pub no_nic: bool,
     /// More QEMU arguments (`-rtc base=2005-01-01`).
     pub extra: Vec<String>,
     /// A monitor socket, for [`Vm::monitor`] (`set_link net1 off`).
@@ -334,7 +336,9 @@ impl Vm {
                 .arg("-device")
                 .arg(format!("{device},drive=disk{i}"));
         }
-        if options.nics.is_empty() {
+        if options.no_nic {
+            command.args(["-nic", "none"]);
+        } else if options.nics.is_empty() {
             command.args(["-netdev", &netdev, "-device", &format!("{nic}{rom}")]);
         }
         for (i, (netdev, mac)) in options.nics.iter().enumerate() {

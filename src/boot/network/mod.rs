@@ -115,9 +115,7 @@ pub fn configure(words: &NetworkWords) -> Result<Option<Network>> {
     let timeout = words
         .timeout
         .unwrap_or(crate::cmdline::network::DEFAULT_NET_TIMEOUT);
-    if words.ip.iter().any(|s| s.method == Method::Off) {
-        return Ok(None);
-    }
+    let off = words.ip.iter().any(|s| s.method == Method::Off);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -126,8 +124,12 @@ pub fn configure(words: &NetworkWords) -> Result<Option<Network>> {
         let (connection, handle, _) =
             rtnetlink::new_connection().context("opening a netlink socket")?;
         tokio::spawn(connection);
+        // Also with ip=off: an image layout on the boot medium is served on loopback.
         if let Some(lo) = links::by_name("lo") {
             links::set_up(&handle, &lo).await.ok();
+        }
+        if off {
+            return Ok(None);
         }
         let network = configure_with(&handle, words, timeout).await?;
         set_clock(&network).await;
