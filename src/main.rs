@@ -103,7 +103,8 @@ fn cli() -> clap::Command {
                     clap::Command::new("customize")
                         .about(
                             "Write a copy of the boot ISO (cargo xtask iso) with kernel words \
-                             and a site overlay in its embed areas, for virtual media or a USB \
+                             and a site overlay in its embed areas, and an image layout after \
+                             it for installs with no network, for virtual media or a USB \
                              stick; the same inputs give the same bytes",
                         )
                         .args(flags::args(Command::Iso))
