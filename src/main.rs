@@ -221,17 +221,21 @@ fn write_overlay(args: &ArgMatches) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The WORD arguments of `uki` and `iso customize`, in order.
+fn word_args(args: &ArgMatches) -> Vec<String> {
+    args.get_many::<String>("words")
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+}
+
 fn write_uki(args: &ArgMatches) -> anyhow::Result<()> {
     let given: Given = flags::given(args, Command::Uki)?;
     let Some(output) = given.output else {
         fail!(Failure::Usage, "ocidd uki needs --output PATH");
     };
-    let words: Vec<String> = args
-        .get_many::<String>("words")
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+    let words = word_args(args);
     let written = efi::uki::write(&given.uki, &words, &output)?;
     // The words are not shown: they may hold a proxy's password.
     out!(
@@ -256,12 +260,7 @@ fn customize_iso(args: &ArgMatches) -> anyhow::Result<()> {
     let Some(base) = args.get_one::<PathBuf>("base") else {
         fail!(Failure::Usage, "ocidd iso customize needs BASE.iso");
     };
-    let words: Vec<String> = args
-        .get_many::<String>("words")
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+    let words = word_args(args);
     let written = iso::customize(
         base,
         &output,
