@@ -459,6 +459,22 @@ struct Site {
     root: std::path::PathBuf,
 }
 
+/// Pushes `image` as `disks/base:v1` to a registry that serves HTTPS and demands a password.
+fn push_to_site(ca: &Path, auth: &Path, image: &Path, registry: &Registry) {
+    let pushed = Run::from(
+        ocidd()
+            .args(["push", "--ca"])
+            .arg(ca)
+            .arg("--auth")
+            .arg(auth)
+            .arg(image)
+            .arg(format!("{}/disks/base:v1", registry.host()))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(pushed.code, 0, "push: {}", pushed.stderr);
+}
+
 fn site() -> Site {
     let dir = tempfile::tempdir().unwrap();
     let (ca, certificate, key) = certificates(dir.path());
@@ -474,18 +490,7 @@ fn site() -> Site {
     fs::write(&path, image_bytes(16 * MIB, 71)).unwrap();
     gpt_label(&path);
     let image = fs::read(&path).unwrap();
-    let pushed = Run::from(
-        ocidd()
-            .args(["push", "--ca"])
-            .arg(&ca)
-            .arg("--auth")
-            .arg(&host_auth)
-            .arg(&path)
-            .arg(format!("{}/disks/base:v1", registry.host()))
-            .output()
-            .unwrap(),
-    );
-    assert_eq!(pushed.code, 0, "push: {}", pushed.stderr);
+    push_to_site(&ca, &host_auth, &path, &registry);
 
     // The site's files, as an operator writes them: the registry is 10.0.2.2 from inside.
     // Words that are not ocidd's (one long, one not UTF-8) and a comment after words are
@@ -903,20 +908,7 @@ fn the_docs_iso_installs_from_a_usb_stick_with_no_dhcp() {
         "auth.json",
         docker_config(&registry.host(), "site:fleet pass").as_bytes(),
     );
-    lab.run(|| {
-        let pushed = Run::from(
-            ocidd()
-                .args(["push", "--ca"])
-                .arg(&ca)
-                .arg("--auth")
-                .arg(&auth)
-                .arg(&source)
-                .arg(format!("{}/disks/base:v1", registry.host()))
-                .output()
-                .unwrap(),
-        );
-        assert_eq!(pushed.code, 0, "push: {}", pushed.stderr);
-    });
+    lab.run(|| push_to_site(&ca, &auth, &source, &registry));
     let words = write_file(
         dir.path(),
         "cmdline",
