@@ -858,6 +858,8 @@ fn iso_customize_refuses_what_the_areas_cannot_hold() {
     customize(&["--overlay", big.to_str().unwrap()])
         .assert_failed(2, "the ISO's overlay area holds 1048576 (1 MiB)");
     customize(&["--overlay", "/etc/hostname"]).assert_failed(2, "not a site overlay");
+    customize(&["--layout", dir.path().to_str().unwrap()])
+        .assert_failed(2, "is not an OCI image layout");
     assert!(!output.exists());
     let not_iso = Run::from(
         ocidd()
