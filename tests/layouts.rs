@@ -87,3 +87,12 @@ fn a_layout_blob_that_does_not_match_its_digest_is_refused() {
     let run = install_tag(&reference, &target, &[&layout_word, "oci.retries=0"]);
     run.assert_failed(4, "blob digest mismatch");
 }
+
+#[test]
+fn oci_layout_medium_with_no_medium_is_refused_after_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = target_file(dir.path(), "disk.img", MIB);
+    let run = install_tag("127.0.0.1:1/disks/base:v1", &target, &["oci.layout=medium"]);
+    run.assert_failed(2, "oci.layout=medium: no disk or CD carries a boot ISO");
+    assert_untouched(&target);
+}
