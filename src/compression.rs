@@ -1,6 +1,6 @@
 //! How a disk image is compressed: the formats, their layer media types, and how a blob's
-//! first bytes tell them. Push compresses in them (`push`), install undoes them
-//! (`install::decompress`).
+//! first bytes tell them. Push compresses in gzip and zstd (`push`), install undoes them and
+//! xz (`install::decompress`).
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -21,16 +21,19 @@ pub enum Compression {
     Gzip,
     /// zstd, possibly several frames.
     Zstd,
+    /// xz, possibly several streams, each of one block or many (`xz -T0` writes many, which
+    /// decode in parallel). Read only: Fedora CoreOS, Talos and curtin images come this way.
+    Xz,
     /// The raw image.
     None,
 }
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+pub(crate) const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
 
 /// Formats we recognise only to refuse them clearly.
 const UNSUPPORTED_MAGIC: &[(&[u8], &str)] = &[
-    (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
     (b"BZh", "bzip2"),
     (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
     (&[0x89, b'L', b'Z', b'O'], "lzo"),
@@ -42,8 +45,14 @@ impl Compression {
         match self {
             Compression::Gzip => media_type::LAYER_GZIP,
             Compression::Zstd => media_type::LAYER_ZSTD,
+            Compression::Xz => media_type::LAYER_XZ,
             Compression::None => media_type::LAYER_RAW,
         }
+    }
+
+    /// The compressions `ocidd push` writes.
+    pub fn can_push(self) -> bool {
+        self != Compression::Xz
     }
 
     /// What a file compressed this way ends in: `.gz`, `.zst`, or nothing.
@@ -51,15 +60,24 @@ impl Compression {
         match self {
             Compression::Gzip => ".gz",
             Compression::Zstd => ".zst",
+            Compression::Xz => ".xz",
             Compression::None => "",
         }
     }
 
     /// The compression a disk-image layer media type stands for; `None` for other layers.
     pub fn from_media_type(media_type: &str) -> Option<Compression> {
-        [Compression::Gzip, Compression::Zstd, Compression::None]
-            .into_iter()
-            .find(|c| c.media_type() == media_type)
+        if media_type == media_type::LAYER_XZ_ALIAS {
+            return Some(Compression::Xz);
+        }
+        [
+            Compression::Gzip,
+            Compression::Zstd,
+            Compression::Xz,
+            Compression::None,
+        ]
+        .into_iter()
+        .find(|c| c.media_type() == media_type)
     }
 
     /// Recognises the compression from the first bytes of a blob.
@@ -70,9 +88,12 @@ impl Compression {
         if head.starts_with(ZSTD_MAGIC) {
             return Ok(Compression::Zstd);
         }
+        if head.starts_with(XZ_MAGIC) {
+            return Ok(Compression::Xz);
+        }
         if let Some((_, name)) = UNSUPPORTED_MAGIC.iter().find(|(m, _)| head.starts_with(m)) {
             return Err(format!(
-                "the blob is {name}-compressed, which is not supported (use gzip, zstd or none)"
+                "the blob is {name}-compressed, which is not supported (use gzip, zstd, xz or none)"
             ));
         }
         Ok(Compression::None)
@@ -83,13 +104,14 @@ impl Compression {
     /// written to the disk as it is.
     pub fn check_label(self, head: &[u8]) -> Result<(), String> {
         match (self, Compression::detect(head)) {
-            (Compression::None, Ok(actual @ (Compression::Gzip | Compression::Zstd))) => {
-                Err(format!(
-                    "the layer is labelled {} (uncompressed) but holds {actual} data; push it with the media type {}",
-                    self.media_type(),
-                    actual.media_type()
-                ))
-            }
+            (
+                Compression::None,
+                Ok(actual @ (Compression::Gzip | Compression::Zstd | Compression::Xz)),
+            ) => Err(format!(
+                "the layer is labelled {} (uncompressed) but holds {actual} data; push it with the media type {}",
+                self.media_type(),
+                actual.media_type()
+            )),
             _ => Ok(()),
         }
     }
@@ -100,6 +122,7 @@ impl fmt::Display for Compression {
         f.write_str(match self {
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
             Compression::None => "uncompressed",
         })
     }
@@ -121,10 +144,11 @@ mod tests {
             Ok(Compression::None)
         );
         assert_eq!(Compression::detect(&[]), Ok(Compression::None));
+        assert_eq!(Compression::detect(b"\xfd7zXZ\0rest"), Ok(Compression::Xz));
         assert!(
-            Compression::detect(b"\xfd7zXZ\0rest")
+            Compression::detect(b"BZh91AY")
                 .unwrap_err()
-                .contains("xz")
+                .contains("bzip2")
         );
     }
 
@@ -144,9 +168,18 @@ mod tests {
 
     #[test]
     fn media_types_round_trip() {
-        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+        for c in [
+            Compression::Gzip,
+            Compression::Zstd,
+            Compression::Xz,
+            Compression::None,
+        ] {
             assert_eq!(Compression::from_media_type(c.media_type()), Some(c));
         }
+        assert_eq!(
+            Compression::from_media_type("application/x-xz"),
+            Some(Compression::Xz)
+        );
         assert_eq!(
             Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+gzip"),
             None

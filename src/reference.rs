@@ -180,21 +180,36 @@ impl Platform {
     /// Whether `entry` of an image index is for this platform: the same OS and architecture,
     /// and the same variant unless this platform names none. This one rule decides both what
     /// an install selects and what `ocidd push --platform` replaces. An arm64 entry without a
-    /// variant is arm64/v8, its only variant (containerd reads it the same way).
+    /// variant is arm64/v8, its only variant (containerd reads it the same way). The kernel's
+    /// names for the architectures, `x86_64` and `aarch64`, which disk images in registries
+    /// often carry (quay.io's podman machine-os, images made for Ironic), are `amd64` and
+    /// `arm64`, as Ironic reads them.
     pub fn selects(&self, entry: &Descriptor) -> bool {
         let Some(theirs) = entry.platform() else {
             return false;
         };
-        let architecture = theirs.architecture().to_string();
+        let architecture = oci_architecture(&theirs.architecture().to_string()).to_string();
         let variant = |architecture: &str, variant: Option<&str>| match (architecture, variant) {
             ("arm64", None) => Some("v8".to_string()),
             (_, variant) => variant.map(str::to_string),
         };
         theirs.os().to_string() == self.os
-            && architecture == self.architecture
+            && architecture == oci_architecture(&self.architecture)
             && (self.variant.is_none()
                 || variant(&architecture, theirs.variant().as_deref())
-                    == variant(&self.architecture, self.variant.as_deref()))
+                    == variant(
+                        oci_architecture(&self.architecture),
+                        self.variant.as_deref(),
+                    ))
+    }
+}
+
+/// An architecture by its OCI name: the kernel's names for amd64 and arm64 are theirs.
+fn oci_architecture(name: &str) -> &str {
+    match name {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
     }
 }
 
@@ -355,6 +370,11 @@ mod tests {
         // ...where arm64 without one is v8.
         assert!(wants("linux/arm64/v8", "linux/arm64"));
         assert!(!wants("linux/arm64/v9", "linux/arm64"));
+        // The kernel's names are the same architectures, either way round.
+        assert!(wants("linux/amd64", "linux/x86_64"));
+        assert!(wants("linux/x86_64", "linux/amd64"));
+        assert!(wants("linux/arm64/v8", "linux/aarch64"));
+        assert!(!wants("linux/amd64", "linux/aarch64"));
         let without_platform: Descriptor = serde_json::from_str(&format!(
             r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{HEX}","size":1}}"#
         ))

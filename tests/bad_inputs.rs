@@ -311,15 +311,15 @@ fn manifests_without_exactly_one_image_layer_exit_4() {
     registry.put_image("disks/bad", "two", &[(GZIP, &blob), (ZSTD, &blob)]);
     registry.put_image(
         "disks/bad",
-        "tar",
-        &[("application/vnd.oci.image.layer.v1.tar+gzip", &blob)],
+        "wasm",
+        &[("application/vnd.wasm.content.layer.v1+wasm", &blob)],
     );
     let host = registry.host();
     install_tag(&format!("{host}/disks/bad:empty"), &target, &[])
         .assert_failed(4, "exactly one disk-image layer");
     install_tag(&format!("{host}/disks/bad:two"), &target, &[]).assert_failed(4, "but has 2");
-    install_tag(&format!("{host}/disks/bad:tar"), &target, &[])
-        .assert_failed(4, "application/vnd.oci.image.layer.v1.tar+gzip");
+    install_tag(&format!("{host}/disks/bad:wasm"), &target, &[])
+        .assert_failed(4, "layers: application/vnd.wasm.content.layer.v1+wasm (");
 
     // An index without this platform lists the ones it has.
     let body = registry.image_manifest("disks/bad", OCI_MANIFEST, &[(GZIP, &blob)], "");

@@ -722,6 +722,20 @@ fn sequence(
 
 /// What a zero chunk's compressed form must say: a gzip trailer of the CRC-32 and size of that
 /// many zeros, or a single zstd frame of that content size.
+/// Whether chunks can come compressed this way: `ocidd push` writes chunks in gzip, zstd or
+/// none; an xz layer with a chunk index is refused when the plan is made.
+pub fn supports(compression: Compression) -> Result<()> {
+    match compression {
+        Compression::Xz => Err(classified(
+            Failure::Verification,
+            anyhow!(
+                "the image has a chunk index over an xz layer, which ocidd does not read (chunks are gzip, zstd or uncompressed)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Default)]
 struct ZeroTrailers {
     crc_of_zeros: HashMap<u64, u32>,
@@ -750,6 +764,7 @@ impl ZeroTrailers {
                     && zstd::zstd_safe::find_frame_compressed_size(data).ok() == Some(data.len())
             }
             Compression::None => is_zero(data),
+            Compression::Xz => false,
         };
         if ok {
             Ok(())
@@ -1023,6 +1038,7 @@ fn decompress(
             size
         }
         Compression::None => data.len(),
+        Compression::Xz => return supports(compression),
     };
     if produced != size {
         return Err(classified(

@@ -1,5 +1,5 @@
-//! The decoders that undo a disk image's compression: streams (gzip members, zstd frames)
-//! and whole gzip members held in memory.
+//! The decoders that undo a disk image's compression: streams (gzip members, zstd frames,
+//! xz streams) and whole gzip members held in memory.
 
 use std::io::{self, BufRead, Read};
 
@@ -14,7 +14,7 @@ pub enum Decoder<R: BufRead> {
 impl<R: BufRead> Decoder<R> {
     pub fn new(compression: Compression, input: R) -> io::Result<Self> {
         Ok(match compression {
-            Compression::Gzip | Compression::Zstd => {
+            Compression::Gzip | Compression::Zstd | Compression::Xz => {
                 Decoder::Compressed(Units::new(compression, input)?)
             }
             Compression::None => Decoder::None(input),
@@ -22,7 +22,7 @@ impl<R: BufRead> Decoder<R> {
     }
 }
 
-/// gzip members or zstd frames back to back (as pigz and `ocidd push` write them), decoded
+/// gzip members, zstd frames or xz streams back to back (as pigz and `ocidd push` write them), decoded
 /// one after the other. The image ends at the input's end or where the next bytes do not
 /// start another member or frame; what follows is left in the input, for the caller to count
 /// as data after the image (a decoder that read on would call it a corrupt header).
@@ -34,6 +34,7 @@ pub struct Units<R: BufRead> {
 enum UnitState<R: BufRead> {
     Gzip(Box<flate2::bufread::GzDecoder<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
+    Xz(Box<liblzma::bufread::XzDecoder<R>>),
     Ended(R),
     /// Only while one unit gives way to the next.
     Between,
@@ -55,6 +56,10 @@ impl<R: BufRead> Units<R> {
             Compression::Zstd => {
                 UnitState::Zstd(zstd::stream::read::Decoder::with_buffer(input)?.single_frame())
             }
+            Compression::Xz => UnitState::Xz(Box::new(liblzma::bufread::XzDecoder::new_stream(
+                input,
+                xz_stream()?,
+            ))),
             _ => UnitState::Gzip(Box::new(flate2::bufread::GzDecoder::new(input))),
         };
         Ok(())
@@ -77,6 +82,7 @@ impl<R: BufRead> Units<R> {
                 starts(&[0x28, 0xb5, 0x2f, 0xfd])
                     || (next[0] & 0xf0 == 0x50 && starts(&[next[0], 0x2a, 0x4d, 0x18]))
             }
+            Compression::Xz => starts(crate::compression::XZ_MAGIC),
             _ => starts(&[0x1f, 0x8b]),
         }
     }
@@ -87,6 +93,7 @@ impl<R: BufRead> Units<R> {
         match &mut self.state {
             UnitState::Gzip(d) => Some(d.get_mut()),
             UnitState::Zstd(d) => Some(d.get_mut()),
+            UnitState::Xz(d) => Some(d.get_mut()),
             UnitState::Ended(r) => Some(r),
             UnitState::Between => None,
         }
@@ -99,6 +106,7 @@ impl<R: BufRead> Read for Units<R> {
             let n = match &mut self.state {
                 UnitState::Gzip(d) => d.read(buf)?,
                 UnitState::Zstd(d) => d.read(buf)?,
+                UnitState::Xz(d) => d.read(buf)?,
                 UnitState::Ended(_) | UnitState::Between => return Ok(0),
             };
             if n > 0 || buf.is_empty() {
@@ -108,6 +116,7 @@ impl<R: BufRead> Read for Units<R> {
             let mut input = match std::mem::replace(&mut self.state, UnitState::Between) {
                 UnitState::Gzip(d) => d.into_inner(),
                 UnitState::Zstd(d) => d.finish(),
+                UnitState::Xz(d) => d.into_inner(),
                 other => {
                     self.state = other;
                     return Ok(0);
@@ -128,6 +137,24 @@ impl<R: BufRead> Read for Units<R> {
             }
         }
     }
+}
+
+/// Memory the xz decoder may use for decoding blocks on several threads; past it, it uses
+/// fewer threads, down to one (a single-block stream always decodes on one). `xz -T0` at its
+/// default preset writes 24 MiB blocks, and each thread holds one in and one out.
+const XZ_THREADING_MEMORY: u64 = 256 << 20;
+
+/// An xz stream decoder on all cores. Blocks that record their sizes (as every multi-threaded
+/// xz encoder writes them) decode in parallel; the stream's index and each block's check are
+/// verified.
+fn xz_stream() -> io::Result<liblzma::stream::Stream> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    liblzma::stream::MtStreamBuilder::new()
+        .threads(u32::try_from(threads).unwrap_or(1))
+        .memlimit_threading(XZ_THREADING_MEMORY)
+        .memlimit_stop(u64::MAX)
+        .decoder()
+        .map_err(io::Error::other)
 }
 
 /// Inflates whole gzip members held in memory (the chunks of a chunked image) with libdeflate,
@@ -236,6 +263,51 @@ mod tests {
         let mut frames = zstd::encode_all(&b"one "[..], 3).unwrap();
         frames.extend(zstd::encode_all(&b"two"[..], 3).unwrap());
         assert_eq!(decode(Compression::Zstd, &frames).unwrap(), b"one two");
+        let mut streams = xz(b"three ", 0);
+        streams.extend(xz(b"four", 0));
+        assert_eq!(decode(Compression::Xz, &streams).unwrap(), b"three four");
+    }
+
+    /// xz with blocks of `block` bytes (0: one block), as `xz -T2 --block-size` writes.
+    fn xz(data: &[u8], block: u64) -> Vec<u8> {
+        let mut builder = liblzma::stream::MtStreamBuilder::new();
+        builder.threads(2).preset(1);
+        if block > 0 {
+            builder.block_size(block);
+        }
+        let mut encoder =
+            liblzma::write::XzEncoder::new_stream(Vec::new(), builder.encoder().unwrap());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn multi_block_and_single_block_xz() {
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+            .collect();
+        for block in [0, 256 << 10] {
+            let packed = xz(&data, block);
+            assert!(
+                decode(Compression::Xz, &packed).unwrap() == data,
+                "block {block}"
+            );
+            let mut corrupt = packed.clone();
+            let middle = corrupt.len() / 2;
+            corrupt[middle] ^= 0x55;
+            let error = decode(Compression::Xz, &corrupt).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                io::ErrorKind::InvalidData,
+                "block {block}: {error}"
+            );
+            let error = decode(Compression::Xz, &packed[..packed.len() - 20]).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                io::ErrorKind::UnexpectedEof,
+                "block {block}: {error}"
+            );
+        }
     }
 
     #[test]
@@ -278,6 +350,7 @@ mod tests {
         for (compression, good) in [
             (Compression::Gzip, gzip(&[7u8; 100_000])),
             (Compression::Zstd, z),
+            (Compression::Xz, xz(&[7u8; 100_000], 0)),
         ] {
             let mut trailing = good.clone();
             trailing.extend_from_slice(b"garbage!");

@@ -3,6 +3,7 @@
 
 pub mod boot_entry;
 pub mod chunked;
+pub mod content;
 pub mod decompress;
 pub mod gpt;
 pub mod interrupt;
@@ -37,6 +38,7 @@ use crate::seed::{self, Seed};
 use crate::signature::{Outcome, Policy};
 use crate::{out, say};
 use chunked::ChunkedSource;
+use content::Content;
 use prompt::InstallOptions;
 use target::Target;
 use writer::{ImageWriter, WriteFailure};
@@ -141,11 +143,16 @@ fn plan(registry: &Registry, options: &InstallOptions, policy: Option<&Policy>) 
     };
     let manifest = resolution.manifest;
     let layer = resolution.layer;
+    if let Some(note) = &layer.note {
+        say!("ocidd: {note}");
+    }
     say!(
         "ocidd: {reference} is {} ({}, {}{})",
         layer.digest,
         HumanBytes(layer.size),
-        layer.compression,
+        layer
+            .compression
+            .map_or("told by its content".to_string(), |c| c.to_string()),
         if layer.chunk_index.is_some() {
             ", chunked"
         } else {
@@ -154,6 +161,13 @@ fn plan(registry: &Registry, options: &InstallOptions, policy: Option<&Policy>) 
     );
     let index = match &layer.chunk_index {
         Some((digest, size)) => {
+            let Some(compression) = layer.compression else {
+                fail!(
+                    Failure::Verification,
+                    "the image has a chunk index, but its layer's type does not say its compression"
+                );
+            };
+            chunked::supports(compression)?;
             let data = read_small_blob(registry, digest, Some(*size), MAX_INDEX_SIZE)
                 .context("fetching the chunk index")?;
             let index = ChunkIndex::parse(&data, &layer.digest, layer.size)?;
@@ -173,7 +187,7 @@ fn plan(registry: &Registry, options: &InstallOptions, policy: Option<&Policy>) 
     Ok(Plan {
         digest: layer.digest,
         blob_size: Some(layer.size),
-        compression: Some(layer.compression),
+        compression: layer.compression,
         image_size: index.as_ref().map(|i| i.image_size).or(layer.image_size),
         index,
         signature,
@@ -401,8 +415,13 @@ fn install_sequential(
     }
     .map_err(|e| anyhow!(e))
     .classify(Failure::Verification)?;
+    // A layer whose type does not say what it holds is looked at once decompressed; an
+    // uncompressed one here already.
+    let by_content = plan.compression.is_none();
     let image_size = match compression {
-        Compression::None => plan.image_size.or(blob_size),
+        Compression::None if !by_content || Content::detect(&head) == Content::Raw => {
+            plan.image_size.or(blob_size)
+        }
         _ => plan.image_size,
     };
     if let Some(size) = image_size {
@@ -416,7 +435,8 @@ fn install_sequential(
         Arc::clone(progress),
         commit.seed,
     );
-    let result = match stream::install(blob, head, compression, image_size, &mut writer) {
+    let result = match stream::install(blob, head, compression, by_content, image_size, &mut writer)
+    {
         Ok(()) => {
             let what = format!("blob {} verified", plan.digest);
             (commit.on_verified)(&what);
@@ -463,11 +483,18 @@ fn image_start(registry: &Registry, plan: &Plan) -> Result<Vec<u8>> {
             .map_err(|e| anyhow!(e))
             .classify(Failure::Verification)?,
     };
-    let mut start = Vec::with_capacity(writer::HOLDBACK);
-    decompress::Decoder::new(compression, input)?
-        .take(writer::HOLDBACK as u64)
-        .read_to_end(&mut start)?;
-    Ok(start)
+    let mut decoder = decompress::Decoder::new(compression, input)?;
+    let mut first = |image: &mut dyn Read| -> Result<Vec<u8>> {
+        let mut start = Vec::with_capacity(writer::HOLDBACK);
+        image
+            .take(writer::HOLDBACK as u64)
+            .read_to_end(&mut start)?;
+        Ok(start)
+    };
+    match plan.compression {
+        Some(_) => first(&mut decoder),
+        None => content::with_image(&mut decoder, &mut first),
+    }
 }
 
 /// Makes the target unbootable if writing had begun, unless told to keep it, and says so in

@@ -9,6 +9,7 @@ use anyhow::{Result, anyhow};
 
 use crate::compression::Compression;
 use crate::error::{Failure, classified, failure_of};
+use crate::install::content;
 use crate::install::decompress::Decoder;
 use crate::install::pipe::{PipeReader, PipeWriter, is_broken, pipe};
 use crate::install::writer::ImageWriter;
@@ -19,11 +20,13 @@ const BUFFER_SIZE: usize = 1 << 20;
 
 /// Streams `blob` (whose first bytes, `head`, were already read from it) decompressed onto
 /// `writer`, and checks that the image has `image_size` bytes when that is known. The blob
-/// reader checks the digest at its end.
+/// reader checks the digest at its end. `by_content`: the layer's type did not say what it
+/// holds, so the decompressed stream is looked at ([`content`]).
 pub fn install(
     blob: impl Read + Send,
     head: Vec<u8>,
     compression: Compression,
+    by_content: bool,
     image_size: Option<u64>,
     writer: &mut ImageWriter,
 ) -> Result<()> {
@@ -39,7 +42,9 @@ pub fn install(
             .map_err(|e| anyhow!(e));
         let decode = thread::Builder::new()
             .name("decompress".into())
-            .spawn_scoped(scope, move || decode(raw_in, compression, image_out))
+            .spawn_scoped(scope, move || {
+                decode(raw_in, compression, by_content, image_out)
+            })
             .map_err(|e| anyhow!(e));
         let written = write(&mut image_in, writer);
         // If writing stopped, this lets the other stages see it.
@@ -102,26 +107,44 @@ fn fetch(mut blob: impl Read, head: Vec<u8>, out: &mut PipeWriter) -> Result<()>
     }
 }
 
-/// Stage 2: decompression, and the check that the blob ends where the image does.
-fn decode(input: PipeReader, compression: Compression, mut out: PipeWriter) -> Result<()> {
+/// Stage 2: decompression, the image taken out of what holds it when only the content tells
+/// (`by_content`, see [`content`]), and the check that the blob ends where the image does.
+fn decode(
+    input: PipeReader,
+    compression: Compression,
+    by_content: bool,
+    mut out: PipeWriter,
+) -> Result<()> {
     let mut decoder = Decoder::new(compression, input).map_err(|e| decode_error(e, compression))?;
-    loop {
-        match out.fill_from(&mut decoder) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let error = decode_error(e, compression);
-                if !is_broken(&error)
-                    && let Some(input) = decoder.get_mut()
-                {
-                    // Read on, so that the fetch stage reaches the digest check: a blob that
-                    // does not match its digest explains corrupt data better.
-                    let _ = io::copy(input, &mut io::sink());
-                }
-                return Err(error);
+    let mut pump = |image: &mut dyn Read| -> Result<()> {
+        loop {
+            match out.fill_from(&mut &mut *image) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(decode_error(e, compression)),
             }
         }
+    };
+    let pumped = if by_content {
+        // What follows the image inside (a tar's end blocks) is dropped.
+        content::with_image(&mut decoder, &mut pump).and_then(|()| {
+            io::copy(&mut decoder, &mut io::sink())
+                .map(drop)
+                .map_err(|e| decode_error(e, compression))
+        })
+    } else {
+        pump(&mut decoder)
+    };
+    if let Err(error) = pumped {
+        if !is_broken(&error)
+            && let Some(input) = decoder.get_mut()
+        {
+            // Read on, so that the fetch stage reaches the digest check: a blob that does
+            // not match its digest explains corrupt data better.
+            let _ = io::copy(input, &mut io::sink());
+        }
+        return Err(error);
     }
     // The decoders stop where the image ends; anything left is data after it.
     let Some(input) = decoder.get_mut() else {

@@ -139,6 +139,7 @@ fn compress(
                 .classify(Failure::Usage)?,
         ),
         Compression::None => Box::new(output),
+        Compression::Xz => fail!(Failure::Usage, "{PUSH_XZ}"),
     };
     let mut hasher = Hasher::new(Algorithm::Sha256);
     let mut buffer = vec![0u8; 1 << 20];
@@ -287,6 +288,9 @@ fn compress_chunks(
 
 /// The levels each compression takes: refused, not quietly changed, when out of range.
 pub fn check_level(compression: Compression, level: Option<i32>) -> Result<()> {
+    if !compression.can_push() {
+        fail!(Failure::Usage, "{PUSH_XZ}");
+    }
     let Some(level) = level else { return Ok(()) };
     let range = match compression {
         Compression::Gzip => GZIP_LEVELS,
@@ -295,6 +299,7 @@ pub fn check_level(compression: Compression, level: Option<i32>) -> Result<()> {
             Failure::Usage,
             "--level does not apply to --compression none"
         ),
+        Compression::Xz => fail!(Failure::Usage, "{PUSH_XZ}"),
     };
     if !range.contains(&level) {
         fail!(
@@ -337,8 +342,13 @@ fn compress_chunk(
             compressor.compress(data)
         }
         Compression::None => Ok(data.to_vec()),
+        Compression::Xz => Err(io::Error::other(PUSH_XZ)),
     }
 }
+
+/// Installs read xz; pushes do not write it (its decoding is slower than zstd's at a like
+/// ratio, and a chunk index needs independent members).
+const PUSH_XZ: &str = "ocidd push compresses with gzip, zstd or none, not xz";
 
 /// An encoder that can be finished behind a `dyn`.
 trait FinishWrite: Write + Send {

@@ -25,7 +25,9 @@ use serde::Deserialize;
 use super::auth::{Auth, lookup_credentials};
 use super::layout::{LayoutServer, LayoutSource};
 use super::manifest::media_type::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
-use super::manifest::{ImageLayer, MAX_MANIFEST_SIZE, Resolved, interpret_manifest};
+use super::manifest::{
+    ImageLayer, MAX_MANIFEST_SIZE, Resolved, container_image, interpret_manifest,
+};
 use super::mirror::Scheme;
 use super::proxy::Proxies;
 use crate::cmdline::RegistryOptions;
@@ -361,27 +363,58 @@ impl Registry {
         };
         let pinned = reference.digest().map(str::parse::<Digest>).transpose()?;
         let top = self.fetch_manifest(name, pinned.as_ref())?;
-        match interpret_manifest(&top.body, top.media_type.as_deref(), platform)? {
-            Resolved::Layer(layer) => Ok(Resolution {
-                layer,
-                manifest: top.digest,
-                platform_manifest: None,
-            }),
-            Resolved::Manifest(digest) => {
-                let entry = self.fetch_manifest(&digest.to_string(), Some(&digest))?;
-                match interpret_manifest(&entry.body, entry.media_type.as_deref(), platform)? {
-                    Resolved::Layer(layer) => Ok(Resolution {
+        let candidates = match interpret_manifest(&top.body, top.media_type.as_deref(), platform)? {
+            Resolved::Layer(layer) => {
+                return Ok(Resolution {
+                    layer,
+                    manifest: top.digest,
+                    platform_manifest: None,
+                });
+            }
+            Resolved::ContainerImage { layers } => {
+                fail!(Failure::Verification, "{}", container_image(name, layers))
+            }
+            Resolved::Manifests(candidates) => candidates,
+        };
+        let count = candidates.len();
+        for (i, candidate) in candidates.into_iter().enumerate() {
+            let digest = &candidate.digest;
+            let entry = self.fetch_manifest(&digest.to_string(), Some(digest))?;
+            match interpret_manifest(&entry.body, entry.media_type.as_deref(), platform)? {
+                Resolved::Layer(layer) => {
+                    if count > 1 {
+                        say!(
+                            "ocidd: the image index has {count} entries for {platform}; installing {} ({digest})",
+                            candidate.description
+                        );
+                    }
+                    return Ok(Resolution {
                         layer,
                         manifest: top.digest,
                         platform_manifest: Some(entry.digest),
-                    }),
-                    Resolved::Manifest(_) => fail!(
-                        Failure::Verification,
-                        "the image index entry for {platform} is another index; nested indexes are not supported"
-                    ),
+                    });
                 }
+                Resolved::ContainerImage { layers } if i + 1 < count => say!(
+                    "ocidd: skipping the index entry {} ({digest}): {}",
+                    candidate.description,
+                    container_image("it", layers)
+                ),
+                Resolved::ContainerImage { layers } => fail!(
+                    Failure::Verification,
+                    "the image index entry {} ({digest}): {}",
+                    candidate.description,
+                    container_image("it", layers)
+                ),
+                Resolved::Manifests(_) => fail!(
+                    Failure::Verification,
+                    "the image index entry for {platform} is another index; nested indexes are not supported"
+                ),
             }
         }
+        fail!(
+            Failure::Verification,
+            "the image index has no entry for {platform}"
+        )
     }
 
     /// The manifest `name` (a tag or a digest, checked when `pinned`) in this repository, or

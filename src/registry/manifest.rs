@@ -28,15 +28,45 @@ pub mod media_type {
     pub const LAYER_GZIP: &str = "application/octet-stream+gzip";
     pub const LAYER_ZSTD: &str = "application/octet-stream+zstd";
     pub const LAYER_RAW: &str = "application/octet-stream";
+    pub const LAYER_XZ: &str = "application/octet-stream+xz";
+    /// What `file --mime-type` says of xz, and what people label xz layers with.
+    pub const LAYER_XZ_ALIAS: &str = "application/x-xz";
     /// The chunk index layer (see `chunks`).
     pub const CHUNK_INDEX: &str = "application/vnd.ocidd.chunk-index.v1+json";
     /// The artifact type of manifests `ocidd push` writes.
     pub const DISK_IMAGE_ARTIFACT: &str = "application/vnd.ocidd.disk-image.v1";
+
+    /// Layers that hold a disk image in another tool's shape, recognised by their content
+    /// (compression by magic; a tar is a KubeVirt containerDisk, else the raw image):
+    /// `oras push disk.img` with no type (and Tinkerbell's oci2disk), a containerDisk built
+    /// as a container image, the plain compressed types Ironic and podman machine-os use.
+    pub const BY_CONTENT: &[&str] = &[
+        ORAS_DEFAULT,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.docker.image.rootfs.diff.tar",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/gzip",
+        "application/x-gzip",
+        "application/zstd",
+        "application/x-xz",
+        "application/x-qemu-disk",
+    ];
+    /// oras's layer type for a file pushed without one (and a container image's plain tar).
+    pub const ORAS_DEFAULT: &str = "application/vnd.oci.image.layer.v1.tar";
+    /// KubeVirt's disk layers (VEP 256): `…disk.raw+zstd`, `…disk.qcow2`, recognised by content.
+    pub const KUBEVIRT_DISK_PREFIX: &str = "application/vnd.kubevirt.disk.";
+    /// A container image's configuration: with more than one layer, a container (bootc), not
+    /// a disk.
+    pub const CONTAINER_CONFIGS: &[&str] = &[
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+    ];
 }
 
 use media_type::{
-    CHUNK_INDEX, DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, LAYER_GZIP, LAYER_RAW, LAYER_ZSTD,
-    OCI_INDEX, OCI_MANIFEST,
+    CHUNK_INDEX, CONTAINER_CONFIGS, DOCKER_LIST, DOCKER_MANIFEST, DOCKER_SCHEMA1, LAYER_GZIP,
+    LAYER_RAW, LAYER_XZ, LAYER_ZSTD, OCI_INDEX, OCI_MANIFEST,
 };
 
 /// Manifests larger than this are refused before they are read.
@@ -46,16 +76,30 @@ pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 pub const ANNOTATION_IMAGE_SIZE: &str = "ocidd.image.size";
 /// Annotation on an image layer: the digest of the uncompressed image.
 pub const ANNOTATION_IMAGE_DIGEST: &str = "ocidd.image.digest";
+/// Annotation on an image index entry: the disk format of the manifest it names (Ironic,
+/// Metal3, podman machine-os).
+pub const ANNOTATION_DISKTYPE: &str = "disktype";
+/// Annotation on a KubeVirt disk layer (VEP 256): the disk's name.
+pub const ANNOTATION_KUBEVIRT_DISK_NAME: &str = "io.kubevirt.disk.name";
+
+/// The `disktype` values read, most preferred first, as Ironic's agent prefers them when it
+/// streams onto the disk: the raw forms, then qcow2. Entries without one follow; entries
+/// with another (`hyperv`: VHDX) are passed over.
+const DISKTYPES: &[&str] = &["raw", "applehv", "qcow2", "qemu"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageLayer {
     pub digest: Digest,
     pub size: u64,
-    pub compression: Compression,
+    /// How its media type says it is compressed; `None` when only its content tells (see
+    /// [`media_type::BY_CONTENT`]).
+    pub compression: Option<Compression>,
     /// The uncompressed size, when the layer is annotated with it.
     pub image_size: Option<u64>,
-    /// The chunk index layer (digest, size), when the image was pushed in chunks.
+    /// The chunk index (digest, size), when the image was pushed in chunks.
     pub chunk_index: Option<(Digest, u64)>,
+    /// What the install should say about the choice of this layer.
+    pub note: Option<String>,
 }
 
 /// What a manifest leads to.
@@ -63,8 +107,26 @@ pub struct ImageLayer {
 pub enum Resolved {
     /// An image manifest: its disk-image layer.
     Layer(ImageLayer),
-    /// An image index: the manifest to fetch for the platform.
-    Manifest(Digest),
+    /// An image index: the manifests for the platform, the one to install first (see
+    /// [`DISKTYPES`]).
+    Manifests(Vec<Candidate>),
+    /// A container image (a container configuration and several layers: bootc), not a disk.
+    ContainerImage { layers: usize },
+}
+
+/// Why a container image is not installed; `what` names it.
+pub fn container_image(what: &str, layers: usize) -> String {
+    format!(
+        "{what} is a container image ({layers} layers and a container configuration: bootc?), not a disk image; ocidd installs one disk layer, or a containerDisk's one tar layer"
+    )
+}
+
+/// An index entry for the platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub digest: Digest,
+    /// As people write it: `linux/x86_64 (disktype raw)`.
+    pub description: String,
 }
 
 /// Reads a manifest (image manifest or index, OCI or Docker schema 2): the disk-image layer
@@ -76,19 +138,26 @@ pub fn interpret_manifest(
     platform: &Platform,
 ) -> Result<Resolved> {
     match manifest_kind(body, content_type)? {
-        ManifestKind::Image => image_layer(body).map(Resolved::Layer),
+        ManifestKind::Image => image_manifest(body),
         ManifestKind::Index => {
             let index: ImageIndex = serde_json::from_slice(body)
                 .context("the image index is malformed")
                 .classify(Failure::Verification)?;
-            let entry = select_platform(&index, platform)?;
-            let digest = entry
-                .digest()
-                .to_string()
-                .parse()
-                .context("the image index entry's digest")
-                .classify(Failure::Verification)?;
-            Ok(Resolved::Manifest(digest))
+            select_platform(&index, platform)?
+                .into_iter()
+                .map(|entry| {
+                    Ok(Candidate {
+                        digest: entry
+                            .digest()
+                            .to_string()
+                            .parse()
+                            .context("the image index entry's digest")
+                            .classify(Failure::Verification)?,
+                        description: entry_platform(entry),
+                    })
+                })
+                .collect::<Result<_>>()
+                .map(Resolved::Manifests)
         }
     }
 }
@@ -138,25 +207,57 @@ fn manifest_kind(body: &[u8], content_type: Option<&str>) -> Result<ManifestKind
     }
 }
 
-/// An index entry's platform as people write it (`linux/arm64/v8`), or what it is without one.
+/// An index entry's platform as people write it (`linux/arm64/v8`), or what it is without
+/// one, with its `disktype` if it has one.
 pub fn entry_platform(entry: &Descriptor) -> String {
-    match entry.platform() {
+    let platform = match entry.platform() {
         Some(p) => match p.variant() {
             Some(v) => format!("{}/{}/{v}", p.os(), p.architecture()),
             None => format!("{}/{}", p.os(), p.architecture()),
         },
         None => format!("(no platform: {})", entry.digest()),
+    };
+    match disktype(entry) {
+        Some(disktype) => format!("{platform} (disktype {disktype})"),
+        None => platform,
     }
 }
 
-fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> Result<&'a Descriptor> {
-    if let Some(entry) = index.manifests().iter().find(|d| wanted.selects(d)) {
-        return Ok(entry);
+fn disktype(entry: &Descriptor) -> Option<&str> {
+    entry
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_DISKTYPE))
+        .map(String::as_str)
+}
+
+/// Where an entry's `disktype` puts it among the platform's entries (see [`DISKTYPES`]);
+/// `None` for a disk format not read.
+fn disktype_rank(entry: &Descriptor) -> Option<usize> {
+    match disktype(entry) {
+        None => Some(DISKTYPES.len()),
+        Some(disktype) => DISKTYPES.iter().position(|d| *d == disktype),
+    }
+}
+
+/// The entries for `wanted`, the preferred first; entries of equal rank keep the index's
+/// order.
+fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> Result<Vec<&'a Descriptor>> {
+    let mut entries: Vec<(usize, &Descriptor)> = index
+        .manifests()
+        .iter()
+        .filter(|d| wanted.selects(d))
+        .filter_map(|d| disktype_rank(d).map(|rank| (rank, d)))
+        .collect();
+    entries.sort_by_key(|(rank, _)| *rank);
+    if !entries.is_empty() {
+        return Ok(entries.into_iter().map(|(_, d)| d).collect());
     }
     let available: Vec<String> = index.manifests().iter().map(entry_platform).collect();
     fail!(
         Failure::Verification,
-        "the image index has no entry for {wanted}; it has: {} (choose one with oci.platform= or --platform)",
+        "the image index has no entry for {wanted} with a disk ocidd reads (disktype {} or none); it has: {} (choose one with oci.platform= or --platform)",
+        DISKTYPES.join(", "),
         if available.is_empty() {
             "nothing".to_string()
         } else {
@@ -165,37 +266,57 @@ fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> Result<&'a D
     )
 }
 
-fn image_layer(body: &[u8]) -> Result<ImageLayer> {
+/// How a layer's media type says it holds the disk image.
+fn disk_layer(media_type: &str) -> Option<Option<Compression>> {
+    if let Some(compression) = Compression::from_media_type(media_type) {
+        return Some(Some(compression));
+    }
+    let by_content = media_type::BY_CONTENT.contains(&media_type)
+        || media_type.starts_with(media_type::KUBEVIRT_DISK_PREFIX);
+    by_content.then_some(None)
+}
+
+/// What an image manifest holds: its one disk layer, or a container image.
+fn image_manifest(body: &[u8]) -> Result<Resolved> {
     let manifest: ImageManifest = serde_json::from_slice(body)
         .context("the image manifest is malformed")
         .classify(Failure::Verification)?;
-    let images: Vec<(&Descriptor, Compression)> = manifest
+    let config_type = manifest.config().media_type().to_string();
+    if CONTAINER_CONFIGS.contains(&config_type.as_str()) && manifest.layers().len() > 1 {
+        return Ok(Resolved::ContainerImage {
+            layers: manifest.layers().len(),
+        });
+    }
+    let disks: Vec<(&Descriptor, Option<Compression>)> = manifest
         .layers()
         .iter()
-        .filter_map(|l| Compression::from_media_type(l.media_type().as_ref()).map(|c| (l, c)))
+        .filter_map(|l| disk_layer(l.media_type().as_ref()).map(|c| (l, c)))
         .collect();
-    let [(layer, compression)] = images.as_slice() else {
-        let present: Vec<String> = manifest
-            .layers()
-            .iter()
-            .map(|l| format!("{} ({} bytes)", l.media_type(), l.size()))
-            .collect();
-        let present = if present.is_empty() {
-            "no layers".to_string()
-        } else {
-            format!("layers: {}", present.join(", "))
-        };
-        // The usual slip: a disk image pushed with a tool's default layer type.
-        let hint = if images.is_empty() && !manifest.layers().is_empty() {
-            " (push the image with its media type: `ocidd push`, or `oras push REF disk.img.gz:application/octet-stream+gzip`)"
-        } else {
-            ""
-        };
-        fail!(
+    fn named(l: &Descriptor) -> Option<&str> {
+        layer_annotation(l, ANNOTATION_KUBEVIRT_DISK_NAME)
+    }
+    let ((layer, compression), note) = match disks.as_slice() {
+        [one] => (*one, None),
+        // KubeVirt's disks, named: the first is the one it boots.
+        [first, rest @ ..] if disks.iter().all(|(l, _)| named(l).is_some()) => (
+            *first,
+            Some(format!(
+                "the manifest has {} disks; installing the first, {}, not {}",
+                disks.len(),
+                named(first.0).unwrap_or_default(),
+                rest.iter()
+                    .map(|(l, _)| named(l).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        ),
+        _ => fail!(
             Failure::Verification,
-            "the manifest must have exactly one disk-image layer ({LAYER_GZIP}, {LAYER_ZSTD} or {LAYER_RAW}) but has {}; {present}{hint}",
-            images.len()
-        )
+            "the manifest must have exactly one disk-image layer but has {}; {} (a disk layer is {LAYER_GZIP}, {LAYER_ZSTD}, {LAYER_XZ}, {LAYER_RAW}, or one of {} holding a raw image, compressed or not, or a containerDisk tar)",
+            disks.len(),
+            describe_layers(&manifest),
+            media_type::BY_CONTENT.join(", ")
+        ),
     };
     let digest: Digest = layer
         .digest()
@@ -205,42 +326,81 @@ fn image_layer(body: &[u8]) -> Result<ImageLayer> {
         .classify(Failure::Verification)?;
     let annotations = layer.annotations().clone().unwrap_or_default();
     let image_size = annotation_u64(&annotations, ANNOTATION_IMAGE_SIZE)?;
-    let indexes: Vec<&Descriptor> = manifest
-        .layers()
-        .iter()
-        .filter(|l| l.media_type().as_ref() == CHUNK_INDEX)
-        .collect();
-    let chunk_index = match indexes.as_slice() {
-        [] => None,
-        [index] => Some((
-            index
-                .digest()
-                .to_string()
-                .parse::<Digest>()
-                .context("the chunk index layer's digest")
-                .classify(Failure::Verification)?,
-            index.size(),
-        )),
-        _ => fail!(
-            Failure::Verification,
-            "the manifest has {} chunk index layers; at most one is allowed",
-            indexes.len()
-        ),
-    };
-    if *compression == Compression::None && image_size.is_some_and(|n| n != layer.size()) {
+    let chunk_index = chunk_index(&manifest)?;
+    let raw = compression == Some(Compression::None);
+    if raw && image_size.is_some_and(|n| n != layer.size()) {
         fail!(
             Failure::Verification,
             "the uncompressed layer's size ({}) differs from its {ANNOTATION_IMAGE_SIZE} annotation",
             layer.size()
         );
     }
-    Ok(ImageLayer {
+    Ok(Resolved::Layer(ImageLayer {
         digest,
         size: layer.size(),
-        compression: *compression,
-        image_size: image_size.or((*compression == Compression::None).then_some(layer.size())),
+        compression,
+        image_size: image_size.or(raw.then_some(layer.size())),
         chunk_index,
-    })
+        note,
+    }))
+}
+
+/// The chunk index (digest, size): the manifest's config, as `ocidd push` writes it, or a
+/// second layer, as it wrote it before (see docs/image-conventions.md).
+fn chunk_index(manifest: &ImageManifest) -> Result<Option<(Digest, u64)>> {
+    let config = manifest.config();
+    let mut indexes: Vec<&Descriptor> = manifest
+        .layers()
+        .iter()
+        .filter(|l| l.media_type().as_ref() == CHUNK_INDEX)
+        .collect();
+    if config.media_type().as_ref() == CHUNK_INDEX {
+        indexes.push(config);
+    }
+    match indexes.as_slice() {
+        [] => Ok(None),
+        [index] => Ok(Some((
+            index
+                .digest()
+                .to_string()
+                .parse::<Digest>()
+                .context("the chunk index's digest")
+                .classify(Failure::Verification)?,
+            index.size(),
+        ))),
+        _ => fail!(
+            Failure::Verification,
+            "the manifest has {} chunk indexes; at most one is allowed",
+            indexes.len()
+        ),
+    }
+}
+
+fn layer_annotation<'a>(layer: &'a Descriptor, key: &str) -> Option<&'a str> {
+    layer
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// The layers as a refusal names them: type, size, and the name a tool gave.
+fn describe_layers(manifest: &ImageManifest) -> String {
+    let layers: Vec<String> = manifest
+        .layers()
+        .iter()
+        .map(|l| {
+            let name = layer_annotation(l, ANNOTATION_KUBEVIRT_DISK_NAME)
+                .or(layer_annotation(l, "org.opencontainers.image.title"))
+                .map_or(String::new(), |n| format!(" {n:?}"));
+            format!("{}{name} ({} bytes)", l.media_type(), l.size())
+        })
+        .collect();
+    if layers.is_empty() {
+        "no layers".to_string()
+    } else {
+        format!("layers: {}", layers.join(", "))
+    }
 }
 
 fn annotation_u64(annotations: &HashMap<String, String>, key: &str) -> Result<Option<u64>> {
@@ -257,6 +417,11 @@ fn annotation_u64(annotations: &HashMap<String, String>, key: &str) -> Result<Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use media_type::ORAS_DEFAULT;
+
+    fn text(body: Vec<u8>) -> String {
+        String::from_utf8(body).unwrap()
+    }
 
     fn manifest(layers: &str) -> Vec<u8> {
         format!(
@@ -274,6 +439,13 @@ mod tests {
         )
     }
 
+    fn image_layer(body: &[u8]) -> Result<ImageLayer> {
+        match image_manifest(body)? {
+            Resolved::Layer(layer) => Ok(layer),
+            other => Err(anyhow!("not a layer: {other:?}")),
+        }
+    }
+
     #[test]
     fn finds_the_one_image_layer() {
         let body = manifest(
@@ -284,7 +456,7 @@ mod tests {
             .join(","),
         );
         let l = image_layer(&body).unwrap();
-        assert_eq!(l.compression, Compression::Gzip);
+        assert_eq!(l.compression, Some(Compression::Gzip));
         assert_eq!(l.size, 1234);
         assert_eq!(l.image_size, Some(4096));
         let raw = image_layer(&manifest(&layer(LAYER_RAW, ""))).unwrap();
@@ -295,14 +467,22 @@ mod tests {
     fn refuses_zero_or_two_image_layers() {
         let e = image_layer(&manifest("")).unwrap_err();
         assert!(format!("{e:#}").contains("has 0; no layers"), "{e:#}");
-        let tar = layer("application/vnd.oci.image.layer.v1.tar+gzip", "");
-        let e = image_layer(&manifest(&tar)).unwrap_err();
+        let wasm = layer(
+            "application/vnd.wasm.content.layer.v1+wasm",
+            r#","annotations":{"org.opencontainers.image.title":"app.wasm"}"#,
+        );
+        let e = image_layer(&manifest(&wasm)).unwrap_err();
         assert!(
-            format!("{e:#}")
-                .contains("layers: application/vnd.oci.image.layer.v1.tar+gzip (1234 bytes)"),
+            format!("{e:#}").contains(
+                r#"layers: application/vnd.wasm.content.layer.v1+wasm "app.wasm" (1234 bytes)"#
+            ),
             "{e:#}"
         );
-        assert!(format!("{e:#}").contains("disk.img.gz:application/octet-stream+gzip"));
+        assert!(
+            format!("{e:#}").contains("application/octet-stream+xz"),
+            "{e:#}"
+        );
+        assert!(format!("{e:#}").contains(ORAS_DEFAULT), "{e:#}");
         let two = [layer(LAYER_GZIP, ""), layer(LAYER_ZSTD, "")].join(",");
         let e = image_layer(&manifest(&two)).unwrap_err();
         assert!(format!("{e:#}").contains("but has 2"), "{e:#}");
@@ -345,7 +525,7 @@ mod tests {
             entry("arm64", r#","variant":"v8""#)
         );
         let index: ImageIndex = serde_json::from_str(&body).unwrap();
-        let arm = select_platform(&index, &"linux/arm64".parse().unwrap()).unwrap();
+        let arm = select_platform(&index, &"linux/arm64".parse().unwrap()).unwrap()[0];
         assert_eq!(
             arm.platform().as_ref().unwrap().architecture().to_string(),
             "arm64"
@@ -369,13 +549,135 @@ mod tests {
         let good = format!("sha256:{}", "ef".repeat(32));
         assert_eq!(
             interpret_manifest(index(&good).as_bytes(), None, &platform).unwrap(),
-            Resolved::Manifest(good.parse().unwrap())
+            Resolved::Manifests(vec![Candidate {
+                digest: good.parse().unwrap(),
+                description: "linux/amd64".into()
+            }])
         );
         let sha384 = format!("sha384:{}", "ef".repeat(48));
         let e = interpret_manifest(index(&sha384).as_bytes(), None, &platform).unwrap_err();
         assert_eq!(
             crate::error::failure_of(&e),
             Some(Failure::Verification),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn other_tools_disk_layers_are_read_by_content() {
+        for media_type in [
+            ORAS_DEFAULT,
+            "application/zstd",
+            "application/vnd.kubevirt.disk.raw+zstd",
+        ] {
+            let l = image_layer(&manifest(&layer(media_type, ""))).unwrap();
+            assert_eq!(l.compression, None, "{media_type}");
+            assert_eq!(l.image_size, None, "{media_type}");
+        }
+        let xz = image_layer(&manifest(&layer("application/x-xz", ""))).unwrap();
+        assert_eq!(xz.compression, Some(Compression::Xz));
+        // ocidd's old shape: the disk and the chunk index as layers; its new: the index as
+        // the config.
+        let old = [layer(LAYER_GZIP, ""), layer(CHUNK_INDEX, "")].join(",");
+        assert!(image_layer(&manifest(&old)).unwrap().chunk_index.is_some());
+        let new = text(manifest(&layer(LAYER_GZIP, "")))
+            .replace("application/vnd.oci.empty.v1+json", CHUNK_INDEX);
+        let l = image_layer(new.as_bytes()).unwrap();
+        assert_eq!(l.chunk_index.map(|(_, size)| size), Some(2));
+    }
+
+    #[test]
+    fn named_kubevirt_disks_install_the_first_and_say_so() {
+        let disk = |name: &str| {
+            layer(
+                "application/vnd.kubevirt.disk.raw+zstd",
+                &format!(r#","annotations":{{"io.kubevirt.disk.name":"{name}"}}"#),
+            )
+        };
+        let l = image_layer(&manifest(&[disk("root"), disk("data")].join(","))).unwrap();
+        let note = l.note.unwrap();
+        assert!(
+            note.contains("installing the first, root, not data"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn a_container_image_is_told_apart() {
+        let body = text(manifest(
+            &[layer(ORAS_DEFAULT, ""), layer(ORAS_DEFAULT, "")].join(","),
+        ))
+        .replace(
+            "application/vnd.oci.empty.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+        );
+        assert_eq!(
+            image_manifest(body.as_bytes()).unwrap(),
+            Resolved::ContainerImage { layers: 2 }
+        );
+        // One tar layer under a container configuration: a containerDisk.
+        let one = text(manifest(&layer(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "",
+        )))
+        .replace(
+            "application/vnd.oci.empty.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+        );
+        assert!(matches!(
+            image_manifest(one.as_bytes()),
+            Ok(Resolved::Layer(_))
+        ));
+    }
+
+    #[test]
+    fn disktype_orders_a_platforms_entries() {
+        let entry = |arch: &str, disktype: Option<&str>, digit: char| {
+            let annotations = disktype
+                .map(|d| format!(r#","annotations":{{"disktype":"{d}"}}"#))
+                .unwrap_or_default();
+            format!(
+                r#"{{"mediaType":"{OCI_MANIFEST}","digest":"sha256:{}","size":1,"platform":{{"os":"linux","architecture":"{arch}"}}{annotations}}}"#,
+                digit.to_string().repeat(64)
+            )
+        };
+        let body = format!(
+            r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+            [
+                entry("amd64", None, '1'),
+                entry("x86_64", Some("hyperv"), '2'),
+                entry("x86_64", Some("qcow2"), '3'),
+                entry("x86_64", Some("raw"), '4'),
+                entry("aarch64", Some("raw"), '5'),
+            ]
+            .join(",")
+        );
+        let Resolved::Manifests(candidates) =
+            interpret_manifest(body.as_bytes(), None, &"linux/amd64".parse().unwrap()).unwrap()
+        else {
+            panic!("not an index");
+        };
+        let order: Vec<&str> = candidates.iter().map(|c| c.description.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "linux/x86_64 (disktype raw)",
+                "linux/x86_64 (disktype qcow2)",
+                "linux/amd64"
+            ]
+        );
+        let only_hyperv = format!(
+            r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+            entry("amd64", Some("hyperv"), '2')
+        );
+        let e = interpret_manifest(
+            only_hyperv.as_bytes(),
+            None,
+            &"linux/amd64".parse().unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("it has: linux/amd64 (disktype hyperv)"),
             "{e:#}"
         );
     }

@@ -6,6 +6,7 @@
 pub mod files;
 pub mod lab;
 pub mod proxy;
+pub mod python;
 pub mod receiver;
 pub mod tinyproxy;
 pub mod vm;
