@@ -113,11 +113,9 @@ fn with_index_edited(
     edit: impl Fn(&mut serde_json::Value),
 ) {
     let mut manifest = manifest(registry, tag);
-    let layers = manifest["layers"].as_array_mut().unwrap();
-    let layer = layers
-        .iter_mut()
-        .find(|l| l["mediaType"] == CHUNK_INDEX)
-        .expect("a chunk index layer");
+    // ocidd push puts the chunk index in the manifest's config.
+    let layer = &mut manifest["config"];
+    assert_eq!(layer["mediaType"], CHUNK_INDEX);
     let digest = layer["digest"].as_str().unwrap().to_string();
     let mut index: serde_json::Value =
         serde_json::from_slice(&fs::read(registry.blob_path(&digest)).unwrap()).unwrap();

@@ -347,3 +347,90 @@ fn an_image_an_earlier_ocidd_pushed_still_installs_chunked() {
         }
     }
 }
+
+/// Ironic's OCI image service (from PyPI) chooses the artifact and downloads its blob with
+/// the digest checked, as a conductor does for its agent.
+const IRONIC_IDENTIFY: &str = r#"
+import json, sys
+from ironic.conf import CONF
+from ironic.common import image_service
+CONF([], project="ironic")
+CONF.set_override("permit_fallback_to_http_transport", True, group="oci")
+service = image_service.OciImageService()
+found = service.identify_specific_image(sys.argv[1], cpu_arch="x86_64")
+with open(sys.argv[2], "wb") as out:
+    service.download(found["oci_image_manifest_url"], out)
+found["verified"] = service.transfer_verified_checksum
+print(json.dumps(found))
+"#;
+
+#[test]
+fn ironic_reads_what_ocidd_pushes_plain_and_as_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, image) = disk(dir.path(), 95);
+    let registry = Registry::start();
+    for (tag, args, disk_format) in [
+        (
+            "chunked",
+            vec!["--compression", "zstd"],
+            serde_json::Value::Null,
+        ),
+        ("index", vec!["--platform", "linux/amd64"], "raw".into()),
+    ] {
+        let reference = format!("{}/disks/ironic:{tag}", registry.host());
+        let (_, layer) = push_with(&path, &reference, &args);
+        let blob = dir.path().join(format!("{tag}.blob"));
+        let found = run_script(
+            IRONIC_IDENTIFY,
+            &[&format!("oci://{reference}"), &blob.display().to_string()],
+        );
+        let found: serde_json::Value = serde_json::from_str(found.trim()).unwrap();
+        assert_eq!(
+            found["image_checksum"],
+            layer.trim_start_matches("sha256:"),
+            "{found}"
+        );
+        assert_eq!(found["verified"], layer.as_str(), "{found}");
+        assert_eq!(found["image_disk_format"], disk_format, "{found}");
+        let compression = if tag == "chunked" { "zstd" } else { "gzip" };
+        assert_eq!(found["image_compression_type"], compression, "{found}");
+        let downloaded = fs::read(&blob).unwrap();
+        assert_eq!(sha256(&downloaded), layer);
+        let unpacked = match compression {
+            "zstd" => zstd::decode_all(downloaded.as_slice()).unwrap(),
+            _ => {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut flate2::read::MultiGzDecoder::new(downloaded.as_slice()),
+                    &mut out,
+                )
+                .unwrap();
+                out
+            }
+        };
+        assert!(
+            unpacked == image,
+            "{tag}: the blob Ironic chose is not the image"
+        );
+    }
+
+    // What ocidd pushed before (two layers), Ironic passes over: why the index moved.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images/ocidd-0.1");
+    let reference = format!("{}/fixture/old:chunked", registry.host());
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:chunked", fixture.display()),
+            &format!("docker://{reference}"),
+        ],
+    );
+    let script = IRONIC_IDENTIFY.replace(
+        "with open",
+        "print(json.dumps(found))\nsys.exit(0)\nwith open",
+    );
+    let found = run_script(&script, &[&format!("oci://{reference}"), "/dev/null"]);
+    assert_eq!(found.trim(), "{}", "Ironic read the two-layer manifest");
+}

@@ -292,6 +292,8 @@ fn pushed_images_are_plain_gzip_that_gunzip_reads() {
         .unwrap()
         .json()
         .unwrap();
+    // One layer, the disk, as Ironic and oras read artifacts; the chunk index is the config.
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 1);
     let layer_json = &manifest["layers"][0];
     assert_eq!(layer_json["mediaType"], GZIP);
     assert_eq!(layer_json["digest"], layer.as_str());
@@ -305,7 +307,7 @@ fn pushed_images_are_plain_gzip_that_gunzip_reads() {
     );
     assert_eq!(
         manifest["config"]["mediaType"],
-        "application/vnd.oci.empty.v1+json"
+        "application/vnd.ocidd.chunk-index.v1+json"
     );
 }
 

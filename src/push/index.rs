@@ -1,6 +1,8 @@
 //! A `--platform` push: the image index at the tag, with this platform's entry added or
 //! replaced and the other entries kept.
 
+use std::collections::HashMap;
+
 use anyhow::{Context, Result};
 use oci_spec::distribution::Reference;
 use oci_spec::image::{
@@ -12,10 +14,10 @@ use super::session::Session;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{Classify, Failure};
 use crate::reference::Platform;
-use crate::registry::manifest::entry_platform;
 use crate::registry::manifest::media_type::{
     DISK_IMAGE_ARTIFACT, DOCKER_LIST, OCI_INDEX, OCI_MANIFEST,
 };
+use crate::registry::manifest::{ANNOTATION_DISKTYPE, entry_platform};
 
 /// The image index a `--platform` push left at the tag.
 #[derive(Debug, PartialEq)]
@@ -73,12 +75,18 @@ fn platform_entry(digest: &str, size: u64, platform: &Platform) -> Result<Descri
         if let Some(variant) = &platform.variant {
             oci_platform = oci_platform.variant(variant.clone());
         }
+        // `disktype: raw` is how Ironic, Metal3 and podman machine-os tell an index's disk
+        // entries, and the format, apart.
         DescriptorBuilder::default()
             .media_type(MediaType::ImageManifest)
             .artifact_type(MediaType::Other(DISK_IMAGE_ARTIFACT.to_string()))
             .digest(oci_spec::image::Digest::try_from(digest)?)
             .size(size)
             .platform(oci_platform.build()?)
+            .annotations(HashMap::from([(
+                ANNOTATION_DISKTYPE.to_string(),
+                "raw".to_string(),
+            )]))
             .build()
     };
     build()

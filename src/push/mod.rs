@@ -326,8 +326,13 @@ pub(super) fn canonical_json(value: &impl Serialize) -> serde_json::Result<Vec<u
     serde_json::to_value(value).and_then(|value| serde_json::to_vec(&value))
 }
 
-/// The image's manifest: an empty config, the image layer annotated with the image's size
-/// and digest, and the chunk index layer if there is one.
+/// The image's manifest: one layer, the image, annotated with the image's size and digest;
+/// the chunk index as its config, or the empty config. One layer is what Ironic, Tinkerbell
+/// and oras read as a disk artifact; the config travels with the manifest through every copy
+/// (skopeo, oras, mirrors) and its digest is covered by the manifest's signature, where a
+/// referrer artifact would need a referrers API (docker-registry has none) and a copy that
+/// brings referrers along. Earlier versions pushed the chunk index as a second layer; installs
+/// still read that (`registry::manifest`).
 fn manifest(
     file: &Path,
     compression: Compression,
@@ -352,27 +357,25 @@ fn manifest(
         );
     }
     let build = || -> Result<oci_spec::image::ImageManifest, oci_spec::OciSpecError> {
-        let config = DescriptorBuilder::default()
-            .media_type(MediaType::EmptyJSON)
-            .digest(oci_spec::image::Digest::try_from(config_digest)?)
-            .size(EMPTY_CONFIG.len() as u64)
-            .build()?;
+        let config = match chunk_index {
+            Some(index) => DescriptorBuilder::default()
+                .media_type(MediaType::Other(CHUNK_INDEX.to_string()))
+                .digest(oci_spec::image::Digest::try_from(index.digest.as_str())?)
+                .size(index.size)
+                .build()?,
+            None => DescriptorBuilder::default()
+                .media_type(MediaType::EmptyJSON)
+                .digest(oci_spec::image::Digest::try_from(config_digest)?)
+                .size(EMPTY_CONFIG.len() as u64)
+                .build()?,
+        };
         let layer = DescriptorBuilder::default()
             .media_type(MediaType::Other(compression.media_type().to_string()))
             .digest(oci_spec::image::Digest::try_from(layer.digest.as_str())?)
             .size(layer.size)
             .annotations(annotations)
             .build()?;
-        let mut layers = vec![layer];
-        if let Some(index) = chunk_index {
-            layers.push(
-                DescriptorBuilder::default()
-                    .media_type(MediaType::Other(CHUNK_INDEX.to_string()))
-                    .digest(oci_spec::image::Digest::try_from(index.digest.as_str())?)
-                    .size(index.size)
-                    .build()?,
-            );
-        }
+        let layers = vec![layer];
         ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)

@@ -153,7 +153,7 @@ pub fn interpret_manifest(
                             .parse()
                             .context("the image index entry's digest")
                             .classify(Failure::Verification)?,
-                        description: entry_platform(entry),
+                        description: describe_entry(entry),
                     })
                 })
                 .collect::<Result<_>>()
@@ -208,15 +208,20 @@ fn manifest_kind(body: &[u8], content_type: Option<&str>) -> Result<ManifestKind
 }
 
 /// An index entry's platform as people write it (`linux/arm64/v8`), or what it is without
-/// one, with its `disktype` if it has one.
+/// one.
 pub fn entry_platform(entry: &Descriptor) -> String {
-    let platform = match entry.platform() {
+    match entry.platform() {
         Some(p) => match p.variant() {
             Some(v) => format!("{}/{}/{v}", p.os(), p.architecture()),
             None => format!("{}/{}", p.os(), p.architecture()),
         },
         None => format!("(no platform: {})", entry.digest()),
-    };
+    }
+}
+
+/// An index entry as an install names it: its platform, and its `disktype` if it has one.
+fn describe_entry(entry: &Descriptor) -> String {
+    let platform = entry_platform(entry);
     match disktype(entry) {
         Some(disktype) => format!("{platform} (disktype {disktype})"),
         None => platform,
@@ -243,21 +248,32 @@ fn disktype_rank(entry: &Descriptor) -> Option<usize> {
 /// The entries for `wanted`, the preferred first; entries of equal rank keep the index's
 /// order.
 fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> Result<Vec<&'a Descriptor>> {
-    let mut entries: Vec<(usize, &Descriptor)> = index
+    let for_platform: Vec<&Descriptor> = index
         .manifests()
         .iter()
         .filter(|d| wanted.selects(d))
-        .filter_map(|d| disktype_rank(d).map(|rank| (rank, d)))
+        .collect();
+    let mut entries: Vec<(usize, &Descriptor)> = for_platform
+        .iter()
+        .filter_map(|d| disktype_rank(d).map(|rank| (rank, *d)))
         .collect();
     entries.sort_by_key(|(rank, _)| *rank);
     if !entries.is_empty() {
         return Ok(entries.into_iter().map(|(_, d)| d).collect());
     }
+    if !for_platform.is_empty() {
+        let unread: Vec<String> = for_platform.iter().map(|d| describe_entry(d)).collect();
+        fail!(
+            Failure::Verification,
+            "the image index's entries for {wanted} hold disks ocidd does not read: {} (it reads disktype {} or none)",
+            unread.join(", "),
+            DISKTYPES.join(", ")
+        );
+    }
     let available: Vec<String> = index.manifests().iter().map(entry_platform).collect();
     fail!(
         Failure::Verification,
-        "the image index has no entry for {wanted} with a disk ocidd reads (disktype {} or none); it has: {} (choose one with oci.platform= or --platform)",
-        DISKTYPES.join(", "),
+        "the image index has no entry for {wanted}; it has: {} (choose one with oci.platform= or --platform)",
         if available.is_empty() {
             "nothing".to_string()
         } else {
@@ -677,7 +693,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            format!("{e:#}").contains("it has: linux/amd64 (disktype hyperv)"),
+            format!("{e:#}").contains("does not read: linux/amd64 (disktype hyperv)"),
             "{e:#}"
         );
     }

@@ -31,6 +31,11 @@ pub const PACKAGES: &[&str] = &[
     "syslinux-common",
     "tinyproxy",
     "skopeo",
+    // The image-convention tests: other producers' disk images (xz, qemu-img's qcow2), and
+    // a Python virtual environment for the ORAS SDK and Ironic from PyPI.
+    "xz-utils",
+    "qemu-utils",
+    "python3-venv",
     // The network boot tests: DHCPv4, router advertisements and DHCPv6; an NTP server.
     "dnsmasq-base",
     "chrony",
