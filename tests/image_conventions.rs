@@ -434,3 +434,161 @@ fn ironic_reads_what_ocidd_pushes_plain_and_as_an_index() {
     let found = run_script(&script, &[&format!("oci://{reference}"), "/dev/null"]);
     assert_eq!(found.trim(), "{}", "Ironic read the two-layer manifest");
 }
+
+/// A disk with a hole of 8 MiB (whole qcow2 clusters that are never allocated).
+fn disk_with_hole(dir: &Path, seed: u64) -> (std::path::PathBuf, Vec<u8>) {
+    let mut image = image_bytes(24 * MIB, seed);
+    image[8 * MIB..16 * MIB].fill(0);
+    let path = write_file(dir, "disk.img", &image);
+    gpt_label(&path);
+    let image = fs::read(&path).unwrap();
+    (path, image)
+}
+
+#[test]
+fn qcow2_from_qemu_img_installs_plain_compressed_and_zstd() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, image) = disk_with_hole(dir.path(), 96);
+    let registry = Registry::start();
+    let host = registry.host();
+    let source = path.display().to_string();
+    let cases: [(&str, &[&str], &str); 3] = [
+        ("plain", &[], "application/vnd.oci.image.layer.v1.tar"),
+        ("deflate", &["-c"], "application/zstd"),
+        (
+            "zstd",
+            &["-c", "-o", "compression_type=zstd"],
+            "application/vnd.oci.image.layer.v1.tar",
+        ),
+    ];
+    for (tag, options, media_type) in cases {
+        let qcow2 = dir.path().join(format!("{tag}.qcow2"));
+        let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
+        args.extend_from_slice(options);
+        args.extend([source.as_str(), qcow2.to_str().unwrap()]);
+        tool("qemu-img", &args);
+        let mut blob = fs::read(&qcow2).unwrap();
+        if media_type == "application/zstd" {
+            blob = zstd::encode_all(blob.as_slice(), 3).unwrap();
+        }
+        registry.put_image("disks/qcow2", tag, &[(media_type, &blob)]);
+        let target = target_file(dir.path(), &format!("{tag}.target"), 32 * MIB);
+        let run = install_tag(&format!("{host}/disks/qcow2:{tag}"), &target, &[]);
+        run.assert_installed();
+        assert!(
+            run.stderr.contains(&format!("({} bytes)", image.len()))
+                || run.stdout.contains(&format!("({} bytes)", image.len())),
+            "{tag}: not the image's size:\n{}{}",
+            run.stdout,
+            run.stderr
+        );
+        assert_holds(&target, &image);
+    }
+
+    // qcow2 has no checksums (deflate neither): the layer's digest is what catches a
+    // corrupted cluster, before the tables are written.
+    let qcow2 = fs::read(dir.path().join("deflate.qcow2")).unwrap();
+    let layer_type = "application/vnd.oci.image.layer.v1.tar";
+    registry.put_image("disks/qcow2", "corrupt", &[(layer_type, &qcow2)]);
+    let mut corrupt = qcow2.clone();
+    let at = qcow2.len() / 2;
+    for byte in &mut corrupt[at..at + 64] {
+        *byte ^= 0x5a;
+    }
+    fs::write(registry.blob_path(&sha256(&qcow2)), &corrupt).unwrap();
+    let target = target_file(dir.path(), "corrupt.target", 32 * MIB);
+    let run = install_tag(&format!("{host}/disks/qcow2:corrupt"), &target, &[]);
+    run.assert_failed(4, "digest");
+    assert_no_table_left(&run, &target);
+
+    // A file cut short says which of the image's clusters it lacks.
+    let cut = &qcow2[..qcow2.len() / 2];
+    registry.put_image("disks/qcow2", "cut", &[(layer_type, cut)]);
+    let run = install_tag(&format!("{host}/disks/qcow2:cut"), &target, &[]);
+    run.assert_failed(
+        4,
+        "the qcow2 file ends before the data of the image's cluster",
+    );
+    assert_no_table_left(&run, &target);
+}
+
+#[test]
+fn qcow2_that_needs_more_than_its_file_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = disk_with_hole(dir.path(), 97);
+    let registry = Registry::start();
+    let host = registry.host();
+    let base = dir.path().join("base.qcow2");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            path.to_str().unwrap(),
+            base.to_str().unwrap(),
+        ],
+    );
+    let overlay = dir.path().join("overlay.qcow2");
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            base.to_str().unwrap(),
+            overlay.to_str().unwrap(),
+        ],
+    );
+    let cases = [
+        ("backing", overlay.clone(), "has a backing file"),
+        (
+            "extended",
+            dir.path().join("extended.qcow2"),
+            "extended L2 entries",
+        ),
+        ("encrypted", dir.path().join("encrypted.qcow2"), "encrypted"),
+    ];
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "extended_l2=on",
+            cases[1].1.to_str().unwrap(),
+            "16M",
+        ],
+    );
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "--object",
+            "secret,id=key,data=ocidd",
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=key",
+            cases[2].1.to_str().unwrap(),
+            "16M",
+        ],
+    );
+    for (tag, file, says) in cases {
+        let blob = fs::read(&file).unwrap();
+        registry.put_image(
+            "disks/qcow2",
+            tag,
+            &[("application/vnd.oci.image.layer.v1.tar", &blob)],
+        );
+        let target = target_file(dir.path(), "target", 32 * MIB);
+        install_tag(&format!("{host}/disks/qcow2:{tag}"), &target, &[]).assert_failed(4, says);
+        assert_untouched(&target);
+    }
+}

@@ -8,6 +8,7 @@ use anyhow::{Result, anyhow};
 
 use crate::error::{Failure, classified, failure_of};
 use crate::install::pipe::is_broken;
+use crate::install::qcow2::{Qcow2Error, Qcow2Reader};
 
 /// How much of the decompressed stream tells what it holds: a tar header's magic sits at
 /// byte 257 of the first 512.
@@ -47,7 +48,7 @@ pub fn with_image<T>(
     let head = read_head(input)?;
     match Content::detect(&head) {
         Content::Raw => write(&mut head.as_slice().chain(input)),
-        Content::Qcow2 => Err(qcow2_unsupported()),
+        Content::Qcow2 => expand_qcow2(&mut head.as_slice().chain(input), write),
         Content::Tar => {
             let mut archive = tar::Archive::new(head.as_slice().chain(input));
             container_disk(&mut archive, write)
@@ -55,13 +56,19 @@ pub fn with_image<T>(
     }
 }
 
-fn qcow2_unsupported() -> anyhow::Error {
-    classified(
-        Failure::Verification,
-        anyhow!(
-            "the image is qcow2, which ocidd does not read yet; convert it with `qemu-img convert -O raw`"
-        ),
-    )
+/// The raw image of the qcow2 file `input`, to `write`.
+fn expand_qcow2<T>(
+    input: &mut dyn Read,
+    write: &mut dyn FnMut(&mut dyn Read) -> Result<T>,
+) -> Result<T> {
+    let mut reader = Qcow2Reader::new(input).map_err(|e| {
+        if Qcow2Error::is(&e) {
+            classified(Failure::Verification, e.into())
+        } else {
+            e.into()
+        }
+    })?;
+    write(&mut reader)
 }
 
 /// The first [`HEAD`] bytes, or all there are.
@@ -110,9 +117,10 @@ fn container_disk<R: Read, T>(
             ));
         }
         let head = read_head(&mut entry)?;
+        let mut member = head.as_slice().chain(&mut entry);
         let value = match Content::detect(&head) {
-            Content::Qcow2 => return Err(qcow2_unsupported()),
-            _ => write(&mut head.as_slice().chain(&mut entry))?,
+            Content::Qcow2 => expand_qcow2(&mut member, write)?,
+            _ => write(&mut member)?,
         };
         written = Some((name.to_string(), value));
     }
@@ -220,7 +228,7 @@ mod tests {
             format!("{e:#}").contains("two disks, disk/a.img and disk/b.img"),
             "{e:#}"
         );
-        let e = image_of(&tar(&[("disk/a.qcow2", b"QFI\xfb\0\0\0\x03")])).unwrap_err();
+        let e = image_of(&tar(&[("disk/a.qcow2", b"QFI\xfb\0\0\0\x04")])).unwrap_err();
         assert!(format!("{e:#}").contains("qcow2"), "{e:#}");
     }
 }

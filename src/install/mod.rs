@@ -9,6 +9,7 @@ pub mod gpt;
 pub mod interrupt;
 pub mod pipe;
 pub mod prompt;
+pub mod qcow2;
 pub mod seed_partition;
 pub mod stream;
 pub mod target;

@@ -12,6 +12,7 @@ use crate::error::{Failure, classified, failure_of};
 use crate::install::content;
 use crate::install::decompress::Decoder;
 use crate::install::pipe::{PipeReader, PipeWriter, is_broken, pipe};
+use crate::install::qcow2::Qcow2Error;
 use crate::install::writer::ImageWriter;
 
 /// Buffers per pipe, and their size.
@@ -167,6 +168,9 @@ fn decode(
 /// check, broken pipes from another stage; anything else is the decompressor finding
 /// corrupt data.
 fn decode_error(error: io::Error, compression: Compression) -> anyhow::Error {
+    if Qcow2Error::is(&error) {
+        return classified(Failure::Verification, error.into());
+    }
     let error = anyhow::Error::from(error);
     if failure_of(&error).is_some() || is_broken(&error) {
         error
