@@ -11,18 +11,23 @@
 //!    them against `dd.match=`/`dd.hints=` or resolves a /dev/disk/by-id name as udev would.
 //! 2. [`install`] plans: [`registry::client`] fetches the manifest (what a digest names
 //!    from the [`registry::mirror`]s first, then the registry), [`registry::manifest`] reads
-//!    it (an image index entry is chosen by [`reference::Platform::selects`]; with
+//!    it (the disk layer in ocidd's shape or another tool's; an image index's entries are
+//!    chosen by [`reference::Platform::selects`] and ranked by `disktype`; with
 //!    `oci.layout=`, [`registry::layout`] serves an OCI image layout on loopback as the first
 //!    source, [`iso::find_layout`] finding the boot medium's), and
 //!    [`registry::auth`] answers the challenges. With `oci.verify.key=`, [`signature`] then
 //!    requires a cosign signature over what the tag named. A chunked image's index
-//!    ([`chunks`]) comes through [`registry::blob::read_small_blob`], and is read only if its
+//!    ([`chunks`]: the manifest's config, or a second layer as earlier pushes had it) comes
+//!    through [`registry::blob::read_small_blob`], and is read only if its
 //!    chunks add up to the image hash it names ([`chunks::tree`]).
 //! 3. [`install::target`] opens the disk or file and refuses one in use or too small.
 //! 4. Every blob byte comes through [`registry::blob::BlobReader`], which resumes broken
 //!    downloads with Range requests. Then either
 //!    - [`install::stream`]: one stream, in threads joined by [`install::pipe`]: fetch with
-//!      the [`digest`] check, decompress ([`install::decompress`]), write; or
+//!      the [`digest`] check, decompress ([`install::decompress`]: gzip, zstd, xz), and when
+//!      the layer's type does not say what it holds, take the image out of it
+//!      ([`install::content`]: a containerDisk's tar, or qcow2 expanded by
+//!      [`install::qcow2`]), write; or
 //!    - [`install::chunked`]: range fetchers, an in-order hash of the blob, and workers that
 //!      decompress chunks, check each ([`chunks::ChunkIndex::holds`]), and write it in place;
 //!      with `dd.delta`, a read pass first checks the target's chunks, only the chunks it
@@ -46,7 +51,8 @@
 //! # The other paths
 //!
 //! - [`push`]: compress the raw image on all cores while uploading it, upload the chunk index,
-//!   push the manifest, or merge it into the image index at the tag; each request is bounded
+//!   push the manifest (one layer, the index as its config), or merge it into the image index
+//!   at the tag (entries marked `disktype: raw`); each request is bounded
 //!   by the stall timeout and retried as pulls are ([`retry`]).
 //! - [`boot`]: `/init`: mount the kernel's file systems, copy output to every console, load
 //!   modules, bring the network up as dracut's words ([`cmdline::network`]) say

@@ -511,3 +511,63 @@ fn a_chunk_index_download_that_breaks_is_resumed() {
         setup.blob_size,
     );
 }
+
+/// Other producers' images read as one stream: xz in blocks (decoded on all cores) and
+/// qcow2 from qemu-img, each cut halfway, resume where they broke.
+#[test]
+fn xz_and_qcow2_streams_cut_halfway_resume() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut image = image_bytes(24 * MIB, 71);
+    image[8 * MIB..12 * MIB].fill(0);
+    let source = write_file(dir.path(), "disk.raw", &image);
+    let packed = dir.path().join("disk.xz");
+    let xz = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "xz -1 -T2 --block-size=2MiB -c {} > {}",
+            source.display(),
+            packed.display()
+        ))
+        .status()
+        .expect("xz (xz-utils)");
+    assert!(xz.success());
+    let qcow2 = dir.path().join("disk.qcow2");
+    let converted = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2", "-c"])
+        .arg(&source)
+        .arg(&qcow2)
+        .status()
+        .expect("qemu-img (qemu-utils)");
+    assert!(converted.success());
+    for (tag, media_type, file) in [
+        ("xz", "application/octet-stream+xz", &packed),
+        ("qcow2", "application/vnd.oci.image.layer.v1.tar", &qcow2),
+    ] {
+        let blob = fs::read(file).unwrap();
+        registry.put_image("disks/other", tag, &[(media_type, &blob)]);
+        let size = blob.len() as u64;
+        let proxy = Proxy::start(
+            registry.port,
+            on_blob_gets(&sha256(&blob), move |n, _| match n {
+                0 => cut(size / 2),
+                _ => Action::forward(),
+            }),
+        );
+        let target = write_file(dir.path(), "out.img", b"");
+        let run = install_tag(&format!("{}/disks/other:{tag}", proxy.host()), &target, &[]);
+        run.assert_installed();
+        assert!(
+            run.stderr.contains("download interrupted at byte"),
+            "{tag}: {}",
+            run.stderr
+        );
+        assert!(
+            read_prefix(&target, image.len()) == image,
+            "{tag}: not the image"
+        );
+        let ratio = proxy.blob_bytes() as f64 / size as f64;
+        eprintln!("fault-table: cut at 50 % | {tag} | completed | {ratio:.3}");
+        assert!(ratio < 1.1, "{tag}: fetched {ratio} times the blob");
+    }
+}

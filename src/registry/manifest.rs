@@ -108,7 +108,7 @@ pub enum Resolved {
     /// An image manifest: its disk-image layer.
     Layer(ImageLayer),
     /// An image index: the manifests for the platform, the one to install first (see
-    /// [`DISKTYPES`]).
+    /// `disktype`).
     Manifests(Vec<Candidate>),
     /// A container image (a container configuration and several layers: bootc), not a disk.
     ContainerImage { layers: usize },

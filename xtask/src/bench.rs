@@ -10,6 +10,11 @@
 //! inflate), and ocidd into a file and onto a loop device (the chunked image also on one core,
 //! to show how it scales).
 //!
+//! Then other producers' images (`--only formats`): the realistic image as multi-block and
+//! single-block xz and as qcow2 from qemu-img (plain and compressed), each installed by
+//! ocidd onto the loop device beside what a user would otherwise run (`xz -dc -T0`,
+//! `qemu-img convert` from a local file).
+//!
 //! Then `dd.delta` (cases with "delta" in their label): the realistic image as v1 and a v2 in
 //! which 5 % of the chunks differ, both chunked. On a loop device holding v1, v2 is installed
 //! in full and with `dd.delta`; on a blank one too, to show what the read pass costs when
@@ -41,6 +46,8 @@ pub struct Options {
 
 const PACKAGES: &[&str] = &[
     "docker-registry",
+    "xz-utils",
+    "qemu-utils",
     "busybox-static",
     "curl",
     "gzip",
@@ -127,7 +134,10 @@ pub fn run(options: &Options) -> Result<()> {
     )?
     .trim()
     .to_string();
-    let only_delta = options.only.as_deref().is_some_and(|o| o.contains("delta"));
+    let only_delta = options
+        .only
+        .as_deref()
+        .is_some_and(|o| o.contains("delta") || o.contains("formats"));
     let mut result = if only_delta {
         Ok(())
     } else {
@@ -141,6 +151,14 @@ pub fn run(options: &Options) -> Result<()> {
             &loop_device,
         )
     };
+    if result.is_ok()
+        && options
+            .only
+            .as_deref()
+            .is_none_or(|o| o.contains("formats"))
+    {
+        result = bench_formats(options, &ocidd, &host, &realistic, &work, &loop_device);
+    }
     if result.is_ok() && options.only.as_deref().is_none_or(|o| o.contains("delta")) {
         result = bench_delta(options, &ocidd, &host, &realistic, &work, &loop_device);
     }
@@ -330,6 +348,147 @@ fn bench_images(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Uploads `file` as the one layer (of `media_type`) of an image at `host/repo:tag`, with an
+/// empty config, as other tools push disks.
+fn put_artifact(host: &str, repo: &str, tag: &str, media_type: &str, file: &Path) -> Result<()> {
+    let script = format!(
+        r#"set -e
+put_blob() {{
+  digest=sha256:$(sha256sum "$1" | cut -d' ' -f1)
+  location=$(curl -sSf -X POST -D - -o /dev/null http://{host}/v2/{repo}/blobs/uploads/ | tr -d '
+' | sed -n 's/^[Ll]ocation: //p')
+  case "$location" in /*) location="http://{host}$location" ;; esac
+  case "$location" in *\?*) sep='&' ;; *) sep='?' ;; esac
+  curl -sSf -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$1" "$location${{sep}}digest=$digest" >/dev/null
+  echo "$digest"
+}}
+printf '{{}}' > "$0.config"
+config=$(put_blob "$0.config")
+layer=$(put_blob {file})
+size=$(stat -c %s {file})
+manifest='{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"'$config'","size":2}},"layers":[{{"mediaType":"{media_type}","digest":"'$layer'","size":'$size'}}]}}'
+curl -sSf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' -d "$manifest" http://{host}/v2/{repo}/manifests/{tag} >/dev/null
+"#,
+        file = file.display()
+    );
+    exec(
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .arg(file.with_extension("put")),
+    )
+}
+
+/// xz and qcow2 made by their own tools, installed by ocidd and by those tools, onto the
+/// loop device.
+fn bench_formats(
+    options: &Options,
+    ocidd: &Path,
+    host: &str,
+    image: &Path,
+    work: &Path,
+    loop_device: &str,
+) -> Result<()> {
+    let image_size = fs::metadata(image)?.len();
+    let ocidd = ocidd.display();
+    let source = image.display();
+    let made: [(&str, &str, String); 4] = [
+        (
+            "xz-blocks",
+            "application/octet-stream+xz",
+            format!("xz -1 -T2 --block-size=8MiB -c {source} > OUT"),
+        ),
+        (
+            "xz-single",
+            "application/octet-stream+xz",
+            format!("xz -1 -T1 -c {source} > OUT"),
+        ),
+        (
+            "qcow2",
+            "application/vnd.oci.image.layer.v1.tar",
+            format!("qemu-img convert -f raw -O qcow2 {source} OUT"),
+        ),
+        (
+            "qcow2-c",
+            "application/vnd.oci.image.layer.v1.tar",
+            format!("qemu-img convert -f raw -O qcow2 -c {source} OUT"),
+        ),
+    ];
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for (name, media_type, make) in &made {
+        let file = work.join(format!("formats-{name}"));
+        if !file.exists() {
+            eprintln!("bench: formats: making {name}");
+            let partial = file.with_extension("partial");
+            exec(
+                Command::new("bash")
+                    .arg("-c")
+                    .arg(make.replace("OUT", &partial.display().to_string())),
+            )?;
+            fs::rename(&partial, &file)?;
+        }
+        eprintln!(
+            "bench: formats: {name}: {} MiB",
+            fs::metadata(&file)?.len() >> 20
+        );
+        put_artifact(host, "bench/formats", name, media_type, &file)?;
+        let theirs = if name.starts_with("xz") {
+            format!(
+                "xz -dc -T0 {} | dd of={loop_device} bs=1M oflag=direct status=none",
+                file.display()
+            )
+        } else {
+            format!(
+                "qemu-img convert -n -f qcow2 -O raw {} {loop_device}",
+                file.display()
+            )
+        };
+        let tool = if name.starts_with("xz") {
+            "xz -dc -T0"
+        } else {
+            "qemu-img convert"
+        };
+        cases.push((format!("{tool} {name} → loop"), theirs));
+        cases.push((
+            format!("ocidd {name} → loop"),
+            format!(
+                "{ocidd} oci.tag={host}/bench/formats:{name} oci.allow_no_tls dd.of={loop_device} dd.bs=1M"
+            ),
+        ));
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut rss: Vec<u64> = vec![0; cases.len()];
+    for round in 0..options.rounds {
+        for (i, (label, script)) in cases.iter().enumerate() {
+            exec(&mut Command::new("sync"))?;
+            let m = measure(script)?;
+            eprintln!("bench: formats round {round}: {label}: {:.2} s", m.seconds);
+            times[i].push(m.seconds);
+            rss[i] = rss[i].max(m.max_rss_kib);
+        }
+    }
+    let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
+    println!();
+    println!(
+        "formats: the {} MiB realistic image; medians of {} interleaved rounds",
+        image_size >> 20,
+        options.rounds
+    );
+    println!("| case | median s | MiB/s | ocidd / tool | peak RSS MiB |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (i, (label, _)) in cases.iter().enumerate() {
+        let tool = medians[i - i % 2];
+        println!(
+            "| {label} | {:.2} | {:.0} | {:.2} | {:.1} |",
+            medians[i],
+            (image_size as f64 / (1 << 20) as f64) / medians[i],
+            medians[i] / tool,
+            rss[i] as f64 / 1024.0
+        );
     }
     Ok(())
 }
