@@ -566,20 +566,11 @@ fn qcow2_that_needs_more_than_its_file_is_refused_by_name() {
             "16M",
         ],
     );
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "-f",
-            "qcow2",
-            "--object",
-            "secret,id=key,data=ocidd",
-            "-o",
-            "encrypt.format=luks,encrypt.key-secret=key",
-            cases[2].1.to_str().unwrap(),
-            "16M",
-        ],
-    );
+    // Encryption, as its header says (crypt_method 1): qemu-img's LUKS creation times
+    // PBKDF rounds, which fails on a loaded machine.
+    let mut encrypted = fs::read(&base).unwrap();
+    encrypted[32..36].copy_from_slice(&1u32.to_be_bytes());
+    fs::write(&cases[2].1, encrypted).unwrap();
     for (tag, file, says) in cases {
         let blob = fs::read(&file).unwrap();
         registry.put_image(

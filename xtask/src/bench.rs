@@ -359,8 +359,7 @@ fn put_artifact(host: &str, repo: &str, tag: &str, media_type: &str, file: &Path
         r#"set -e
 put_blob() {{
   digest=sha256:$(sha256sum "$1" | cut -d' ' -f1)
-  location=$(curl -sSf -X POST -D - -o /dev/null http://{host}/v2/{repo}/blobs/uploads/ | tr -d '
-' | sed -n 's/^[Ll]ocation: //p')
+  location=$(curl -sSf -X POST -D - -o /dev/null http://{host}/v2/{repo}/blobs/uploads/ | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
   case "$location" in /*) location="http://{host}$location" ;; esac
   case "$location" in *\?*) sep='&' ;; *) sep='?' ;; esac
   curl -sSf -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$1" "$location${{sep}}digest=$digest" >/dev/null
