@@ -266,7 +266,6 @@ pub struct Qcow2Reader<R: Read> {
     /// Compressed clusters given to the inflaters and not yet back.
     inflating: HashSet<u64>,
     inflaters: Option<Inflaters>,
-    cores: Option<usize>,
 }
 
 impl<R: Read> Qcow2Reader<R> {
@@ -302,7 +301,6 @@ impl<R: Read> Qcow2Reader<R> {
             taken: 0,
             inflating: HashSet::new(),
             inflaters: None,
-            cores: None,
             header,
         })
     }
@@ -596,10 +594,7 @@ impl<R: Read> Qcow2Reader<R> {
     /// Inflates a compressed cluster: on the inflating threads when there are several cores,
     /// else here.
     fn inflate(&mut self, job: Job) -> io::Result<()> {
-        // Asked once: std reads the cgroup's quota from /proc and /sys on every call.
-        let cores = *self
-            .cores
-            .get_or_insert_with(|| thread::available_parallelism().map_or(1, |n| n.get()));
+        let cores = thread::available_parallelism().map_or(1, |n| n.get());
         if cores < 2 {
             let result = inflate(
                 self.header.codec,
