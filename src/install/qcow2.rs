@@ -10,10 +10,8 @@
 //! memory up to [`MAX_WAITING`]; past that the reader stops and says so. Written by hand: the
 //! qcow2 crates read a seekable file, and a layer is a stream.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread;
 
 /// Memory for clusters that arrived before they could be placed.
 pub const MAX_WAITING: usize = 256 << 20;
@@ -31,8 +29,6 @@ const CORRUPT: u64 = 1 << 1;
 const EXTERNAL_DATA: u64 = 1 << 2;
 const COMPRESSION_TYPE: u64 = 1 << 3;
 const EXTENDED_L2: u64 = 1 << 4;
-/// Compressed clusters queued per inflating thread.
-const IN_FLIGHT_PER_THREAD: usize = 4;
 /// File clusters kept after their last use while tables are still to come (see `used_up`).
 const USED_KEPT: usize = 2;
 /// qemu refuses L1 tables over 32 MiB; so do we, before allocating one.
@@ -263,9 +259,7 @@ pub struct Qcow2Reader<R: Read> {
     next: u64,
     current: Vec<u8>,
     taken: usize,
-    /// Compressed clusters given to the inflaters and not yet back.
-    inflating: HashSet<u64>,
-    inflaters: Option<Inflaters>,
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 impl<R: Read> Qcow2Reader<R> {
@@ -299,8 +293,7 @@ impl<R: Read> Qcow2Reader<R> {
             next: 0,
             current: Vec::new(),
             taken: 0,
-            inflating: HashSet::new(),
-            inflaters: None,
+            zstd: None,
             header,
         })
     }
@@ -520,10 +513,7 @@ impl<R: Read> Qcow2Reader<R> {
 
     /// Makes the image's cluster ready if the file clusters it needs were all read.
     fn try_cluster(&mut self, cluster: u64) -> io::Result<()> {
-        if cluster < self.next
-            || self.ready.contains_key(&cluster)
-            || self.inflating.contains(&cluster)
-        {
+        if cluster < self.next || self.ready.contains_key(&cluster) {
             return Ok(());
         }
         let Some(place) = self.place_of(cluster) else {
@@ -559,26 +549,13 @@ impl<R: Read> Qcow2Reader<R> {
                 let Some(compressed) = self.gather(start, clamped) else {
                     return Ok(());
                 };
-                self.release_uses(cluster, place)?;
-                return self.inflate(Job {
-                    cluster,
-                    compressed,
-                    cut: clamped < end,
-                });
+                match self.expand(&compressed) {
+                    Ok(data) => data,
+                    Err(_) if clamped < end => return Err(self.cut_short(cluster)),
+                    Err(e) => return Err(e),
+                }
             }
         };
-        self.release_uses(cluster, place)?;
-        self.make_ready(cluster, data)
-    }
-
-    fn make_ready(&mut self, cluster: u64, data: Vec<u8>) -> io::Result<()> {
-        self.waiting += data.len();
-        self.ready.insert(cluster, data);
-        self.check_waiting()
-    }
-
-    /// The image's cluster has what it needs of the file clusters its place names.
-    fn release_uses(&mut self, cluster: u64, place: Place) -> io::Result<()> {
         for file_cluster in self.file_clusters(place)? {
             if let Some(needers) = self.needed_by.get_mut(&file_cluster) {
                 needers.retain(|c| *c != cluster);
@@ -588,63 +565,9 @@ impl<R: Read> Qcow2Reader<R> {
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Inflates a compressed cluster: on the inflating threads when there are several cores,
-    /// else here.
-    fn inflate(&mut self, job: Job) -> io::Result<()> {
-        let cores = thread::available_parallelism().map_or(1, |n| n.get());
-        if cores < 2 {
-            let result = inflate(
-                self.header.codec,
-                self.cluster_size() as usize,
-                &job.compressed,
-                &mut None,
-            );
-            return self.inflated((job.cluster, job.cut, result));
-        }
-        if self.inflaters.is_none() {
-            self.inflaters = Some(Inflaters::start(
-                self.header.codec,
-                self.cluster_size() as usize,
-                cores,
-            )?);
-        }
-        // A full queue: take a result back first.
-        while self.inflating.len() >= IN_FLIGHT_PER_THREAD * cores {
-            self.take_inflated()?;
-        }
-        self.inflating.insert(job.cluster);
-        let sent = self
-            .inflaters
-            .as_ref()
-            .and_then(|i| i.jobs.as_ref())
-            .is_some_and(|jobs| jobs.send(job).is_ok());
-        if !sent {
-            return Err(io::Error::other("the qcow2 inflating threads stopped"));
-        }
-        Ok(())
-    }
-
-    /// Waits for one inflated cluster.
-    fn take_inflated(&mut self) -> io::Result<()> {
-        let result = self
-            .inflaters
-            .as_ref()
-            .map(|i| i.results.recv())
-            .and_then(Result::ok)
-            .ok_or_else(|| io::Error::other("the qcow2 inflating threads stopped"))?;
-        self.inflated(result)
-    }
-
-    fn inflated(&mut self, (cluster, cut, result): Inflated) -> io::Result<()> {
-        self.inflating.remove(&cluster);
-        match result {
-            Ok(data) => self.make_ready(cluster, data),
-            Err(_) if cut => Err(self.cut_short(cluster)),
-            Err(e) => Err(e),
-        }
+        self.waiting += data.len();
+        self.ready.insert(cluster, data);
+        self.check_waiting()
     }
 
     /// The file's bytes `start..end`, if every cluster they lie in is held.
@@ -665,6 +588,38 @@ impl<R: Read> Qcow2Reader<R> {
             offset += size;
         }
         (bytes.len() as u64 == end - start).then_some(bytes)
+    }
+
+    /// Expands one compressed cluster.
+    fn expand(&mut self, compressed: &[u8]) -> io::Result<Vec<u8>> {
+        let size = self.cluster_size() as usize;
+        let mut out = vec![0u8; size];
+        let produced = match self.header.codec {
+            Codec::Deflate => {
+                let mut inflater = flate2::Decompress::new(false);
+                inflater
+                    .decompress(compressed, &mut out, flate2::FlushDecompress::Finish)
+                    .map_err(|e| invalid(format!("a qcow2 compressed cluster is corrupt: {e}")))?;
+                inflater.total_out() as usize
+            }
+            Codec::Zstd => {
+                // The sectors after the frame are padding.
+                let frame = zstd::zstd_safe::find_frame_compressed_size(compressed)
+                    .map_err(|_| invalid("a qcow2 zstd cluster is corrupt"))?;
+                let zstd = match &mut self.zstd {
+                    Some(z) => z,
+                    None => self.zstd.insert(zstd::bulk::Decompressor::new()?),
+                };
+                zstd.decompress_to_buffer(&compressed[..frame], &mut out)
+                    .map_err(|e| invalid(format!("a qcow2 zstd cluster is corrupt: {e}")))?
+            }
+        };
+        if produced != size {
+            return Err(invalid(format!(
+                "a qcow2 compressed cluster expanded to {produced} bytes, not {size}"
+            )));
+        }
+        Ok(out)
     }
 
     /// Forgets a held file cluster once it was used.
@@ -721,9 +676,6 @@ impl<R: Read> Qcow2Reader<R> {
                     break;
                 }
                 Some(_) => {
-                    while !self.ready.contains_key(&cluster) && self.inflating.contains(&cluster) {
-                        self.take_inflated()?;
-                    }
                     if let Some(data) = self.ready.remove(&cluster) {
                         self.waiting -= data.len();
                         self.current = data;
@@ -762,106 +714,6 @@ impl<R: Read> Read for Qcow2Reader<R> {
         buf[..n].copy_from_slice(&self.current[self.taken..self.taken + n]);
         self.taken += n;
         Ok(n)
-    }
-}
-
-/// Expands one compressed cluster of `size` bytes (`zstd`: a decompressor kept between
-/// clusters).
-fn inflate(
-    codec: Codec,
-    size: usize,
-    compressed: &[u8],
-    zstd: &mut Option<zstd::bulk::Decompressor<'static>>,
-) -> io::Result<Vec<u8>> {
-    let mut out = vec![0u8; size];
-    let produced = match codec {
-        Codec::Deflate => {
-            let mut inflater = flate2::Decompress::new(false);
-            inflater
-                .decompress(compressed, &mut out, flate2::FlushDecompress::Finish)
-                .map_err(|e| invalid(format!("a qcow2 compressed cluster is corrupt: {e}")))?;
-            inflater.total_out() as usize
-        }
-        Codec::Zstd => {
-            // The sectors after the frame are padding.
-            let frame = zstd::zstd_safe::find_frame_compressed_size(compressed)
-                .map_err(|_| invalid("a qcow2 zstd cluster is corrupt"))?;
-            let zstd = match zstd {
-                Some(z) => z,
-                None => zstd.insert(zstd::bulk::Decompressor::new()?),
-            };
-            zstd.decompress_to_buffer(&compressed[..frame], &mut out)
-                .map_err(|e| invalid(format!("a qcow2 zstd cluster is corrupt: {e}")))?
-        }
-    };
-    if produced != size {
-        return Err(invalid(format!(
-            "a qcow2 compressed cluster expanded to {produced} bytes, not {size}"
-        )));
-    }
-    Ok(out)
-}
-
-/// A compressed cluster to inflate: the image's cluster, its bytes, and whether the file's
-/// end cut them short (a failure then says the file is cut).
-struct Job {
-    cluster: u64,
-    compressed: Vec<u8>,
-    cut: bool,
-}
-
-type Inflated = (u64, bool, io::Result<Vec<u8>>);
-
-/// Threads that inflate compressed clusters, as many as there are cores: inflating is what
-/// bounds a compressed qcow2's install.
-struct Inflaters {
-    jobs: Option<mpsc::SyncSender<Job>>,
-    results: mpsc::Receiver<Inflated>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Inflaters {
-    fn start(codec: Codec, size: usize, threads: usize) -> io::Result<Inflaters> {
-        let (jobs, queue) = mpsc::sync_channel::<Job>(IN_FLIGHT_PER_THREAD * threads);
-        let (done, results) = mpsc::channel();
-        let queue = Arc::new(Mutex::new(queue));
-        let threads = (0..threads)
-            .map(|i| {
-                let queue = Arc::clone(&queue);
-                let done = done.clone();
-                thread::Builder::new()
-                    .name(format!("qcow2-inflate-{i}"))
-                    .spawn(move || {
-                        let mut zstd = None;
-                        loop {
-                            let job = match queue.lock() {
-                                Ok(queue) => queue.recv(),
-                                Err(_) => return,
-                            };
-                            let Ok(job) = job else { return };
-                            let result = inflate(codec, size, &job.compressed, &mut zstd);
-                            if done.send((job.cluster, job.cut, result)).is_err() {
-                                return;
-                            }
-                        }
-                    })
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        Ok(Inflaters {
-            jobs: Some(jobs),
-            results,
-            threads,
-        })
-    }
-}
-
-impl Drop for Inflaters {
-    fn drop(&mut self) {
-        // The threads end once the queue is closed and empty.
-        self.jobs = None;
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
     }
 }
 
