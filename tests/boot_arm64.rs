@@ -1,6 +1,7 @@
 //! The arm64 PXE environment, booted in `qemu-system-aarch64 -M virt -cpu cortex-a57` (TCG,
-//! direct kernel boot) with a virtio disk and NIC; and one multi-arch image index installing
-//! the matching image on an amd64 and an arm64 machine.
+//! direct kernel boot) with a virtio disk and NIC, installing an xz image in blocks (liblzma's
+//! threaded decoder, built for aarch64 musl); and one multi-arch image index installing the
+//! matching chunked image on an amd64 and an arm64 machine.
 
 mod common;
 
@@ -24,10 +25,21 @@ fn arm64_installs_by_tag_and_reboots() {
     let dir = tempfile::tempdir().unwrap();
     let image = image_bytes(24 * MIB, 90);
     let source = write_file(dir.path(), "disk.raw", &image);
-    push(
-        &source,
-        &format!("{}/disks/arm:v1", registry.host()),
-        "zstd",
+    let packed = dir.path().join("disk.raw.xz");
+    let xz = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "xz -1 -T2 --block-size=2MiB -c {} > {}",
+            source.display(),
+            packed.display()
+        ))
+        .status()
+        .expect("xz (xz-utils)");
+    assert!(xz.success());
+    registry.put_image(
+        "disks/arm",
+        "v1",
+        &[("application/octet-stream+xz", &fs::read(&packed).unwrap())],
     );
     let disk = disk(dir.path(), "arm64.img");
     let mut vm = Vm::boot(
@@ -44,6 +56,7 @@ fn arm64_installs_by_tag_and_reboots() {
         console.contains("kernel 6.") && console.contains("-arm64"),
         "{console}"
     );
+    assert!(console.contains(", xz)"), "{console}");
     assert!(console.contains("ocidd: installed 24.00 MiB"), "{console}");
     assert!(console.contains("reboot: Restarting system"), "{console}");
     assert!(
