@@ -582,4 +582,15 @@ fn qcow2_that_needs_more_than_its_file_is_refused_by_name() {
         install_tag(&format!("{host}/disks/qcow2:{tag}"), &target, &[]).assert_failed(4, says);
         assert_untouched(&target);
     }
+    // The header's size: a disk too small is refused before anything is written.
+    let blob = fs::read(&base).unwrap();
+    registry.put_image(
+        "disks/qcow2",
+        "big",
+        &[("application/vnd.oci.image.layer.v1.tar", &blob)],
+    );
+    let target = target_file(dir.path(), "small", 16 * MIB);
+    install_tag(&format!("{host}/disks/qcow2:big"), &target, &[])
+        .assert_failed(5, "is larger than the target");
+    assert_untouched(&target);
 }

@@ -419,9 +419,14 @@ fn install_sequential(
     // A layer whose type does not say what it holds is looked at once decompressed; an
     // uncompressed one here already.
     let by_content = plan.compression.is_none();
+    // An uncompressed qcow2's header says the image's size: a disk too small is refused
+    // before anything is written.
     let image_size = match compression {
         Compression::None if !by_content || Content::detect(&head) == Content::Raw => {
             plan.image_size.or(blob_size)
+        }
+        Compression::None if Content::detect(&head) == Content::Qcow2 => {
+            qcow2::Header::parse(&head).ok().map(|header| header.size)
         }
         _ => plan.image_size,
     };
