@@ -96,6 +96,42 @@ fn xz_images_install_whether_in_many_blocks_or_one() {
     }
 }
 
+/// KubeVirt's proposal VEP 256: untarred disk layers, named; of two, the first installs and
+/// the install says so.
+#[test]
+fn kubevirt_disk_layers_install_the_first_named_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, image) = disk(dir.path(), 98);
+    let registry = Registry::start();
+    let root = zstd::encode_all(image.as_slice(), 3).unwrap();
+    let data = zstd::encode_all(&[0u8; 4096][..], 3).unwrap();
+    let layer = |blob: &[u8], name: &str| {
+        format!(
+            r#"{{"mediaType":"application/vnd.kubevirt.disk.raw+zstd","digest":"{}","size":{},"annotations":{{"io.kubevirt.disk.name":"{name}","io.kubevirt.disk.size":"{}"}}}}"#,
+            registry.put_blob("kubevirt/vm", blob),
+            blob.len(),
+            image.len()
+        )
+    };
+    let config = registry.put_blob("kubevirt/vm", b"{}");
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config}","size":2}},"layers":[{},{}]}}"#,
+        layer(&root, "rootdisk"),
+        layer(&data, "datadisk")
+    );
+    registry.put_manifest("kubevirt/vm", "v1", OCI_MANIFEST, &manifest);
+    let target = target_file(dir.path(), "disk.target", 32 * MIB);
+    let run = install_tag(&format!("{}/kubevirt/vm:v1", registry.host()), &target, &[]);
+    run.assert_installed();
+    assert!(
+        run.stderr
+            .contains("the manifest has 2 disks; installing the first, rootdisk, not datadisk"),
+        "{}",
+        run.stderr
+    );
+    assert_holds(&target, &image);
+}
+
 #[test]
 fn what_the_oras_python_sdk_pushes_with_no_media_type_installs() {
     let dir = tempfile::tempdir().unwrap();
