@@ -7,8 +7,9 @@
 //! stream, as the original's images are), as ocidd-chunked gzip and as chunked zstd. Cases:
 //! the original pipeline (`curl | tee >(sha256sum) | busybox gunzip | busybox dd bs=64k`, as
 //! the original's oras + jq + gunzip + dd do), `gzip -dc` to /dev/null (what one core can
-//! inflate), and ocidd into a file and onto a loop device (the chunked image also on one core,
-//! to show how it scales).
+//! inflate), `bmaptool copy` of the same gzip blob over HTTP from a static server with its
+//! bmap (the peer a user would pick for sparse, checksummed writes), and ocidd into a file and
+//! onto a loop device (the chunked image also on one core, to show how it scales).
 //!
 //! Then other producers' images (`--only formats`): the realistic image as multi-block and
 //! single-block xz and as qcow2 from qemu-img (plain and compressed), each installed by
@@ -48,6 +49,8 @@ const PACKAGES: &[&str] = &[
     "docker-registry",
     "xz-utils",
     "qemu-utils",
+    "bmap-tools",
+    "python3",
     "busybox-static",
     "curl",
     "gzip",
@@ -226,6 +229,24 @@ fn bench_images(
         }
         let gzip_layer = &blobs["gzip"].0;
         let gzip_file = blobs["gzip"].1.display().to_string();
+        // bmaptool's input: the same gzip blob, named so that it knows the compression, and
+        // the image's bmap, on a static HTTP server.
+        let served = registry_dir.with_file_name("served");
+        fs::create_dir_all(&served)?;
+        let served_gzip = served.join(format!("{name}.img.gz"));
+        let _ = fs::remove_file(&served_gzip);
+        std::os::unix::fs::symlink(&blobs["gzip"].1, &served_gzip)?;
+        let bmap = served.join(format!("{name}.img.bmap"));
+        if !bmap.exists() {
+            exec(
+                Command::new("bmaptool")
+                    .args(["create", "-o"])
+                    .arg(&bmap)
+                    .arg(image),
+            )?;
+        }
+        let static_server = StaticServer::start(&served)?;
+        let bmap_url = format!("http://127.0.0.1:{}/{name}.img.gz", static_server.port);
         let url = format!("http://{host}/v2/bench/{name}/blobs/{gzip_layer}");
         let file = file_target.display();
         let install = |variant: &str, target: &str| {
@@ -243,6 +264,13 @@ fn bench_images(
             (
                 "gzip -dc >/dev/null".into(),
                 format!("gzip -dc {gzip_file} >/dev/null"),
+            ),
+            (
+                "bmaptool copy (gzip, HTTP) → loop".into(),
+                format!(
+                    "bmaptool -q copy --bmap {} {bmap_url} {loop_device}",
+                    bmap.display()
+                ),
             ),
             (
                 "ocidd gzip → file".into(),
@@ -268,12 +296,12 @@ fn bench_images(
             ),
             ("ocidd zstd → loop".into(), install("zstd", loop_device)),
         ];
-        // Only the ocidd cases asked for (the two references stay: the ratios need them).
+        // Only the ocidd cases asked for (the three references stay: the ratios need them).
         let mut cases: Vec<(String, String)> = cases
             .into_iter()
             .enumerate()
             .filter(|(i, (label, _))| {
-                *i < 2
+                *i < 3
                     || options
                         .only
                         .as_ref()
@@ -312,7 +340,8 @@ fn bench_images(
             }
         }
         let medians: Vec<f64> = times.iter_mut().map(|t| median(t)).collect();
-        let (original, limit) = (medians[0], medians[1]);
+        let (original, limit, bmaptool) = (medians[0], medians[1], medians[2]);
+        drop(static_server);
         println!();
         println!(
             "{name}: {} MiB image, gzip {} MiB; medians of {} interleaved rounds",
@@ -320,15 +349,18 @@ fn bench_images(
             fs::metadata(&blobs["gzip"].1)?.len() >> 20,
             options.rounds
         );
-        println!("| case | median s | MiB/s | original / case | case / gzip -dc | peak RSS MiB |");
-        println!("| --- | --- | --- | --- | --- | --- |");
+        println!(
+            "| case | median s | MiB/s | original / case | case / gzip -dc | case / bmaptool | peak RSS MiB |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
         for (i, (label, _)) in cases.iter().enumerate() {
             println!(
-                "| {label} | {:.2} | {:.0} | {:.2}× | {:.2} | {:.1} |",
+                "| {label} | {:.2} | {:.0} | {:.2}× | {:.2} | {:.2} | {:.1} |",
                 medians[i],
                 (image_size as f64 / (1 << 20) as f64) / medians[i],
                 original / medians[i],
                 medians[i] / limit,
+                medians[i] / bmaptool,
                 rss[i] as f64 / 1024.0
             );
         }
@@ -490,6 +522,42 @@ fn bench_formats(
         );
     }
     Ok(())
+}
+
+/// `python3 -m http.server` over a directory, on a free loopback port, stopped when dropped.
+struct StaticServer {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl StaticServer {
+    fn start(dir: &Path) -> Result<StaticServer> {
+        let port = crate::util::free_port()?;
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting python3 -m http.server")?;
+        let server = StaticServer { port, child };
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("the static HTTP server did not start on port {port}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The chunk size the delta images are pushed with (ocidd's default).
