@@ -64,8 +64,15 @@ fn throttled_proxy(port: u16) -> Proxy {
     })
 }
 
-/// A seed for [`Random`] from the clock (the tests print it).
-fn clock_seed() -> u64 {
+/// A seed for [`Random`]: `OCIDD_TEST_SEED` to replay a run (the tests print theirs), else
+/// from the clock.
+fn test_seed() -> u64 {
+    if let Ok(seed) = std::env::var("OCIDD_TEST_SEED") {
+        return seed
+            .parse::<u64>()
+            .unwrap_or_else(|e| panic!("OCIDD_TEST_SEED={seed}: {e}"))
+            | 1;
+    }
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -73,7 +80,7 @@ fn clock_seed() -> u64 {
         | 1
 }
 
-/// A small random number generator, seeded from the clock (the seed is printed).
+/// A small random number generator, from [`test_seed`] (the seed is printed).
 struct Random(u64);
 
 impl Random {
@@ -100,8 +107,8 @@ fn an_install_stopped_anywhere_leaves_old_tables_none_or_the_image() {
         );
     }
     let proxy = throttled_proxy(registry.port);
-    let seed = clock_seed();
-    eprintln!("interrupts: seed {seed}");
+    let seed = test_seed();
+    eprintln!("interrupts: seed {seed} (OCIDD_TEST_SEED={seed} replays it)");
     let mut random = Random(seed);
     let device = LoopDevice::new(dir.path(), DISK);
     let file = dir.path().join("target.img");
@@ -216,7 +223,7 @@ fn an_install_with_a_seed_killed_anywhere_leaves_old_tables_none_or_the_image_an
     .unwrap();
     let files = common::files::FileServer::start(&dir.path().join("served"));
     let proxy = throttled_proxy(registry.port);
-    let seed = clock_seed();
+    let seed = test_seed();
     eprintln!("interrupts with a seed: seed {seed}");
     let mut random = Random(seed);
     let device = LoopDevice::new(dir.path(), SEEDED_DISK);

@@ -310,6 +310,15 @@ pub fn is_zero(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::failure_of;
+
+    /// `json` is refused as the index of `blob` (`blob_size` bytes), as a verification
+    /// failure whose message contains `expected`.
+    fn assert_refused(json: &[u8], blob: &Digest, blob_size: u64, expected: &str) {
+        let error = ChunkIndex::parse(json, blob, blob_size).expect_err(expected);
+        assert_eq!(failure_of(&error), Some(Failure::Verification), "{error:#}");
+        assert!(format!("{error:#}").contains(expected), "{error:#}");
+    }
 
     fn digest() -> Digest {
         Digest::of(crate::digest::Algorithm::Sha256, b"blob")
@@ -367,7 +376,12 @@ mod tests {
         let e = ChunkIndex::parse(&serde_json::to_vec(&v2).unwrap(), &digest(), 15).unwrap_err();
         assert!(format!("{e}").contains("version 4"), "{e}");
         let bad = json.replace("sha256:ca97", "sha256:zz97");
-        assert!(ChunkIndex::parse(bad.as_bytes(), &digest(), 15).is_err());
+        assert_refused(
+            bad.as_bytes(),
+            &digest(),
+            15,
+            "the chunk index is malformed",
+        );
     }
 
     /// A version 3 index of `image` in chunks of 1 KiB, with made-up blob offsets.
@@ -425,11 +439,21 @@ mod tests {
         let mut hiding = index.clone();
         hiding.chunks[3].zero = true;
         hiding.chunks[3].cv = None;
-        assert!(ChunkIndex::parse(&serde_json::to_vec(&hiding).unwrap(), &digest(), 50).is_err());
+        assert_refused(
+            &serde_json::to_vec(&hiding).unwrap(),
+            &digest(),
+            50,
+            "add up to",
+        );
         // Chunks that are not a power of two, a missing hash or chaining value.
         let mut odd = index.clone();
         odd.chunk_size = 1000;
-        assert!(ChunkIndex::parse(&serde_json::to_vec(&odd).unwrap(), &digest(), 50).is_err());
+        assert_refused(
+            &serde_json::to_vec(&odd).unwrap(),
+            &digest(),
+            50,
+            "not a power of two",
+        );
         let mut unnamed = index.clone();
         unnamed.image_digest = None;
         let e =
@@ -464,32 +488,33 @@ mod tests {
 
     #[test]
     fn refuses_gaps_overlaps_and_other_blobs() {
+        let at = |i| format!("inconsistent at chunk {i}");
         let cases = [
-            index(vec![chunk(0, 10, 100), chunk(11, 5, 30)], 130), // gap
-            index(vec![chunk(0, 10, 100), chunk(9, 5, 30)], 130),  // overlap
-            index(vec![chunk(0, 10, 90), chunk(10, 5, 30)], 120),  // short middle chunk
-            index(vec![chunk(0, 10, 100), chunk(10, 5, 30)], 131), // wrong image size
-            index(vec![chunk(0, 10, 100), chunk(10, 0, 30)], 130), // empty chunk
-            index(vec![chunk(0, 10, 100), chunk(10, 70 << 10, 30)], 130), // too long for 30
-            index(vec![], 0),
+            (index(vec![chunk(0, 10, 100), chunk(11, 5, 30)], 130), at(1)), // gap
+            (index(vec![chunk(0, 10, 100), chunk(9, 5, 30)], 130), at(1)),  // overlap
+            (index(vec![chunk(0, 10, 90), chunk(10, 5, 30)], 120), at(0)),  // short middle chunk
+            (
+                index(vec![chunk(0, 10, 100), chunk(10, 5, 30)], 131),
+                "130 of the image's 131 bytes".into(),
+            ),
+            (index(vec![chunk(0, 10, 100), chunk(10, 0, 30)], 130), at(1)), // empty chunk
+            (
+                index(vec![chunk(0, 10, 100), chunk(10, 70 << 10, 30)], 130),
+                at(1),
+            ), // too long
+            (index(vec![], 0), "the chunk index is empty".into()),
         ];
-        for (i, case) in cases.iter().enumerate() {
+        for (case, expected) in &cases {
             let json = serde_json::to_vec(case).unwrap();
             let blob_size = case.chunks.iter().map(|c| c.length).sum::<u64>();
-            assert!(
-                ChunkIndex::parse(&json, &digest(), blob_size).is_err(),
-                "case {i}"
-            );
+            assert_refused(&json, &digest(), blob_size, expected);
         }
         let good = index(vec![chunk(0, 10, 100)], 100);
         let json = serde_json::to_vec(&good).unwrap();
-        assert!(
-            ChunkIndex::parse(&json, &digest(), 11).is_err(),
-            "blob size"
-        );
+        assert_refused(&json, &digest(), 11, "covers 10 of the blob's 11 bytes");
         let other = Digest::of(crate::digest::Algorithm::Sha256, b"other");
-        assert!(ChunkIndex::parse(&json, &other, 10).is_err(), "other blob");
-        assert!(ChunkIndex::parse(b"[1,2]", &digest(), 10).is_err());
+        assert_refused(&json, &other, 10, "not the image layer");
+        assert_refused(b"[1,2]", &digest(), 10, "the chunk index is malformed");
 
         // Chunks so large that workers would hold gigabytes.
         let mut huge = index(vec![chunk(0, 10, 1 << 40)], 1 << 40);

@@ -153,23 +153,7 @@ impl Buffers {
             if stop.load(Ordering::Relaxed) {
                 return None;
             }
-            let available = state.available();
-            if available >= 2 || (available == 1 && group == state.lowest) {
-                let buffer = match state.free.pop() {
-                    Some(buffer) => buffer,
-                    None => {
-                        state.made += 1;
-                        Vec::with_capacity(self.capacity)
-                    }
-                };
-                state.granted.insert(group);
-                loop {
-                    let lowest = state.lowest;
-                    if !state.granted.remove(&lowest) {
-                        break;
-                    }
-                    state.lowest += 1;
-                }
+            if let Some(buffer) = self.grant(&mut state, group) {
                 self.changed.notify_all();
                 return Some(buffer);
             }
@@ -179,6 +163,37 @@ impl Buffers {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+
+    /// A buffer for `group` if the rule above allows one now.
+    fn grant(&self, state: &mut BufferState, group: usize) -> Option<Vec<u8>> {
+        let available = state.available();
+        if available < 1 || (available == 1 && group != state.lowest) {
+            return None;
+        }
+        let buffer = match state.free.pop() {
+            Some(buffer) => buffer,
+            None => {
+                state.made += 1;
+                Vec::with_capacity(self.capacity)
+            }
+        };
+        state.granted.insert(group);
+        loop {
+            let lowest = state.lowest;
+            if !state.granted.remove(&lowest) {
+                break;
+            }
+            state.lowest += 1;
+        }
+        Some(buffer)
+    }
+
+    /// A buffer for `group` without waiting.
+    #[cfg(test)]
+    fn try_acquire(&self, group: usize) -> Option<Vec<u8>> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.grant(&mut state, group)
     }
 
     /// Gives a buffer back (`None`: it was lost; another may be made).
@@ -1052,6 +1067,15 @@ fn decompress(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::failure_of;
+
+    /// The failure of `result`, which must be a verification failure whose message contains
+    /// `expected`.
+    fn assert_verification(result: Result<()>, expected: &str) {
+        let error = result.expect_err(expected);
+        assert_eq!(failure_of(&error), Some(Failure::Verification), "{error:#}");
+        assert!(format!("{error:#}").contains(expected), "{error:#}");
+    }
 
     fn index(lengths: &[u64]) -> ChunkIndex {
         let mut offset = 0;
@@ -1132,25 +1156,33 @@ mod tests {
     #[test]
     fn the_lowest_group_always_gets_a_buffer() {
         let buffers = Buffers::new(100);
-        let stop = AtomicBool::new(false);
         // Later groups take all buffers but one...
         let later: Vec<Vec<u8>> = (1..BUFFERS)
-            .map(|g| buffers.acquire(g * 10, &stop).unwrap())
+            .map(|g| buffers.try_acquire(g * 10).unwrap())
             .collect();
         assert!(later.iter().all(|b| b.capacity() >= 100));
-        // ...which another later group may not take,
-        let waiting = thread::scope(|scope| {
-            let waiting = scope.spawn(|| buffers.acquire(99, &stop).is_some());
-            thread::sleep(Duration::from_millis(50));
-            // but the lowest group may.
-            let lowest = buffers.acquire(0, &stop).unwrap();
-            buffers.release(Some(lowest));
-            buffers.release(None); // one lost: another may be made
-            waiting.join().unwrap()
-        });
-        assert!(waiting);
-        stop.store(true, Ordering::Relaxed);
-        assert!(buffers.acquire(1, &stop).is_none());
+        // ...which another later group may not take, but the lowest group may.
+        assert!(buffers.try_acquire(99).is_none());
+        let lowest = buffers.try_acquire(0).unwrap();
+        // Now none is left, even for the next lowest.
+        assert!(buffers.try_acquire(1).is_none());
+        buffers.release(Some(lowest));
+        // Group 1 is now the lowest without one: the one free buffer is kept for it.
+        assert!(buffers.try_acquire(99).is_none());
+        assert!(buffers.try_acquire(1).is_some());
+        // A lost buffer may be made again, for the lowest group (now 2).
+        buffers.release(None);
+        assert!(buffers.try_acquire(99).is_none());
+        assert!(buffers.try_acquire(2).is_some());
+    }
+
+    #[test]
+    fn a_stopped_install_gets_no_buffer() {
+        let buffers = Buffers::new(100);
+        let stop = AtomicBool::new(true);
+        assert!(buffers.acquire(0, &stop).is_none());
+        stop.store(false, Ordering::Relaxed);
+        assert!(buffers.acquire(0, &stop).is_some());
     }
 
     #[test]
@@ -1172,12 +1204,13 @@ mod tests {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
         encoder.write_all(&[1u8; 4096]).unwrap();
         let ones = encoder.finish().unwrap();
-        assert!(trailers.check(Compression::Gzip, &ones, &chunk, 0).is_err());
+        let marked = "marked all zeros in the chunk index but its data says otherwise";
+        assert_verification(trailers.check(Compression::Gzip, &ones, &chunk, 0), marked);
         let frame = zstd::bulk::compress(&[0u8; 4096], 3).unwrap();
         assert!(trailers.check(Compression::Zstd, &frame, &chunk, 0).is_ok());
         let mut two = frame.clone();
         two.extend_from_slice(&frame);
-        assert!(trailers.check(Compression::Zstd, &two, &chunk, 0).is_err());
+        assert_verification(trailers.check(Compression::Zstd, &two, &chunk, 0), marked);
     }
 
     #[test]
@@ -1207,40 +1240,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&output[..], &data[..]);
-        assert!(
+        assert_verification(
             decompress(
                 Compression::Gzip,
                 &member,
                 &chunk(4999),
                 &mut output,
                 &mut inflater,
-                None
-            )
-            .is_err()
+                None,
+            ),
+            "the gzip data is corrupt: it decompresses to more than expected",
         );
-        assert!(
+        assert_verification(
             decompress(
                 Compression::Gzip,
                 &member,
                 &chunk(5001),
                 &mut output,
                 &mut inflater,
-                None
-            )
-            .is_err()
+                None,
+            ),
+            "the chunk decompressed to 5000 bytes, not the 5001 its index says",
         );
         let mut two = member.clone();
         two.extend_from_slice(&member);
-        assert!(
+        assert_verification(
             decompress(
                 Compression::Gzip,
                 &two,
                 &chunk(5000),
                 &mut output,
                 &mut inflater,
-                None
-            )
-            .is_err()
+                None,
+            ),
+            "the chunk is not exactly one gzip member",
         );
     }
 }
