@@ -42,7 +42,7 @@ pub fn move_backup_to_end(
     let found = Header::read(start, sector)?;
     let header_size = found.size;
     let entries_len = found.entries_len();
-    let entries = &start[found.entries_range(sector)];
+    let entries = &start[found.entries_range()];
     let header = &start[sector..2 * sector];
     let sector_u64 = sector as u64;
     let disk_last = (disk_size / sector_u64).checked_sub(1)?;
@@ -53,13 +53,19 @@ pub fn move_backup_to_end(
     }
     let entries_sectors = entries_len.div_ceil(sector) as u64;
     let backup_entries_lba = disk_last.checked_sub(entries_sectors)?;
+    // A header may say anything: the backup must come after the primary's entries.
+    let primary_entries_end = found.entries_lba.checked_add(entries_sectors)?;
+    if backup_entries_lba <= primary_entries_end {
+        return None;
+    }
+    let last_usable = backup_entries_lba - 1;
     let entries = entries.to_vec();
 
     // The primary: its backup is now at the disk's last sector, and partitions may use the
     // space up to the backup entries.
     let primary = &mut start[sector..sector + header_size];
     put_u64(primary, ALTERNATE_LBA, disk_last);
-    put_u64(primary, LAST_USABLE_LBA, backup_entries_lba - 1);
+    put_u64(primary, LAST_USABLE_LBA, last_usable);
     let crc = crc_of_header(primary, header_size);
     put_u32(primary, HEADER_CRC, crc);
 
@@ -97,6 +103,8 @@ pub struct Header {
     pub entries_lba: u64,
     pub entry_count: usize,
     pub entry_size: usize,
+    /// Where the entries are in `start`.
+    entries: std::ops::Range<usize>,
 }
 
 impl Header {
@@ -113,34 +121,43 @@ impl Header {
         {
             return None;
         }
-        let found = Header {
-            size,
-            entries_lba: u64_at(header, ENTRIES_LBA),
-            entry_count: u32_at(header, ENTRY_COUNT) as usize,
-            entry_size: u32_at(header, ENTRY_SIZE) as usize,
-        };
-        let entries_start = usize::try_from(found.entries_lba)
-            .ok()?
-            .checked_mul(sector)?;
-        let entries = start.get(entries_start..entries_start.checked_add(found.entries_len())?)?;
+        let found = Header::locate(start, sector, size)?;
+        // Entries in the MBR's or the header's own sector would change with them.
         if found.entries_len() == 0
+            || found.entries_lba < 2
             || found.entry_size < 128
-            || crc32fast::hash(entries) != u32_at(header, ENTRIES_CRC)
+            || crc32fast::hash(&start[found.entries_range()]) != u32_at(header, ENTRIES_CRC)
         {
             return None;
         }
         Some(found)
     }
 
-    /// How many bytes the entries take.
-    pub fn entries_len(&self) -> usize {
-        self.entry_count.saturating_mul(self.entry_size)
+    /// The header's fields, with a header of `size` bytes, if its entries lie inside `start`.
+    fn locate(start: &[u8], sector: usize, size: usize) -> Option<Header> {
+        let header = start.get(sector..2 * sector)?;
+        let entries_lba = u64_at(header, ENTRIES_LBA);
+        let entry_count = u32_at(header, ENTRY_COUNT) as usize;
+        let entry_size = u32_at(header, ENTRY_SIZE) as usize;
+        let at = usize::try_from(entries_lba).ok()?.checked_mul(sector)?;
+        let end = at.checked_add(entry_count.checked_mul(entry_size)?)?;
+        (end <= start.len()).then_some(Header {
+            size,
+            entries_lba,
+            entry_count,
+            entry_size,
+            entries: at..end,
+        })
     }
 
-    /// Where the entries are in the table's first sectors.
-    pub fn entries_range(&self, sector: usize) -> std::ops::Range<usize> {
-        let at = self.entries_lba as usize * sector;
-        at..at + self.entries_len()
+    /// How many bytes the entries take.
+    pub fn entries_len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Where the entries are in the table's first sectors (always inside them).
+    pub fn entries_range(&self) -> std::ops::Range<usize> {
+        self.entries.clone()
     }
 
     /// After the entries in `start` changed: their CRC and the header's again, with the last
@@ -149,7 +166,7 @@ impl Header {
         let Some(found) = Header::read_unchecked(start, sector) else {
             return;
         };
-        let entries_crc = crc32fast::hash(&start[found.entries_range(sector)]);
+        let entries_crc = crc32fast::hash(&start[found.entries_range()]);
         let header = &mut start[sector..sector + found.size];
         if u64_at(header, LAST_USABLE_LBA) < last_used {
             put_u64(header, LAST_USABLE_LBA, last_used);
@@ -162,14 +179,8 @@ impl Header {
     /// The header's fields without checking its CRCs (which the caller is about to fix).
     fn read_unchecked(start: &[u8], sector: usize) -> Option<Header> {
         let header = start.get(sector..2 * sector)?;
-        let found = Header {
-            size: (u32_at(header, HEADER_SIZE) as usize).clamp(92, sector),
-            entries_lba: u64_at(header, ENTRIES_LBA),
-            entry_count: u32_at(header, ENTRY_COUNT) as usize,
-            entry_size: u32_at(header, ENTRY_SIZE) as usize,
-        };
-        let range = found.entries_range(sector);
-        (range.end <= start.len()).then_some(found)
+        let size = (u32_at(header, HEADER_SIZE) as usize).clamp(92, sector);
+        Header::locate(start, sector, size)
     }
 }
 
@@ -188,7 +199,7 @@ pub struct Entry {
 /// The used entries of the GPT in `start`; `None` where there is no GPT that verifies.
 pub fn entries(start: &[u8], sector: usize) -> Option<Vec<Entry>> {
     let header = Header::read(start, sector)?;
-    let entries = &start[header.entries_range(sector)];
+    let entries = &start[header.entries_range()];
     let used = entries
         .chunks_exact(header.entry_size)
         .enumerate()
@@ -320,5 +331,40 @@ mod tests {
         // A 4096-byte-sector disk does not find a 512-byte-sector GPT.
         let mut start = image_start(65536);
         assert_eq!(move_backup_to_end(&mut start, 4096, image, disk), None);
+    }
+
+    #[test]
+    fn entries_over_the_mbr_or_the_header_do_not_verify() {
+        for lba in [0u64, 1] {
+            let mut start = image_start(1 << 16);
+            put_u64(&mut start[SECTOR..], ENTRIES_LBA, lba);
+            Header::reseal(&mut start, SECTOR, 0);
+            assert!(Header::read_unchecked(&start, SECTOR).is_some());
+            assert!(
+                Header::read(&start, SECTOR).is_none(),
+                "entries at LBA {lba}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_backup_that_would_cover_the_primary_entries_is_not_written() {
+        // 40 sectors: the 32 sectors of backup entries would start at LBA 7, inside the
+        // primary's (2 to 33).
+        let mut start = image_start(1 << 16);
+        assert_eq!(
+            move_backup_to_end(&mut start, SECTOR, 10 * 512, 40 * 512),
+            None
+        );
+    }
+
+    #[test]
+    fn a_partition_said_to_end_at_the_last_possible_sector_leaves_no_room_for_a_seed() {
+        let mut start = image_start(1 << 16);
+        put_u64(&mut start[2 * SECTOR..], 40, u64::MAX);
+        Header::reseal(&mut start, SECTOR, 0);
+        let error =
+            crate::install::seed_partition::add(&mut start, SECTOR, 8 << 20, 1 << 30).unwrap_err();
+        assert!(format!("{error}").contains("no room"), "{error}");
     }
 }

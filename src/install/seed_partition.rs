@@ -96,15 +96,16 @@ fn add_to_gpt(
     disk_size: u64,
 ) -> Result<Placement> {
     let header = gpt::Header::read(start, sector).ok_or_else(|| anyhow!("the GPT vanished"))?;
-    let entries = header.entries_range(sector);
+    let entries = header.entries_range();
     let entry_size = header.entry_size;
     let mut free = None;
     let mut partitions_end = 0u64;
-    for (i, entry) in start[entries.clone()].chunks(entry_size).enumerate() {
+    for (i, entry) in start[entries.clone()].chunks_exact(entry_size).enumerate() {
         if entry[..16].iter().all(|&b| b == 0) {
             free.get_or_insert(i);
         } else {
-            partitions_end = partitions_end.max(gpt::u64_at(entry, 40) + 1);
+            // A last sector the image made up (u64::MAX) still leaves no room after it.
+            partitions_end = partitions_end.max(gpt::u64_at(entry, 40).saturating_add(1));
         }
     }
     let free = free.ok_or_else(|| {
