@@ -5,7 +5,7 @@
 //! [`hints`] chooses a disk by what it is.
 
 pub mod hints;
-mod identity;
+pub mod identity;
 
 use std::fs;
 use std::path::{Component, Path, PathBuf};
