@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod deps;
 mod dist;
+mod fuzz;
 mod image;
 mod initramfs;
 mod iso;
@@ -40,6 +41,12 @@ enum Task {
         /// Plain HTTP to the registry pushed to
         #[arg(long)]
         plain_http: bool,
+    },
+    /// Run every fuzz target for a short time from its seeds (CI runs this)
+    Fuzz {
+        /// Seconds per target
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
     },
     /// Build the boot files, push a sample disk image to a local registry, boot a VM that
     /// installs it, and check the VM's disk
@@ -125,6 +132,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Demo => demo::run(),
+        Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Iso { out } => iso::build(&util::in_root(out)),
         Task::Pxe {
             arch,
@@ -185,6 +193,7 @@ fn main() -> Result<()> {
             demo::boot_and_check(&util::root().join("out"))?;
             dist::check()?;
             lint()?;
+            fuzz::run(20)?;
             util::cargo(&["test", "--workspace"])
         }
     }
