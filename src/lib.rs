@@ -68,6 +68,8 @@
 //!   site overlay), patched in a copy by `ocidd iso customize`, which can also append an
 //!   image layout for offline installs.
 //! - [`compression`] and [`registry::manifest::media_type`] are shared by push and install.
+//! - [`sync`]: locks and condition variables that go on after a thread panicked, used by
+//!   every thread that shares state.
 
 pub mod boot;
 pub mod chunks;
@@ -89,3 +91,4 @@ pub mod report;
 pub mod retry;
 pub mod seed;
 pub mod signature;
+pub mod sync;

@@ -7,6 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::say;
+use crate::sync::{Unpoisoned, UnpoisonedWait};
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Counters shared by the stages of the stream.
@@ -81,12 +82,12 @@ impl Progress {
     }
 
     pub fn set_delta(&self, counts: DeltaCounts) {
-        *self.delta.lock().unwrap_or_else(|p| p.into_inner()) = Some(counts);
+        *self.delta.lock_unpoisoned() = Some(counts);
     }
 
     /// What `dd.delta` found, if it ran.
     pub fn delta(&self) -> Option<DeltaCounts> {
-        *self.delta.lock().unwrap_or_else(|p| p.into_inner())
+        *self.delta.lock_unpoisoned()
     }
 
     pub fn fetched_bytes(&self) -> u64 {
@@ -172,7 +173,7 @@ impl Reporter {
 
     fn stop_thread(&mut self) {
         let (lock, wake) = &*self.stop;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *lock.lock_unpoisoned() = true;
         wake.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -200,11 +201,9 @@ fn report(progress: &Progress, display: Display, stop: &(Mutex<bool>, Condvar)) 
         Display::Lines(interval) => (interval, None),
     };
     let (lock, wake) = stop;
-    let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+    let mut stopped = lock.lock_unpoisoned();
     loop {
-        let (guard, _) = wake
-            .wait_timeout(stopped, interval)
-            .unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = wake.wait_timeout_unpoisoned(stopped, interval);
         stopped = guard;
         if *stopped {
             break;

@@ -34,6 +34,7 @@ use crate::registry::Registry;
 use crate::registry::blob::BlobReader;
 use crate::say;
 use crate::seed::Seed;
+use crate::sync::{Unpoisoned, UnpoisonedWait};
 
 /// Compressed bytes per range request.
 const GROUP_BYTES: u64 = 4 << 20;
@@ -148,7 +149,7 @@ impl Buffers {
 
     /// Waits for a buffer for `group`; `None` if the install stopped.
     fn acquire(&self, group: usize, stop: &AtomicBool) -> Option<Vec<u8>> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock_unpoisoned();
         loop {
             if stop.load(Ordering::Relaxed) {
                 return None;
@@ -159,8 +160,7 @@ impl Buffers {
             }
             state = self
                 .changed
-                .wait_timeout(state, Duration::from_millis(100))
-                .unwrap_or_else(|p| p.into_inner())
+                .wait_timeout_unpoisoned(state, Duration::from_millis(100))
                 .0;
         }
     }
@@ -192,13 +192,13 @@ impl Buffers {
     /// A buffer for `group` without waiting.
     #[cfg(test)]
     fn try_acquire(&self, group: usize) -> Option<Vec<u8>> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock_unpoisoned();
         self.grant(&mut state, group)
     }
 
     /// Gives a buffer back (`None`: it was lost; another may be made).
     fn release(&self, buffer: Option<Vec<u8>>) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock_unpoisoned();
         match buffer {
             Some(mut buffer) => {
                 buffer.clear();
@@ -251,18 +251,14 @@ impl Shared<'_> {
     /// data first).
     fn group_done(&self, g: usize) {
         if self.pending[g].fetch_sub(1, Ordering::AcqRel) == 1 {
-            let data = self
-                .in_use
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&g);
+            let data = self.in_use.lock_unpoisoned().remove(&g);
             self.buffers
                 .release(data.and_then(|d| Arc::try_unwrap(d).ok()));
         }
     }
 
     fn fail(&self, error: anyhow::Error) {
-        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failure = self.failure.lock_unpoisoned();
         if failure.is_none() {
             *failure = Some(error);
         }
@@ -270,17 +266,14 @@ impl Shared<'_> {
     }
 
     fn corrupt(&self, error: anyhow::Error) {
-        let mut corruption = self.corruption.lock().unwrap_or_else(|p| p.into_inner());
+        let mut corruption = self.corruption.lock_unpoisoned();
         if corruption.is_none() {
             *corruption = Some(error);
         }
     }
 
     fn is_corrupt(&self) -> bool {
-        self.corruption
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.corruption.lock_unpoisoned().is_some()
     }
 
     fn account(&self, bytes: u64) {
@@ -291,11 +284,7 @@ impl Shared<'_> {
     /// Zeroes `[offset, offset + length)` of the image on the target (the held parts are
     /// zeros already).
     fn zero_on_target(&self, offset: u64, length: u64) -> Result<()> {
-        let unheld = self
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unheld(offset..offset + length);
+        let unheld = self.held.lock_unpoisoned().unheld(offset..offset + length);
         if !unheld.is_empty() {
             self.touched.store(true, Ordering::Relaxed);
             self.target
@@ -322,11 +311,7 @@ impl Shared<'_> {
     /// Writes a decompressed chunk at `offset`: its held-back part into the held buffer, the
     /// rest in blocks, with runs of zero blocks zeroed instead of written.
     fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
-        let (mut offset, rest) = self
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keep(offset, data);
+        let (mut offset, rest) = self.held.lock_unpoisoned().keep(offset, data);
         let mut blocks = BlockWriter::new(self.target);
         let mut put = || -> Result<(), BlockFailure> {
             for block in rest.chunks(self.block_size) {
@@ -477,16 +462,8 @@ pub fn install(
     });
     let touched = shared.touched.load(Ordering::Relaxed);
     let written = touched.then(|| shared.done.load(Ordering::Relaxed));
-    let failure = shared
-        .failure
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    let corruption = shared
-        .corruption
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let failure = shared.failure.lock_unpoisoned().take();
+    let corruption = shared.corruption.lock_unpoisoned().take();
     // A failure that stopped everything first; then a blob that does not match its digest;
     // then a chunk that did not decompress.
     let outcome = match (failure, verified, corruption) {
@@ -533,8 +510,7 @@ pub fn install(
     // A target file that grows was given the image's length before the install began.
     shared
         .held
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .lock_unpoisoned()
         .commit(target, block_size)
         .map_err(|error| WriteFailure {
             error,
@@ -639,8 +615,7 @@ fn check_on_target(
                         Ok(_) => false,
                         Err(e) => {
                             read_error
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
+                                .lock_unpoisoned()
                                 .get_or_insert(format!("at byte {offset}: {e}"));
                             false
                         }
@@ -683,11 +658,7 @@ fn sequence(
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         let data: GroupData = Arc::new(data);
-        shared
-            .in_use
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(g, Arc::clone(&data));
+        shared.in_use.lock_unpoisoned().insert(g, Arc::clone(&data));
         // Its chunks go to work at once, in whatever order the ranges arrive.
         let group = &groups[g];
         for i in group.chunks.clone() {
@@ -831,7 +802,7 @@ impl RangeProbe {
 
     /// Records what a response showed; true for the first to show that ranges are ignored.
     fn learn(&self, ignored: bool) -> bool {
-        let mut support = self.support.lock().unwrap_or_else(|p| p.into_inner());
+        let mut support = self.support.lock_unpoisoned();
         let first_ignored = ignored && *support != RangeSupport::Ignored;
         if ignored {
             *support = RangeSupport::Ignored;
@@ -844,12 +815,11 @@ impl RangeProbe {
 
     /// Waits until the first answer came (or the install stopped).
     fn wait(&self, stop: &AtomicBool) -> RangeSupport {
-        let mut support = self.support.lock().unwrap_or_else(|p| p.into_inner());
+        let mut support = self.support.lock_unpoisoned();
         while *support == RangeSupport::Unknown && !stop.load(Ordering::Relaxed) {
             support = self
                 .decided
-                .wait_timeout(support, Duration::from_millis(100))
-                .unwrap_or_else(|p| p.into_inner())
+                .wait_timeout_unpoisoned(support, Duration::from_millis(100))
                 .0;
         }
         *support

@@ -13,6 +13,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::say;
+use crate::sync::Unpoisoned;
 
 /// How far the install got with its target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,7 @@ static TABLES: Mutex<()> = Mutex::new(());
 static WATCH: Once = Once::new();
 
 fn set(phase: Phase) {
-    *PHASE.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    *PHASE.lock_unpoisoned() = phase;
 }
 
 /// The target `path` is open.
@@ -50,7 +51,7 @@ pub fn writing(path: &str) {
 /// Holds off the signals' exit until the returned guard is dropped: while the old tables are
 /// cleared, and while the held parts of the image are written.
 pub fn changing_tables() -> MutexGuard<'static, ()> {
-    TABLES.lock().unwrap_or_else(|p| p.into_inner())
+    TABLES.lock_unpoisoned()
 }
 
 /// The verified image is on `path`.
@@ -84,7 +85,7 @@ fn stop(signal: i32) -> ! {
         _ => "a signal",
     };
     let _tables = changing_tables();
-    let phase = PHASE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let phase = PHASE.lock_unpoisoned().clone();
     let message = format!("stopped by {name}; {}", holds(&phase));
     say!("ocidd: error: {message}");
     crate::report::interrupted(128 + signal, &message);

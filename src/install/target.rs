@@ -14,6 +14,7 @@ use super::interrupt;
 use super::writer::HOLDBACK;
 use crate::error::{Classify, Failure};
 use crate::fail;
+use crate::sync::Unpoisoned;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -234,7 +235,7 @@ impl Target {
     /// Clears the old tables (the first and last MiB), once, before the first write;
     /// every write and zeroing calls it.
     pub fn begin_writing(&self) -> io::Result<()> {
-        let mut cleared = self.cleared.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cleared = self.cleared.lock_unpoisoned();
         if !*cleared {
             let _tables = interrupt::changing_tables();
             self.clear_tables()?;

@@ -35,6 +35,7 @@ use crate::reference::Platform;
 use crate::registry::manifest::media_type::{CHUNK_INDEX, DISK_IMAGE_ARTIFACT, OCI_MANIFEST};
 use crate::registry::manifest::{ANNOTATION_IMAGE_DIGEST, ANNOTATION_IMAGE_SIZE};
 use crate::retry::{Attempt, with_retries_async};
+use crate::sync::Unpoisoned;
 use compress::Image;
 use session::Session;
 
@@ -279,14 +280,14 @@ struct NetworkWatch(Arc<Mutex<Option<Instant>>>);
 
 impl NetworkWatch {
     fn set(&self, since: Option<Instant>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = since;
+        *self.0.lock_unpoisoned() = since;
     }
 
     /// Ends once the uploader has waited on the registry for `timeout`.
     async fn stalled(&self, timeout: Duration) {
         loop {
             tokio::time::sleep(timeout.min(Duration::from_secs(1))).await;
-            let since = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let since = *self.0.lock_unpoisoned();
             if since.is_some_and(|since| since.elapsed() >= timeout) {
                 return;
             }

@@ -35,6 +35,7 @@ use crate::digest::{Algorithm, Digest};
 use crate::error::{Classify, Failure, classified};
 use crate::reference::Platform;
 use crate::retry::{Attempt, Backoff, Transient, parse_retry_after, with_retries};
+use crate::sync::Unpoisoned;
 use crate::{fail, say};
 
 /// A blob GET that a source answered with 200 or 206.
@@ -126,13 +127,12 @@ impl Source {
     }
 
     fn is_down(&self) -> bool {
-        let down_until = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+        let down_until = self.down_until.lock_unpoisoned();
         down_until.is_some_and(|until| Instant::now() < until)
     }
 
     fn set_down(&self) {
-        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Instant::now() + MIRROR_DOWN_FOR);
+        *self.down_until.lock_unpoisoned() = Some(Instant::now() + MIRROR_DOWN_FOR);
     }
 }
 
@@ -591,10 +591,7 @@ impl Registry {
 
     /// Whether `key` is new to the console.
     fn tell_once(&self, key: String) -> bool {
-        self.told
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key)
+        self.told.lock_unpoisoned().insert(key)
     }
 
     /// How failing requests and broken downloads are retried.

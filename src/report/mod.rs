@@ -19,6 +19,7 @@ use crate::fail;
 use crate::output;
 use crate::progress::Progress;
 use crate::registry::client::client_builder;
+use crate::sync::{Unpoisoned, UnpoisonedWait};
 use event::{Disk, Event, EventType, Image, Node, Outcome, Phase, timestamp};
 use sender::Sender;
 
@@ -98,7 +99,7 @@ impl Report {
             }),
             write_ended: std::sync::Condvar::new(),
         });
-        *ACTIVE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::downgrade(&inner));
+        *ACTIVE.lock_unpoisoned() = Some(Arc::downgrade(&inner));
         Ok(Report { inner: Some(inner) })
     }
 
@@ -184,7 +185,7 @@ impl Report {
 /// The install is being stopped by a signal: says so as its failure, and waits a moment for
 /// that to go out.
 pub fn interrupted(exit_code: i32, message: &str) {
-    let active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let active = ACTIVE.lock_unpoisoned().clone();
     if let Some(inner) = active.and_then(|weak| weak.upgrade()) {
         inner.fail(exit_code, message.to_string(), false);
         inner.close(Instant::now() + SIGNAL_GRACE);
@@ -193,7 +194,7 @@ pub fn interrupted(exit_code: i32, message: &str) {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_unpoisoned()
     }
 
     fn fail(&self, exit_code: i32, error: String, verifying: bool) {
@@ -286,8 +287,7 @@ fn progress_loop(inner: &Weak<Inner>) {
         let state = inner.lock();
         let (state, _) = inner
             .write_ended
-            .wait_timeout(state, inner.interval)
-            .unwrap_or_else(|p| p.into_inner());
+            .wait_timeout_unpoisoned(state, inner.interval);
         let writing = state
             .current
             .as_ref()

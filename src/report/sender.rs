@@ -12,6 +12,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
 use crate::registry::client::short_reason;
 use crate::say;
+use crate::sync::{Unpoisoned, UnpoisonedWait};
 
 /// Events waiting at most: a receiver that is down for long loses the oldest progress
 /// events first (each says where the install stands, so the newest is enough).
@@ -47,7 +48,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_unpoisoned()
     }
 }
 
@@ -104,12 +105,7 @@ impl Sender {
         self.shared.changed.notify_all();
         while !state.queue.is_empty() && Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            state = self.shared.changed.wait_timeout_unpoisoned(state, left).0;
         }
         let lost = state.lost + state.queue.len() as u64;
         if lost > 0 {
@@ -143,8 +139,7 @@ fn deliver(shared: &Shared, url: &str, shown: &str, client: &Client, token: Opti
                 None => {
                     state = shared
                         .changed
-                        .wait_timeout(state, Duration::from_millis(500))
-                        .unwrap_or_else(|p| p.into_inner())
+                        .wait_timeout_unpoisoned(state, Duration::from_millis(500))
                         .0
                 }
             }
@@ -196,10 +191,7 @@ fn deliver(shared: &Shared, url: &str, shown: &str, client: &Client, token: Opti
                 let until = state.deadline.map_or(until, |d| until.min(d));
                 while Instant::now() < until {
                     let left = until.saturating_duration_since(Instant::now());
-                    let (next, _) = shared
-                        .changed
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(|p| p.into_inner());
+                    let (next, _) = shared.changed.wait_timeout_unpoisoned(state, left);
                     state = next;
                     // Closing shortens the wait to the deadline.
                     if let Some(deadline) = state.deadline
