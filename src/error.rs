@@ -111,6 +111,16 @@ pub fn failure_of(error: &anyhow::Error) -> Option<Failure> {
     })
 }
 
+/// For tests: `result` failed as `failure`, with a message that contains `expected`.
+#[cfg(test)]
+pub fn assert_failed<T>(result: anyhow::Result<T>, failure: Failure, expected: &str) {
+    let Err(error) = result else {
+        panic!("succeeded where it should fail with {expected:?}");
+    };
+    assert_eq!(failure_of(&error), Some(failure), "{error:#}");
+    assert!(format!("{error:#}").contains(expected), "{error:#}");
+}
+
 /// `result.classify(Failure::Registry)` tags the error of a fallible call.
 pub trait Classify<T> {
     fn classify(self, failure: Failure) -> anyhow::Result<T>;

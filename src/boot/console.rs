@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn a_full_console_loses_text_instead_of_stalling() {
         // A pipe nobody reads stands for a console that stopped taking output.
-        let (_reader, writer) = rustix::pipe::pipe().unwrap();
+        let (unread, writer) = rustix::pipe::pipe().unwrap();
         rustix::fs::fcntl_setfl(&writer, rustix::fs::OFlags::NONBLOCK).unwrap();
         let mut console = File::from(writer);
         let started = Instant::now();
@@ -176,7 +176,7 @@ mod tests {
         // did not fit was dropped.
         let waited = started.elapsed();
         assert!(waited >= CONSOLE_PATIENCE, "{waited:?}");
-        let held = rustix::io::ioctl_fionread(&_reader).unwrap() as usize;
+        let held = rustix::io::ioctl_fionread(&unread).unwrap() as usize;
         assert!(held > 0 && held < data.len(), "{held}");
         // A console that takes everything gets everything.
         let (reader, writer) = rustix::pipe::pipe().unwrap();

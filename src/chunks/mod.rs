@@ -310,14 +310,13 @@ pub fn is_zero(data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::failure_of;
+    use crate::error::assert_failed;
 
     /// `json` is refused as the index of `blob` (`blob_size` bytes), as a verification
     /// failure whose message contains `expected`.
     fn assert_refused(json: &[u8], blob: &Digest, blob_size: u64, expected: &str) {
-        let error = ChunkIndex::parse(json, blob, blob_size).expect_err(expected);
-        assert_eq!(failure_of(&error), Some(Failure::Verification), "{error:#}");
-        assert!(format!("{error:#}").contains(expected), "{error:#}");
+        let parsed = ChunkIndex::parse(json, blob, blob_size);
+        assert_failed(parsed, Failure::Verification, expected);
     }
 
     fn digest() -> Digest {

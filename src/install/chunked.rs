@@ -1037,14 +1037,10 @@ fn decompress(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::failure_of;
+    use crate::error::assert_failed;
 
-    /// The failure of `result`, which must be a verification failure whose message contains
-    /// `expected`.
     fn assert_verification(result: Result<()>, expected: &str) {
-        let error = result.expect_err(expected);
-        assert_eq!(failure_of(&error), Some(Failure::Verification), "{error:#}");
-        assert!(format!("{error:#}").contains(expected), "{error:#}");
+        assert_failed(result, Failure::Verification, expected);
     }
 
     fn index(lengths: &[u64]) -> ChunkIndex {
