@@ -92,12 +92,6 @@ impl Receiver {
                         if (&mut reader).take(length).read_to_end(&mut body).is_err() {
                             return;
                         }
-                        if hang {
-                            while !stop.load(Ordering::Relaxed) {
-                                thread::sleep(Duration::from_millis(100));
-                            }
-                            return;
-                        }
                         let event = serde_json::from_slice(&body).unwrap_or_else(|e| {
                             panic!("a report that is not JSON ({e}): {body:?}")
                         });
@@ -105,6 +99,13 @@ impl Receiver {
                             authorization: header("authorization"),
                             event,
                         });
+                        // A hanging receiver takes the report and never answers.
+                        if hang {
+                            while !stop.load(Ordering::Relaxed) {
+                                thread::sleep(Duration::from_millis(100));
+                            }
+                            return;
+                        }
                         let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
                         if stream.write_all(answer).is_err() {
                             return;

@@ -11,6 +11,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::util::{exec, root};
 
+/// Seconds per target in CI (`cargo xtask test`) and by default.
+pub const CI_SECONDS: u64 = 20;
+
 pub fn run(seconds: u64) -> Result<()> {
     ensure_cargo_fuzz()?;
     let fuzz = root().join("fuzz");

@@ -45,7 +45,7 @@ enum Task {
     /// Run every fuzz target for a short time from its seeds (CI runs this)
     Fuzz {
         /// Seconds per target
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = fuzz::CI_SECONDS)]
         seconds: u64,
     },
     /// Build the boot files, push a sample disk image to a local registry, boot a VM that
@@ -193,7 +193,7 @@ fn main() -> Result<()> {
             demo::boot_and_check(&util::root().join("out"))?;
             dist::check()?;
             lint()?;
-            fuzz::run(20)?;
+            fuzz::run(fuzz::CI_SECONDS)?;
             util::cargo(&["test", "--workspace"])
         }
     }
